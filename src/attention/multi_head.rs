@@ -1,0 +1,268 @@
+//! Multi-head causal self-attention with the head bookkeeping spelled out: project to Q, K, V,
+//! `split_heads`, scores, mask, softmax, weights · V, `merge_heads`, output projection `W_O`.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Device, Tensor};
+
+use super::mask::{MaskMode, masked_softmax};
+use crate::cache::LayerKv;
+use crate::error::{Error, Result};
+use crate::init::normal_linear;
+use crate::trace::{ShapeTrace, record};
+
+/// Configuration of a [`CausalSelfAttention`] layer.
+#[derive(Config, Debug)]
+pub struct CausalSelfAttentionConfig {
+    /// Width of the residual stream, `D`.
+    pub d_model: usize,
+    /// Number of heads, `H`; each head works in `Dh = D / H` dimensions.
+    pub n_heads: usize,
+    /// How the attention logits are masked.
+    #[config(default = "MaskMode::Causal")]
+    pub mask_mode: MaskMode,
+    /// Dropout on the attention weights and on the output (training only).
+    #[config(default = 0.0)]
+    pub dropout: f64,
+    /// Standard deviation of the Q, K, V projection weights.
+    #[config(default = 0.02)]
+    pub init_std: f64,
+    /// Standard deviation of the output projection's weights. GPT-2 scales it down by
+    /// `sqrt(2 · n_layers)` because every block adds its output to the residual stream.
+    #[config(default = 0.02)]
+    pub output_init_std: f64,
+}
+
+impl CausalSelfAttentionConfig {
+    /// Check the sizes: non-zero, and `d_model` divisible by `n_heads`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the offending sizes.
+    pub fn validate(&self) -> Result<()> {
+        if self.d_model == 0 || self.n_heads == 0 {
+            return Err(Error::Config(format!(
+                "d_model ({}) and n_heads ({}) must both be at least 1",
+                self.d_model, self.n_heads
+            )));
+        }
+        if self.d_model % self.n_heads != 0 {
+            return Err(Error::Config(format!(
+                "d_model ({}) must be divisible by n_heads ({}) so every head gets the same \
+                 width; try n_heads = {}",
+                self.d_model,
+                self.n_heads,
+                largest_divisor_at_most(self.d_model, self.n_heads)
+            )));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::Config(format!(
+                "dropout ({}) must be in [0, 1)",
+                self.dropout
+            )));
+        }
+        Ok(())
+    }
+
+    /// Build the layer with GPT-2's initialisation: normal weights, zero biases.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when [`CausalSelfAttentionConfig::validate`] fails.
+    pub fn init(&self, device: &Device) -> Result<CausalSelfAttention> {
+        self.validate()?;
+        let projection = |std: f64| normal_linear(self.d_model, self.d_model, std, device);
+        Ok(CausalSelfAttention {
+            query: projection(self.init_std),
+            key: projection(self.init_std),
+            value: projection(self.init_std),
+            output: projection(self.output_init_std),
+            attn_dropout: DropoutConfig::new(self.dropout).init(),
+            resid_dropout: DropoutConfig::new(self.dropout).init(),
+            n_heads: self.n_heads,
+            mask_mode: self.mask_mode,
+        })
+    }
+}
+
+/// The largest divisor of `n` that is at most `at_most` (a suggestion for a bad `n_heads`).
+fn largest_divisor_at_most(n: usize, at_most: usize) -> usize {
+    (1..=at_most.min(n)).rev().find(|k| n % k == 0).unwrap_or(1)
+}
+
+/// Multi-head causal self-attention.
+///
+/// # Shapes
+/// - input: `[B, T, D]`
+/// - output: `[B, T, D]`
+///
+/// Inside, with `H` heads of width `Dh = D / H` and `S` keys (`S = T` without a cache,
+/// `S = cached + T` with one):
+///
+/// | stage            | shape            |
+/// |------------------|------------------|
+/// | q, k, v          | `[B, T, D]`      |
+/// | split_heads      | `[B, H, T, Dh]`  |
+/// | keys with cache  | `[B, H, S, Dh]`  |
+/// | scores, weights  | `[B, H, T, S]`   |
+/// | context          | `[B, H, T, Dh]`  |
+/// | merge_heads      | `[B, T, D]`      |
+/// | output (W_O)     | `[B, T, D]`      |
+#[derive(Module, Debug)]
+pub struct CausalSelfAttention {
+    /// Query projection `W_Q`, `[D, D]` (Burn stores linear weights as `[in, out]`).
+    pub query: Linear,
+    /// Key projection `W_K`.
+    pub key: Linear,
+    /// Value projection `W_V`.
+    pub value: Linear,
+    /// Output projection `W_O`, mixing the heads back together.
+    pub output: Linear,
+    attn_dropout: Dropout,
+    resid_dropout: Dropout,
+    n_heads: usize,
+    #[module(skip)]
+    mask_mode: MaskMode,
+}
+
+impl CausalSelfAttention {
+    /// Number of heads.
+    pub fn n_heads(&self) -> usize {
+        self.n_heads
+    }
+
+    /// The masking rule this layer applies.
+    pub fn mask_mode(&self) -> MaskMode {
+        self.mask_mode
+    }
+
+    /// Self-attention over the whole input, no cache.
+    ///
+    /// # Shapes
+    /// - input: `[B, T, D]`, output: `[B, T, D]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.forward_with(x, None, None)
+    }
+
+    /// Self-attention for `T` new positions. With a cache, their keys and values are appended
+    /// to it and the queries attend over everything cached so far; with a trace, every
+    /// stage's shape is recorded.
+    ///
+    /// # Shapes
+    /// - input: `[B, T, D]`, output: `[B, T, D]`
+    pub fn forward_with(
+        &self,
+        x: Tensor<3>,
+        cache: Option<&mut LayerKv>,
+        mut trace: Option<&mut ShapeTrace>,
+    ) -> Tensor<3> {
+        let q = self.query.forward(x.clone());
+        let k = self.key.forward(x.clone());
+        let v = self.value.forward(x);
+        record(&mut trace, "q", &q.dims());
+        record(&mut trace, "k", &k.dims());
+        record(&mut trace, "v", &v.dims());
+
+        let (q, k, v) = (self.split_heads(q), self.split_heads(k), self.split_heads(v));
+        record(&mut trace, "q_heads", &q.dims());
+        let (k, v) = match cache {
+            Some(cache) => cache.append(k, v),
+            None => (k, v),
+        };
+        record(&mut trace, "k_heads", &k.dims());
+        record(&mut trace, "v_heads", &v.dims());
+
+        let context = if trace.is_none() && self.can_fuse() {
+            fused_causal_attention(q, k, v)
+        } else {
+            self.readable_attention(q, k, v, trace.as_deref_mut()).0
+        };
+        record(&mut trace, "context", &context.dims());
+
+        let merged = merge_heads(context);
+        record(&mut trace, "merged", &merged.dims());
+        let out = self.resid_dropout.forward(self.output.forward(merged));
+        record(&mut trace, "output", &out.dims());
+        out
+    }
+
+    /// Burn's fused kernel is used only where it computes exactly the same thing as the
+    /// readable path: the correct causal mask and no dropout on the weights (the kernel has
+    /// none). The test `fused_attention_matches_readable_attention` holds it to that.
+    fn can_fuse(&self) -> bool {
+        self.mask_mode == MaskMode::Causal && self.attn_dropout.prob == 0.0
+    }
+
+    /// The attention core written out: scores, mask, softmax, weights · V.
+    ///
+    /// # Shapes
+    /// - q: `[B, H, T, Dh]`, k and v: `[B, H, S, Dh]`
+    /// - returns context `[B, H, T, Dh]` and weights `[B, H, T, S]`
+    pub fn readable_attention(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        mut trace: Option<&mut ShapeTrace>,
+    ) -> (Tensor<4>, Tensor<4>) {
+        let head_dim = q.dims()[3];
+        // [B, H, T, Dh] x [B, H, Dh, S] -> [B, H, T, S], scaled so the logits' variance does
+        // not grow with the head width.
+        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((head_dim as f64).sqrt());
+        record(&mut trace, "scores", &scores.dims());
+        let weights = self.attn_dropout.forward(masked_softmax(scores, self.mask_mode));
+        record(&mut trace, "weights", &weights.dims());
+        // [B, H, T, S] x [B, H, S, Dh] -> [B, H, T, Dh]
+        (weights.clone().matmul(v), weights)
+    }
+
+    /// Give each head its own slice of the model dimension.
+    ///
+    /// # Shapes
+    /// - input: `[B, T, D]`
+    /// - output: `[B, H, T, Dh]` with `Dh = D / H`
+    pub fn split_heads(&self, x: Tensor<3>) -> Tensor<4> {
+        split_heads(x, self.n_heads)
+    }
+}
+
+/// Give each of `n_heads` heads its own slice of the model dimension: head `h` gets features
+/// `h·Dh .. (h+1)·Dh`.
+///
+/// # Shapes
+/// - input: `[B, T, D]`
+/// - output: `[B, H, T, Dh]` with `Dh = D / H`
+///
+/// # Panics
+/// If `D` is not divisible by `n_heads` (configs are validated before a layer exists).
+pub fn split_heads(x: Tensor<3>, n_heads: usize) -> Tensor<4> {
+    let [batch, seq, d_model] = x.dims();
+    assert_eq!(d_model % n_heads, 0, "d_model {d_model} not divisible by {n_heads} heads");
+    x.reshape([batch, seq, n_heads, d_model / n_heads])
+        .swap_dims(1, 2)
+}
+
+/// Put the heads back side by side: the inverse of [`split_heads`].
+///
+/// # Shapes
+/// - input: `[B, H, T, Dh]`
+/// - output: `[B, T, H·Dh]`
+pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
+    let [batch, n_heads, seq, head_dim] = x.dims();
+    x.swap_dims(1, 2).reshape([batch, seq, n_heads * head_dim])
+}
+
+/// Causal attention through Burn's fused `attention` op, whose causal flag is aligned
+/// bottom-right like [`super::mask::causal_mask`].
+///
+/// # Shapes
+/// - q: `[B, H, T, Dh]`, k and v: `[B, H, S, Dh]`, output: `[B, H, T, Dh]`
+pub fn fused_causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    let options = AttentionModuleOptions {
+        scale: None,
+        softcap: None,
+        is_causal: true,
+    };
+    attention(q, k, v, None, None, options)
+}

@@ -1,0 +1,111 @@
+//! The pre-norm GPT block: `x + attn(ln_1(x))`, then `x + ffn(ln_2(x))`.
+//!
+//! Pre-norm (LayerNorm before each sub-layer, as in GPT-2) leaves the residual stream itself
+//! un-normalised, so gradients reach early layers through the plain additions.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{LayerNorm, LayerNormConfig};
+use burn::tensor::{Device, Tensor};
+
+use crate::attention::{CausalSelfAttention, CausalSelfAttentionConfig, MaskMode};
+use crate::cache::LayerKv;
+use crate::error::Result;
+use crate::feed_forward::{FeedForward, FeedForwardConfig};
+use crate::init::INIT_STD;
+use crate::trace::{ShapeTrace, enter, leave, record};
+
+/// Configuration of a [`Block`].
+#[derive(Config, Debug)]
+pub struct BlockConfig {
+    /// Width of the residual stream, `D`.
+    pub d_model: usize,
+    /// Attention heads, `H`.
+    pub n_heads: usize,
+    /// How attention is masked.
+    #[config(default = "MaskMode::Causal")]
+    pub mask_mode: MaskMode,
+    /// Dropout probability (training only).
+    #[config(default = 0.0)]
+    pub dropout: f64,
+    /// Standard deviation of the two projections that write into the residual stream.
+    #[config(default = 0.02)]
+    pub residual_init_std: f64,
+}
+
+impl BlockConfig {
+    /// Build the block.
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] for attention sizes that do not fit (see
+    /// [`CausalSelfAttentionConfig::validate`]).
+    pub fn init(&self, device: &Device) -> Result<Block> {
+        let attn = CausalSelfAttentionConfig::new(self.d_model, self.n_heads)
+            .with_mask_mode(self.mask_mode)
+            .with_dropout(self.dropout)
+            .with_init_std(INIT_STD)
+            .with_output_init_std(self.residual_init_std)
+            .init(device)?;
+        let mlp = FeedForwardConfig::new(self.d_model, 4 * self.d_model)
+            .with_dropout(self.dropout)
+            .with_init_std(INIT_STD)
+            .with_output_init_std(self.residual_init_std)
+            .init(device);
+        Ok(Block {
+            ln_1: LayerNormConfig::new(self.d_model).init(device),
+            attn,
+            ln_2: LayerNormConfig::new(self.d_model).init(device),
+            mlp,
+        })
+    }
+}
+
+/// One transformer block.
+///
+/// # Shapes
+/// - input: `[B, T, D]`
+/// - output: `[B, T, D]`
+#[derive(Module, Debug)]
+pub struct Block {
+    /// LayerNorm before attention.
+    pub ln_1: LayerNorm,
+    /// Multi-head causal self-attention.
+    pub attn: CausalSelfAttention,
+    /// LayerNorm before the feed-forward network.
+    pub ln_2: LayerNorm,
+    /// The feed-forward network.
+    pub mlp: FeedForward,
+}
+
+impl Block {
+    /// The block without a cache.
+    ///
+    /// # Shapes
+    /// - input: `[B, T, D]`, output: `[B, T, D]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.forward_with(x, None, None)
+    }
+
+    /// The block for `T` new positions, appending their keys and values to `cache` when given
+    /// and recording stage shapes into `trace` when given.
+    ///
+    /// # Shapes
+    /// - input: `[B, T, D]`, output: `[B, T, D]`
+    pub fn forward_with(
+        &self,
+        x: Tensor<3>,
+        cache: Option<&mut LayerKv>,
+        mut trace: Option<&mut ShapeTrace>,
+    ) -> Tensor<3> {
+        enter(&mut trace, "attn");
+        let attended = self
+            .attn
+            .forward_with(self.ln_1.forward(x.clone()), cache, trace.as_deref_mut());
+        leave(&mut trace);
+        let x = x + attended;
+        record(&mut trace, "after_attn", &x.dims());
+        let x = x.clone() + self.mlp.forward(self.ln_2.forward(x));
+        record(&mut trace, "output", &x.dims());
+        x
+    }
+}

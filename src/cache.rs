@@ -1,0 +1,225 @@
+//! The KV cache: keys and values of every position decoded so far, per layer, so a decode step
+//! projects only the new token instead of recomputing the whole prefix.
+//!
+//! # Layout: pre-allocated, written in place
+//! Each layer owns one key and one value buffer of shape `[B, H, capacity, Dh]`, allocated once;
+//! a step writes its new rows with `slice_assign` at `len..len + T` and attention reads the
+//! prefix `0..len + T`. The alternative, concatenating the new rows onto the old tensor, copies
+//! the whole cache at every step. `cargo run --release --example kv_append` times both on the
+//! same shapes; see the README's "KV cache" section for the figures that decided this.
+//!
+//! # Invariants
+//! - every layer holds the same number of positions, [`KvCache::len`];
+//! - a forward pass appends exactly its new tokens, never more;
+//! - `len` never exceeds the capacity (the model's `max_seq_len`): the model refuses the call
+//!   with [`crate::Error::CacheFull`] before anything is written.
+
+use burn::tensor::{Device, Tensor};
+
+use crate::error::{Error, Result};
+
+/// Keys and values of one attention layer.
+///
+/// # Shapes
+/// - key, value buffers: `[B, H, capacity, Dh]`, rows `0..len` valid.
+#[derive(Debug, Clone)]
+pub struct LayerKv {
+    key: Tensor<4>,
+    value: Tensor<4>,
+    len: usize,
+}
+
+impl LayerKv {
+    fn new(shape: [usize; 4], device: &Device) -> Self {
+        Self {
+            key: Tensor::zeros(shape, device),
+            value: Tensor::zeros(shape, device),
+            len: 0,
+        }
+    }
+
+    /// Append the new positions' keys and values; return all keys and values so far.
+    ///
+    /// # Shapes
+    /// - new_key, new_value: `[B, H, T, Dh]`
+    /// - returns keys and values `[B, H, len + T, Dh]`
+    ///
+    /// # Panics
+    /// If the new rows do not fit or their shape differs from the cache's; the model checks
+    /// both before calling, so this is a bug guard, not an error path.
+    pub(crate) fn append(&mut self, new_key: Tensor<4>, new_value: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let [batch, heads, capacity, head_dim] = self.key.dims();
+        let [_, _, new, _] = new_key.dims();
+        assert!(self.len + new <= capacity, "KV cache overflow: the model must check capacity");
+        let rows = self.len..self.len + new;
+        // Take the buffers out so they are uniquely owned while written: Burn can then update
+        // them in place instead of copying.
+        let key = std::mem::replace(&mut self.key, new_key.zeros_like());
+        let value = std::mem::replace(&mut self.value, new_value.zeros_like());
+        self.key = key.slice_assign([0..batch, 0..heads, rows.clone(), 0..head_dim], new_key);
+        self.value = value.slice_assign([0..batch, 0..heads, rows, 0..head_dim], new_value);
+        self.len += new;
+        let visible = [0..batch, 0..heads, 0..self.len, 0..head_dim];
+        (self.key.clone().slice(visible.clone()), self.value.clone().slice(visible))
+    }
+
+    /// The cached keys, `[B, H, len, Dh]`.
+    pub fn keys(&self) -> Tensor<4> {
+        self.visible(&self.key)
+    }
+
+    /// The cached values, `[B, H, len, Dh]`.
+    pub fn values(&self) -> Tensor<4> {
+        self.visible(&self.value)
+    }
+
+    fn visible(&self, buffer: &Tensor<4>) -> Tensor<4> {
+        let [batch, heads, _, head_dim] = buffer.dims();
+        buffer.clone().slice([0..batch, 0..heads, 0..self.len, 0..head_dim])
+    }
+}
+
+/// Per-layer keys and values for a batch of sequences being decoded.
+///
+/// Build one with [`crate::Gpt::new_cache`] (or [`KvCache::new`]), pass it to
+/// [`crate::Gpt::forward_cached`], and [`KvCache::reset`] it to start over.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<LayerKv>,
+    batch: usize,
+    n_heads: usize,
+    head_dim: usize,
+    capacity: usize,
+}
+
+impl KvCache {
+    /// An empty cache for `n_layers` layers, `batch` sequences, `n_heads` heads of width
+    /// `head_dim`, holding up to `capacity` positions.
+    ///
+    /// # Shapes
+    /// - each layer: keys and values `[batch, n_heads, capacity, head_dim]`
+    pub fn new(
+        n_layers: usize,
+        batch: usize,
+        n_heads: usize,
+        head_dim: usize,
+        capacity: usize,
+        device: &Device,
+    ) -> Self {
+        let shape = [batch, n_heads, capacity, head_dim];
+        Self {
+            layers: (0..n_layers).map(|_| LayerKv::new(shape, device)).collect(),
+            batch,
+            n_heads,
+            head_dim,
+            capacity,
+        }
+    }
+
+    /// Positions cached so far (the same in every layer).
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, |layer| layer.len)
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The most positions the cache can hold (the model's context window).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Sequences in the batch, `B`.
+    pub fn batch_size(&self) -> usize {
+        self.batch
+    }
+
+    /// Number of layers, `L`.
+    pub fn n_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Forget every cached position; the buffers are kept for reuse.
+    pub fn reset(&mut self) {
+        for layer in &mut self.layers {
+            layer.len = 0;
+        }
+    }
+
+    /// Bytes held by the cached keys and values, measured from the tensors:
+    /// `2 · L · B · H · Dh · len · bytes_per_element`.
+    pub fn memory_bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|layer| {
+                let element = layer.key.dtype().size();
+                (layer.keys().shape().num_elements() + layer.values().shape().num_elements())
+                    * element
+            })
+            .sum()
+    }
+
+    /// Bytes allocated for the buffers, which are sized for the full capacity:
+    /// `2 · L · B · H · Dh · capacity · bytes_per_element`.
+    pub fn allocated_bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|layer| {
+                let element = layer.key.dtype().size();
+                (layer.key.shape().num_elements() + layer.value.shape().num_elements()) * element
+            })
+            .sum()
+    }
+
+    /// One layer's keys and values.
+    ///
+    /// # Panics
+    /// If `layer >= n_layers`.
+    pub fn layer(&self, layer: usize) -> &LayerKv {
+        &self.layers[layer]
+    }
+
+    /// Check that `new` positions for a batch of `batch` fit, before any layer writes.
+    ///
+    /// # Errors
+    /// [`Error::CacheFull`] past the capacity, [`Error::CacheMismatch`] for another batch size.
+    pub(crate) fn check_append(&self, batch: usize, new: usize) -> Result<()> {
+        if batch != self.batch {
+            return Err(Error::CacheMismatch(format!(
+                "the cache was built for a batch of {} sequences, the input has {batch}",
+                self.batch
+            )));
+        }
+        if self.len() + new > self.capacity {
+            return Err(Error::CacheFull {
+                cached: self.len(),
+                new,
+                capacity: self.capacity,
+            });
+        }
+        Ok(())
+    }
+
+    /// Check that the cache was built for a model of this shape.
+    ///
+    /// # Errors
+    /// [`Error::CacheMismatch`] naming the first size that differs.
+    pub(crate) fn check_model(&self, n_layers: usize, n_heads: usize, head_dim: usize) -> Result<()> {
+        let expected = [("layers", n_layers), ("heads", n_heads), ("head width", head_dim)];
+        let actual = [self.layers.len(), self.n_heads, self.head_dim];
+        for ((what, want), got) in expected.into_iter().zip(actual) {
+            if want != got {
+                return Err(Error::CacheMismatch(format!(
+                    "the model has {want} {what}, the cache {got}; build the cache with `Gpt::new_cache`"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn layers_mut(&mut self) -> impl Iterator<Item = &mut LayerKv> {
+        self.layers.iter_mut()
+    }
+}

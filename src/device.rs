@@ -1,0 +1,155 @@
+//! Cargo features to Burn [`Device`]s.
+//!
+//! One model code runs on every backend: the backend is the `Device` the tensors live on.
+//! Which backends exist in a binary is decided at compile time by cargo features; which of
+//! those a run uses is decided at run time by name (`--device NAME` in the examples).
+//!
+//! | name       | feature   | what it is                                                    |
+//! |------------|-----------|---------------------------------------------------------------|
+//! | `flex`     | `flex`    | Burn's pure-Rust CPU backend (the default)                    |
+//! | `ndarray`  | `ndarray` | the NdArray CPU backend                                       |
+//! | `wgpu`     | `wgpu`    | GPU through wgpu (Vulkan, Metal, DX12 or GL), best adapter    |
+//! | `wgpu-cpu` | `wgpu`    | wgpu on a CPU adapter (e.g. Mesa's lavapipe, no GPU needed)   |
+//! | `vulkan`   | `vulkan`  | wgpu pinned to Vulkan                                         |
+//! | `metal`    | `metal`   | wgpu pinned to Metal                                          |
+//! | `cuda`     | `cuda`    | CUDA device 0                                                 |
+
+use burn::tensor::Device;
+
+use crate::error::{Error, Result};
+
+/// Every backend name tinygpt knows, with the cargo feature that compiles it in.
+const KNOWN_BACKENDS: [(&str, &str); 7] = [
+    ("flex", "flex"),
+    ("ndarray", "ndarray"),
+    ("wgpu", "wgpu"),
+    ("wgpu-cpu", "wgpu"),
+    ("vulkan", "vulkan"),
+    ("metal", "metal"),
+    ("cuda", "cuda"),
+];
+
+/// Names of the backends compiled into this binary, in order of preference: GPU backends
+/// first (a user who enabled one wants it), then the CPU ones.
+pub fn compiled_backends() -> Vec<&'static str> {
+    let mut names = Vec::new();
+    if cfg!(feature = "cuda") {
+        names.push("cuda");
+    }
+    if cfg!(feature = "metal") {
+        names.push("metal");
+    }
+    if cfg!(feature = "vulkan") {
+        names.push("vulkan");
+    }
+    if cfg!(feature = "wgpu") {
+        names.extend(["wgpu", "wgpu-cpu"]);
+    }
+    if cfg!(feature = "flex") {
+        names.push("flex");
+    }
+    if cfg!(feature = "ndarray") {
+        names.push("ndarray");
+    }
+    names
+}
+
+/// The name of the backend [`default_device`] picks: the first of [`compiled_backends`].
+///
+/// # Errors
+/// [`Error::UnknownBackend`] when the crate was built with no backend feature at all.
+pub fn default_backend_name() -> Result<&'static str> {
+    compiled_backends()
+        .first()
+        .copied()
+        .ok_or_else(|| Error::UnknownBackend {
+            requested: "default".into(),
+            available: "none".into(),
+            hint: "; build with `--features flex` (or ndarray, wgpu, cuda)".into(),
+        })
+}
+
+/// The device of the preferred compiled-in backend (see [`compiled_backends`]).
+///
+/// # Errors
+/// [`Error::UnknownBackend`] when the crate was built with no backend feature at all.
+pub fn default_device() -> Result<Device> {
+    device_by_name(default_backend_name()?)
+}
+
+/// The device for a backend name (`flex`, `ndarray`, `wgpu`, `wgpu-cpu`, `vulkan`, `metal`,
+/// `cuda`), case-insensitive. `default` picks [`default_device`].
+///
+/// # Errors
+/// [`Error::UnknownBackend`] for a name that is unknown or whose cargo feature is not compiled
+/// in; the message lists the compiled-in backends and the feature that would enable it.
+pub fn device_by_name(name: &str) -> Result<Device> {
+    let wanted = name.trim().to_ascii_lowercase();
+    if wanted == "default" {
+        return default_device();
+    }
+    if let Some(device) = compiled_device(&wanted) {
+        return Ok(device);
+    }
+    let hint = KNOWN_BACKENDS
+        .iter()
+        .find(|(known, _)| *known == wanted)
+        .map(|(_, feature)| format!("; rebuild with `--features {feature}` to use it"))
+        .unwrap_or_default();
+    Err(Error::UnknownBackend {
+        requested: name.to_string(),
+        available: compiled_backends().join(", "),
+        hint,
+    })
+}
+
+/// The device for `name` if its backend is compiled in.
+fn compiled_device(name: &str) -> Option<Device> {
+    match name {
+        #[cfg(feature = "flex")]
+        "flex" => Some(Device::flex()),
+        #[cfg(feature = "ndarray")]
+        // Burn deprecates NdArray in favour of Flex; tinygpt keeps it as the second CPU
+        // backend so the two can be compared.
+        #[allow(deprecated)]
+        "ndarray" => Some(Device::ndarray()),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Some(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+        #[cfg(feature = "wgpu")]
+        "wgpu-cpu" => Some(Device::wgpu(burn::tensor::DeviceKind::Cpu)),
+        #[cfg(feature = "vulkan")]
+        "vulkan" => Some(Device::vulkan(burn::tensor::DeviceKind::DefaultDevice)),
+        #[cfg(feature = "metal")]
+        "metal" => Some(Device::metal(burn::tensor::DeviceKind::DefaultDevice)),
+        #[cfg(feature = "cuda")]
+        "cuda" => Some(Device::cuda(0)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_backend_lists_the_compiled_in_ones() {
+        let err = device_by_name("tpu").unwrap_err().to_string();
+        for name in compiled_backends() {
+            assert!(err.contains(name), "`{err}` should list `{name}`");
+        }
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn known_backend_not_compiled_in_says_which_feature_enables_it() {
+        let err = device_by_name("cuda").unwrap_err().to_string();
+        assert!(err.contains("--features cuda"), "{err}");
+    }
+
+    #[test]
+    fn every_compiled_backend_name_gives_a_device() {
+        for name in compiled_backends() {
+            assert!(device_by_name(name).is_ok(), "{name}");
+        }
+    }
+}

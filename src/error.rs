@@ -1,0 +1,64 @@
+//! The crate's error type: every failure a user can cause is one of these variants, with a
+//! message that says what was wrong and what to do about it.
+
+use thiserror::Error;
+
+/// Errors returned by tinygpt's library API.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum Error {
+    /// A model configuration that cannot describe a working model.
+    #[error("invalid model config: {0}")]
+    Config(String),
+
+    /// A backend name that is unknown or whose cargo feature was not compiled in.
+    #[error("backend `{requested}` is not available in this build; compiled-in backends: {available}{hint}")]
+    UnknownBackend {
+        /// The name that was asked for.
+        requested: String,
+        /// Comma-separated names of the backends this binary was built with.
+        available: String,
+        /// How to enable the backend, when it is a known one.
+        hint: String,
+    },
+
+    /// A sequence longer than the model's context window was given to a full forward pass.
+    #[error(
+        "sequence of {len} tokens is longer than the model's context window of {max_seq_len}; \
+         crop the input or use a model with a larger `max_seq_len`"
+    )]
+    SequenceTooLong {
+        /// Tokens in the input.
+        len: usize,
+        /// The model's context window.
+        max_seq_len: usize,
+    },
+
+    /// Appending to the KV cache would go past the context window.
+    #[error(
+        "KV cache is full: it holds {cached} of {capacity} positions and {new} more were given; \
+         reset the cache or slide the window before decoding further"
+    )]
+    CacheFull {
+        /// Positions already cached.
+        cached: usize,
+        /// New positions that were to be appended.
+        new: usize,
+        /// The cache's capacity (the model's `max_seq_len`).
+        capacity: usize,
+    },
+
+    /// A KV cache used with a model or batch it was not built for.
+    #[error("KV cache does not fit this call: {0}")]
+    CacheMismatch(String),
+
+    /// The backend failed to run or to return data.
+    #[error("backend error: {0}")]
+    Backend(String),
+
+    /// Token ids or a token batch that the model cannot take.
+    #[error("invalid tokens: {0}")]
+    Tokens(String),
+}
+
+/// Shorthand for `Result<T, tinygpt::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

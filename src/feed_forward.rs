@@ -1,0 +1,64 @@
+//! The position-wise feed-forward network of a GPT block: widen, GELU, project back.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Gelu, Linear};
+
+use crate::init::normal_linear;
+use burn::tensor::{Device, Tensor};
+
+/// Configuration of a [`FeedForward`] network.
+#[derive(Config, Debug)]
+pub struct FeedForwardConfig {
+    /// Width of the residual stream, `D`.
+    pub d_model: usize,
+    /// Hidden width; GPT uses `4 · D`.
+    pub d_hidden: usize,
+    /// Dropout on the output (training only).
+    #[config(default = 0.0)]
+    pub dropout: f64,
+    /// Standard deviation of the widening layer's weights.
+    #[config(default = 0.02)]
+    pub init_std: f64,
+    /// Standard deviation of the projection back to `D`, scaled down like the attention's
+    /// output projection because it too writes into the residual stream.
+    #[config(default = 0.02)]
+    pub output_init_std: f64,
+}
+
+impl FeedForwardConfig {
+    /// Build the network: normal weights, zero biases.
+    pub fn init(&self, device: &Device) -> FeedForward {
+        FeedForward {
+            fc: normal_linear(self.d_model, self.d_hidden, self.init_std, device),
+            gelu: Gelu::new(),
+            proj: normal_linear(self.d_hidden, self.d_model, self.output_init_std, device),
+            dropout: DropoutConfig::new(self.dropout).init(),
+        }
+    }
+}
+
+/// `Linear(D, 4D) -> GELU -> Linear(4D, D)`, applied to every position independently.
+///
+/// # Shapes
+/// - input: `[B, T, D]`
+/// - hidden: `[B, T, 4D]`
+/// - output: `[B, T, D]`
+#[derive(Module, Debug)]
+pub struct FeedForward {
+    /// Widening layer, `D -> 4D`.
+    pub fc: Linear,
+    gelu: Gelu,
+    /// Projection back, `4D -> D`.
+    pub proj: Linear,
+    dropout: Dropout,
+}
+
+impl FeedForward {
+    /// # Shapes
+    /// - input: `[B, T, D]`, output: `[B, T, D]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let hidden = self.gelu.forward(self.fc.forward(x));
+        self.dropout.forward(self.proj.forward(hidden))
+    }
+}

@@ -1,0 +1,252 @@
+//! The tiny language model: token and position embeddings, a stack of pre-norm blocks, a final
+//! LayerNorm and the LM head.
+//!
+//! ```text
+//! ids [B, T] -> token emb + position emb [B, T, D] -> N x Block [B, T, D]
+//!            -> ln_f [B, T, D] -> lm_head [B, T, V]
+//! ```
+
+use burn::config::Config;
+use burn::module::{Initializer, Module};
+use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::{Device, Int, Tensor};
+
+use crate::attention::{CausalSelfAttentionConfig, MaskMode};
+use crate::block::{Block, BlockConfig};
+use crate::cache::KvCache;
+use crate::error::{Error, Result};
+use crate::init::{INIT_STD, normal_linear, residual_init_std};
+use crate::trace::{ShapeTrace, enter, leave, record};
+
+/// Configuration of a [`Gpt`]; serialises to JSON with serde (it is saved beside every
+/// checkpoint).
+#[derive(Config, Debug, PartialEq)]
+pub struct GptConfig {
+    /// Number of distinct tokens, `V`.
+    pub vocab_size: usize,
+    /// Width of the residual stream, `D`.
+    #[config(default = 128)]
+    pub d_model: usize,
+    /// Attention heads per block, `H`; `D` must be divisible by `H`.
+    #[config(default = 4)]
+    pub n_heads: usize,
+    /// Number of blocks, `L`.
+    #[config(default = 4)]
+    pub n_layers: usize,
+    /// Context window: the most positions the model can attend over.
+    #[config(default = 128)]
+    pub max_seq_len: usize,
+    /// Dropout probability, active only when training on an autodiff device.
+    #[config(default = 0.0)]
+    pub dropout: f64,
+    /// How attention is masked; anything but `Causal` leaks the future on purpose.
+    #[config(default = "MaskMode::Causal")]
+    pub mask_mode: MaskMode,
+}
+
+impl GptConfig {
+    /// Width of one head, `Dh = D / H`.
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads.max(1)
+    }
+
+    /// Check every size before anything is allocated.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first size that cannot work.
+    pub fn validate(&self) -> Result<()> {
+        for (name, value) in [
+            ("vocab_size", self.vocab_size),
+            ("n_layers", self.n_layers),
+            ("max_seq_len", self.max_seq_len),
+        ] {
+            if value == 0 {
+                return Err(Error::Config(format!("{name} must be at least 1")));
+            }
+        }
+        CausalSelfAttentionConfig::new(self.d_model, self.n_heads)
+            .with_dropout(self.dropout)
+            .validate()
+    }
+
+    /// Build the model with GPT-2's initialisation.
+    ///
+    /// Unlike Burn's own `init` functions this returns a `Result`: the config usually comes
+    /// from a user or a file, and a bad one must be an error, not a panic.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when [`GptConfig::validate`] fails.
+    pub fn init(&self, device: &Device) -> Result<Gpt> {
+        self.validate()?;
+        let embedding = |count: usize| {
+            EmbeddingConfig::new(count, self.d_model)
+                .with_initializer(Initializer::Normal {
+                    mean: 0.0,
+                    std: INIT_STD,
+                })
+                .init(device)
+        };
+        let block = BlockConfig::new(self.d_model, self.n_heads)
+            .with_mask_mode(self.mask_mode)
+            .with_dropout(self.dropout)
+            .with_residual_init_std(residual_init_std(self.n_layers));
+        let blocks = (0..self.n_layers)
+            .map(|_| block.init(device))
+            .collect::<Result<Vec<_>>>()?;
+        let mut lm_head = normal_linear(self.d_model, self.vocab_size, INIT_STD, device);
+        lm_head.bias = None;
+        Ok(Gpt {
+            token_embedding: embedding(self.vocab_size),
+            position_embedding: embedding(self.max_seq_len),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            blocks,
+            ln_f: LayerNormConfig::new(self.d_model).init(device),
+            lm_head,
+            config: self.clone(),
+        })
+    }
+}
+
+/// A GPT language model.
+///
+/// # Shapes
+/// - tokens: `[B, T]` integer ids in `0..vocab_size`
+/// - logits: `[B, T, V]`, row `t` scores the token that follows position `t`
+#[derive(Module, Debug)]
+pub struct Gpt {
+    /// Token embedding table, `[V, D]`.
+    pub token_embedding: Embedding,
+    /// Learned position embedding table, `[max_seq_len, D]`.
+    pub position_embedding: Embedding,
+    dropout: Dropout,
+    /// The blocks, applied in order.
+    pub blocks: Vec<Block>,
+    /// Final LayerNorm.
+    pub ln_f: LayerNorm,
+    /// LM head `D -> V`, no bias.
+    pub lm_head: Linear,
+    #[module(skip)]
+    config: GptConfig,
+}
+
+impl Gpt {
+    /// The configuration the model was built from.
+    pub fn config(&self) -> &GptConfig {
+        &self.config
+    }
+
+    /// Logits for every position of `tokens`, no cache.
+    ///
+    /// # Shapes
+    /// - tokens: `[B, T]`, logits: `[B, T, V]`
+    ///
+    /// # Errors
+    /// [`Error::SequenceTooLong`] when `T > max_seq_len`, [`Error::Tokens`] when `T == 0`.
+    pub fn forward(&self, tokens: Tensor<2, Int>) -> Result<Tensor<3>> {
+        self.forward_inner(tokens, None, None)
+    }
+
+    /// Logits for `T_new` new tokens that follow the ones already in `cache`; their keys and
+    /// values are appended to it. Positions start at `cache.len()`.
+    ///
+    /// # Shapes
+    /// - new_tokens: `[B, T_new]`, logits: `[B, T_new, V]`
+    ///
+    /// # Errors
+    /// [`Error::CacheFull`] when `cache.len() + T_new > max_seq_len` (nothing is written),
+    /// [`Error::CacheMismatch`] for a cache built for another model or batch size,
+    /// [`Error::Tokens`] when `T_new == 0`.
+    pub fn forward_cached(&self, new_tokens: Tensor<2, Int>, cache: &mut KvCache) -> Result<Tensor<3>> {
+        self.forward_inner(new_tokens, Some(cache), None)
+    }
+
+    /// [`Gpt::forward`] that also records the shape of every stage into `trace`.
+    ///
+    /// # Errors
+    /// As [`Gpt::forward`].
+    pub fn forward_traced(&self, tokens: Tensor<2, Int>, trace: &mut ShapeTrace) -> Result<Tensor<3>> {
+        self.forward_inner(tokens, None, Some(trace))
+    }
+
+    /// [`Gpt::forward_cached`] that also records the shape of every stage into `trace`.
+    ///
+    /// # Errors
+    /// As [`Gpt::forward_cached`].
+    pub fn forward_cached_traced(
+        &self,
+        new_tokens: Tensor<2, Int>,
+        cache: &mut KvCache,
+        trace: &mut ShapeTrace,
+    ) -> Result<Tensor<3>> {
+        self.forward_inner(new_tokens, Some(cache), Some(trace))
+    }
+
+    /// An empty KV cache sized for this model and `batch` sequences.
+    pub fn new_cache(&self, batch: usize, device: &Device) -> KvCache {
+        let config = &self.config;
+        KvCache::new(
+            config.n_layers,
+            batch,
+            config.n_heads,
+            config.head_dim(),
+            config.max_seq_len,
+            device,
+        )
+    }
+
+    fn forward_inner(
+        &self,
+        tokens: Tensor<2, Int>,
+        mut cache: Option<&mut KvCache>,
+        mut trace: Option<&mut ShapeTrace>,
+    ) -> Result<Tensor<3>> {
+        let [batch, seq] = tokens.dims();
+        if seq == 0 || batch == 0 {
+            return Err(Error::Tokens(format!(
+                "a batch of shape [{batch}, {seq}] has no tokens; give at least one"
+            )));
+        }
+        let start = match cache.as_deref() {
+            Some(cache) => {
+                let config = &self.config;
+                cache.check_model(config.n_layers, config.n_heads, config.head_dim())?;
+                cache.check_append(batch, seq)?;
+                cache.len()
+            }
+            None if seq > self.config.max_seq_len => {
+                return Err(Error::SequenceTooLong {
+                    len: seq,
+                    max_seq_len: self.config.max_seq_len,
+                });
+            }
+            None => 0,
+        };
+        record(&mut trace, "ids", &[batch, seq]);
+
+        let device = tokens.device();
+        // Absolute positions: a cached call continues where the cache left off.
+        let positions = Tensor::<1, Int>::arange(start as i64..(start + seq) as i64, &device)
+            .reshape([1, seq]);
+        let token_emb = self.token_embedding.forward(tokens);
+        let position_emb = self.position_embedding.forward(positions);
+        record(&mut trace, "token_embedding", &token_emb.dims());
+        record(&mut trace, "position_embedding", &position_emb.dims());
+        // [B, T, D] + [1, T, D]: every sequence gets the same position vectors.
+        let mut x = self.dropout.forward(token_emb + position_emb);
+        record(&mut trace, "embeddings", &x.dims());
+
+        let mut layer_caches = cache.as_deref_mut().map(|cache| cache.layers_mut());
+        for (index, block) in self.blocks.iter().enumerate() {
+            let layer_cache = layer_caches.as_mut().and_then(|layers| layers.next());
+            enter(&mut trace, &format!("blocks.{index}"));
+            x = block.forward_with(x, layer_cache, trace.as_deref_mut());
+            leave(&mut trace);
+        }
+
+        let x = self.ln_f.forward(x);
+        record(&mut trace, "ln_f", &x.dims());
+        let logits = self.lm_head.forward(x);
+        record(&mut trace, "logits", &logits.dims());
+        Ok(logits)
+    }
+}

@@ -1,0 +1,82 @@
+//! A record of the tensors' shapes at each stage of a forward pass, for teaching (the `shapes`
+//! example) and for tests that check every stage against the documented table.
+
+/// One stage of a forward pass: where it is and the shape of the tensor it produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stage {
+    /// Dotted path, e.g. `blocks.0.attn.scores`.
+    pub name: String,
+    /// The tensor's dimensions.
+    pub shape: Vec<usize>,
+}
+
+/// The stages of one forward pass, in the order they were computed.
+#[derive(Clone, Debug, Default)]
+pub struct ShapeTrace {
+    stages: Vec<Stage>,
+    prefix: Vec<String>,
+}
+
+impl ShapeTrace {
+    /// An empty trace.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Record `shape` under `name`, inside the current prefix.
+    pub fn record(&mut self, name: &str, shape: &[usize]) {
+        let mut path = self.prefix.join(".");
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(name);
+        self.stages.push(Stage {
+            name: path,
+            shape: shape.to_vec(),
+        });
+    }
+
+    /// Prefix every name recorded until the matching [`ShapeTrace::leave`] with `scope`.
+    pub fn enter(&mut self, scope: &str) {
+        self.prefix.push(scope.to_string());
+    }
+
+    /// Undo the last [`ShapeTrace::enter`].
+    pub fn leave(&mut self) {
+        self.prefix.pop();
+    }
+
+    /// The recorded stages.
+    pub fn stages(&self) -> &[Stage] {
+        &self.stages
+    }
+
+    /// The shape recorded under `name`, if any.
+    pub fn shape_of(&self, name: &str) -> Option<&[usize]> {
+        self.stages
+            .iter()
+            .find(|stage| stage.name == name)
+            .map(|stage| stage.shape.as_slice())
+    }
+}
+
+/// Record into an optional trace; a no-op when tracing is off.
+pub(crate) fn record(trace: &mut Option<&mut ShapeTrace>, name: &str, shape: &[usize]) {
+    if let Some(trace) = trace {
+        trace.record(name, shape);
+    }
+}
+
+/// [`ShapeTrace::enter`] on an optional trace.
+pub(crate) fn enter(trace: &mut Option<&mut ShapeTrace>, scope: &str) {
+    if let Some(trace) = trace {
+        trace.enter(scope);
+    }
+}
+
+/// [`ShapeTrace::leave`] on an optional trace.
+pub(crate) fn leave(trace: &mut Option<&mut ShapeTrace>) {
+    if let Some(trace) = trace {
+        trace.leave();
+    }
+}

@@ -1,0 +1,62 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tinygpt::{Gpt, GptConfig, MaskMode};
+
+/// The backend the tests run on: `TINYGPT_TEST_DEVICE` if set (e.g. `wgpu-cpu`), else the
+/// build's default.
+pub fn device() -> Device {
+    match std::env::var("TINYGPT_TEST_DEVICE") {
+        Ok(name) => tinygpt::device::device_by_name(&name).expect("TINYGPT_TEST_DEVICE"),
+        Err(_) => tinygpt::device::default_device().expect("a backend feature"),
+    }
+}
+
+/// A small model: 2 layers, 4 heads of width 8, context 64.
+pub fn small_config(mask_mode: MaskMode) -> GptConfig {
+    GptConfig::new(23)
+        .with_d_model(32)
+        .with_n_heads(4)
+        .with_n_layers(2)
+        .with_max_seq_len(64)
+        .with_mask_mode(mask_mode)
+}
+
+pub fn small_model(mask_mode: MaskMode, seed: u64, device: &Device) -> Gpt {
+    device.seed(seed);
+    small_config(mask_mode).init(device).expect("valid config")
+}
+
+/// `len` token ids below `vocab`, reproducible from `seed`.
+pub fn random_tokens(len: usize, vocab: usize, seed: u64) -> Vec<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..len).map(|_| rng.random_range(0..vocab)).collect()
+}
+
+/// A float tensor of `shape` filled from N(0, 1)-ish values, reproducible from `seed`.
+pub fn random_tensor<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let count = shape.iter().product();
+    // Sum of uniforms: close enough to normal for test inputs, and needs no extra crate.
+    let values: Vec<f32> = (0..count)
+        .map(|_| (0..4).map(|_| rng.random_range(-1.0f32..1.0)).sum::<f32>() * 0.87)
+        .collect();
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+pub fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+    tinygpt::host::floats(tensor).expect("read back")
+}
+
+/// max |a - b| over two tensors of the same shape.
+pub fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    values(a)
+        .iter()
+        .zip(values(b))
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
