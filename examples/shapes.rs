@@ -1,0 +1,90 @@
+//! Walks one forward pass of the default-sized model and prints the shape at every stage, then
+//! the KV cache across a prefill and three one-token decode steps.
+//!
+//! `cargo run --release --example shapes -- [--device NAME] [--batch B] [--seq T]`
+
+use clap::Parser;
+use tinygpt::host::token_tensor;
+use tinygpt::{GptConfig, ShapeTrace};
+
+#[derive(Parser)]
+#[command(about = "Print the tensor shapes of one forward pass and of the KV cache")]
+struct Args {
+    /// Backend to run on: flex, ndarray, wgpu, wgpu-cpu, cuda, ... (compiled-in ones only).
+    #[arg(long, default_value = "default")]
+    device: String,
+    /// Sequences in the batch, B.
+    #[arg(long, default_value_t = 2)]
+    batch: usize,
+    /// Tokens per sequence, T.
+    #[arg(long, default_value_t = 8)]
+    seq: usize,
+    /// Vocabulary size, V.
+    #[arg(long, default_value_t = 65)]
+    vocab: usize,
+}
+
+fn main() {
+    if let Err(err) = run(Args::parse()) {
+        eprintln!("error: {err}");
+        std::process::exit(1);
+    }
+}
+
+fn shape(dims: &[usize]) -> String {
+    let parts: Vec<String> = dims.iter().map(usize::to_string).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// Stages inside blocks 1.. other than their output: they repeat block 0's shapes.
+fn is_detail_of_a_later_block(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('.').collect();
+    parts[0] == "blocks" && parts[1] != "0" && parts[2..] != ["output"]
+}
+
+fn run(args: Args) -> tinygpt::Result<()> {
+    let device = tinygpt::device::device_by_name(&args.device)?;
+    let config = GptConfig::new(args.vocab);
+    let model = config.init(&device)?;
+    let (b, t) = (args.batch, args.seq);
+    println!(
+        "model: V={} D={} H={} Dh={} L={} context={}  |  input: B={b} T={t}  |  device: {device:?}\n",
+        config.vocab_size,
+        config.d_model,
+        config.n_heads,
+        config.head_dim(),
+        config.n_layers,
+        config.max_seq_len
+    );
+
+    let ids: Vec<usize> = (0..b * t).map(|i| (i * 7 + 3) % config.vocab_size).collect();
+    let mut trace = ShapeTrace::new();
+    model.forward_traced(token_tensor(&ids, b, t, &device)?, &mut trace)?;
+    println!("one forward pass (layer 0 in full; the other layers repeat it):");
+    for stage in trace.stages() {
+        if is_detail_of_a_later_block(&stage.name) {
+            continue;
+        }
+        println!("  {:<34} {}", stage.name, shape(&stage.shape));
+    }
+
+    println!("\nKV cache (per layer, K and V each [B, H, S, Dh]):");
+    let mut cache = model.new_cache(b, &device);
+    let logits = model.forward_cached(token_tensor(&ids, b, t, &device)?, &mut cache)?;
+    let report = |phase: &str, new: usize, logits: &[usize], cache: &tinygpt::KvCache| {
+        println!(
+            "  {phase:<14} new tokens {new:>2}  logits {:<14} cache len {:>2}  K {}  {:>7} bytes",
+            shape(logits),
+            cache.len(),
+            shape(&cache.layer(0).keys().dims()),
+            cache.memory_bytes()
+        );
+    };
+    report("prefill", t, &logits.dims(), &cache);
+    for step in 1..=3 {
+        let next: Vec<usize> = (0..b).map(|i| (step + i) % config.vocab_size).collect();
+        let logits = model.forward_cached(token_tensor(&next, b, 1, &device)?, &mut cache)?;
+        report(&format!("decode step {step}"), 1, &logits.dims(), &cache);
+    }
+    Ok(())
+}
