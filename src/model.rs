@@ -135,6 +135,16 @@ impl Gpt {
         &self.config
     }
 
+    /// Allow (the default) or forbid Burn's fused attention kernel in every block. The fused
+    /// kernel is only used where it is exact (causal mask, no attention dropout); forbidding it
+    /// runs the readable attention everywhere, e.g. to test or time both.
+    pub fn with_fused_attention(mut self, enabled: bool) -> Self {
+        for block in &mut self.blocks {
+            block.attn.set_fused(enabled);
+        }
+        self
+    }
+
     /// Logits for every position of `tokens`, no cache.
     ///
     /// # Shapes

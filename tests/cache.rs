@@ -3,10 +3,10 @@
 
 mod common;
 
-use burn::tensor::Tensor;
-use common::{device, max_abs_diff, random_tokens, small_model};
+use burn::tensor::{Device, Tensor};
+use common::{device, max_abs_diff, random_tokens, small_model, small_models_both_paths};
 use tinygpt::host::token_tensor;
-use tinygpt::{Error, MaskMode};
+use tinygpt::{Error, Gpt, MaskMode};
 
 /// Column `t` of every row of a `[B, T]` id matrix, as a `[B, 1]` batch.
 fn column(rows: &[Vec<usize>], t: usize) -> Vec<usize> {
@@ -20,7 +20,14 @@ fn prefix(rows: &[Vec<usize>], len: usize) -> Vec<usize> {
 #[test]
 fn cached_decode_equals_naive_recompute_at_every_step() {
     let device = device();
-    let model = small_model(MaskMode::Causal, 5, &device);
+    for (path, model) in small_models_both_paths(MaskMode::Causal, 5, &device) {
+        eprintln!("{path}");
+        assert_cached_decode_equals_naive(&model, &device);
+    }
+}
+
+fn assert_cached_decode_equals_naive(model: &Gpt, device: &Device) {
+    let device = device.clone();
     let config = model.config().clone();
     assert!(config.n_layers >= 2);
     let (batch, prompt_len, steps) = (2, 5, 40);
@@ -57,7 +64,14 @@ fn cached_decode_equals_naive_recompute_at_every_step() {
 #[test]
 fn chunked_prefill_equals_one_shot_prefill() {
     let device = device();
-    let model = small_model(MaskMode::Causal, 6, &device);
+    for (path, model) in small_models_both_paths(MaskMode::Causal, 6, &device) {
+        eprintln!("{path}");
+        assert_chunked_prefill_equals_one_shot(&model, &device);
+    }
+}
+
+fn assert_chunked_prefill_equals_one_shot(model: &Gpt, device: &Device) {
+    let device = device.clone();
     let vocab = model.config().vocab_size;
     let batch = 2;
     let rows: Vec<Vec<usize>> = (0..batch).map(|b| random_tokens(20, vocab, 20 + b as u64)).collect();

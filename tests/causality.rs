@@ -3,18 +3,19 @@
 
 mod common;
 
-use common::{device, random_tokens, small_model};
+use common::{device, random_tokens, small_model, small_models_both_paths};
 use tinygpt::MaskMode;
 use tinygpt::diagnostics::causality_probe;
 
 #[test]
 fn causal_model_never_lets_a_later_token_change_earlier_logits() {
     let device = device();
-    let model = small_model(MaskMode::Causal, 1, &device);
-    let tokens = random_tokens(24, model.config().vocab_size, 2);
-    let report = causality_probe(&model, &tokens, &device).unwrap();
-    assert_eq!(report.positions_probed, 23);
-    assert!(report.is_causal(), "{report:?}");
+    for (path, model) in small_models_both_paths(MaskMode::Causal, 1, &device) {
+        let tokens = random_tokens(24, model.config().vocab_size, 2);
+        let report = causality_probe(&model, &tokens, &device).unwrap();
+        assert_eq!(report.positions_probed, 23);
+        assert!(report.is_causal(), "{path}: {report:?}");
+    }
 }
 
 #[test]

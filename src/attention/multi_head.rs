@@ -82,6 +82,7 @@ impl CausalSelfAttentionConfig {
             resid_dropout: DropoutConfig::new(self.dropout).init(),
             n_heads: self.n_heads,
             mask_mode: self.mask_mode,
+            fused: true,
         })
     }
 }
@@ -124,6 +125,8 @@ pub struct CausalSelfAttention {
     n_heads: usize,
     #[module(skip)]
     mask_mode: MaskMode,
+    #[module(skip)]
+    fused: bool,
 }
 
 impl CausalSelfAttention {
@@ -135,6 +138,12 @@ impl CausalSelfAttention {
     /// The masking rule this layer applies.
     pub fn mask_mode(&self) -> MaskMode {
         self.mask_mode
+    }
+
+    /// Allow (the default) or forbid Burn's fused attention kernel. Forbidding it sends every
+    /// call through the readable path, which tests use to check both paths.
+    pub fn set_fused(&mut self, enabled: bool) {
+        self.fused = enabled;
     }
 
     /// Self-attention over the whole input, no cache.
@@ -191,7 +200,7 @@ impl CausalSelfAttention {
     /// readable path: the correct causal mask and no dropout on the weights (the kernel has
     /// none). The test `fused_attention_matches_readable_attention` holds it to that.
     fn can_fuse(&self) -> bool {
-        self.mask_mode == MaskMode::Causal && self.attn_dropout.prob == 0.0
+        self.fused && self.mask_mode == MaskMode::Causal && self.attn_dropout.prob == 0.0
     }
 
     /// The attention core written out: scores, mask, softmax, weights · V.
