@@ -20,7 +20,9 @@ pub fn normal_linear(d_in: usize, d_out: usize, std: f64, device: &Device) -> Li
     let mut linear = LinearConfig::new(d_in, d_out)
         .with_initializer(Initializer::Normal { mean: 0.0, std })
         .init(device);
-    linear.bias = linear.bias.map(|bias| bias.map(|b| b.zeros_like()));
+    // A fresh parameter rather than `bias.map(zeros_like)`: a mapped tensor would lose its
+    // `require_grad` flag on an autodiff device and the bias would silently never train.
+    linear.bias = Some(Initializer::Zeros.init([d_out], device));
     linear
 }
 
