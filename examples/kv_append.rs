@@ -42,8 +42,9 @@ fn attend(q: &Tensor<4>, keys: Tensor<4>, values: Tensor<4>) -> Tensor<4> {
 
 fn run_preallocated(steps: usize, device: &Device) -> f64 {
     let shape = [1, HEADS, steps, HEAD_DIM];
-    let mut caches: Vec<[Tensor<4>; 2]> =
-        (0..LAYERS).map(|_| [Tensor::zeros(shape, device), Tensor::zeros(shape, device)]).collect();
+    let mut caches: Vec<[Tensor<4>; 2]> = (0..LAYERS)
+        .map(|_| [Tensor::zeros(shape, device), Tensor::zeros(shape, device)])
+        .collect();
     let row = Tensor::<4>::ones([1, HEADS, 1, HEAD_DIM], device);
     let start = Instant::now();
     for len in 0..steps {
@@ -53,7 +54,11 @@ fn run_preallocated(steps: usize, device: &Device) -> f64 {
             let visible = [0..1, 0..HEADS, 0..len + 1, 0..HEAD_DIM];
             *keys = std::mem::replace(keys, row.clone()).slice_assign(slot.clone(), row.clone());
             *values = std::mem::replace(values, row.clone()).slice_assign(slot, row.clone());
-            out = attend(&out, keys.clone().slice(visible.clone()), values.clone().slice(visible));
+            out = attend(
+                &out,
+                keys.clone().slice(visible.clone()),
+                values.clone().slice(visible),
+            );
         }
         out.into_data();
     }
@@ -68,7 +73,10 @@ fn run_concatenated(steps: usize, device: &Device) -> f64 {
         let mut out = row.clone();
         for cache in caches.iter_mut() {
             let [keys, values] = match cache.take() {
-                Some([k, v]) => [Tensor::cat(vec![k, row.clone()], 2), Tensor::cat(vec![v, row.clone()], 2)],
+                Some([k, v]) => [
+                    Tensor::cat(vec![k, row.clone()], 2),
+                    Tensor::cat(vec![v, row.clone()], 2),
+                ],
                 None => [row.clone(), row.clone()],
             };
             out = attend(&out, keys.clone(), values.clone());
@@ -93,12 +101,20 @@ fn main() {
         device, args.steps, args.steps, args.repeats
     );
     let best = |f: fn(usize, &Device) -> f64| {
-        (0..args.repeats).map(|_| f(args.steps, &device)).fold(f64::INFINITY, f64::min)
+        (0..args.repeats)
+            .map(|_| f(args.steps, &device))
+            .fold(f64::INFINITY, f64::min)
     };
     let prealloc = best(run_preallocated);
     let concat = best(run_concatenated);
     let per_step = |secs: f64| secs * 1e6 / args.steps as f64;
-    println!("pre-allocated + slice_assign: {:8.1} µs/step", per_step(prealloc));
-    println!("concatenation:                {:8.1} µs/step", per_step(concat));
+    println!(
+        "pre-allocated + slice_assign: {:8.1} µs/step",
+        per_step(prealloc)
+    );
+    println!(
+        "concatenation:                {:8.1} µs/step",
+        per_step(concat)
+    );
     println!("concatenation / pre-allocated: {:.2}x", concat / prealloc);
 }

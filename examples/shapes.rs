@@ -57,7 +57,9 @@ fn run(args: Args) -> tinygpt::Result<()> {
         config.max_seq_len
     );
 
-    let ids: Vec<usize> = (0..b * t).map(|i| (i * 7 + 3) % config.vocab_size).collect();
+    let ids: Vec<usize> = (0..b * t)
+        .map(|i| (i * 7 + 3) % config.vocab_size)
+        .collect();
     let mut trace = ShapeTrace::new();
     model.forward_traced(token_tensor(&ids, b, t, &device)?, &mut trace)?;
     println!("one forward pass (layer 0 in full; the other layers repeat it):");

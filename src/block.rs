@@ -98,9 +98,9 @@ impl Block {
         mut trace: Option<&mut ShapeTrace>,
     ) -> Tensor<3> {
         enter(&mut trace, "attn");
-        let attended = self
-            .attn
-            .forward_with(self.ln_1.forward(x.clone()), cache, trace.as_deref_mut());
+        let attended =
+            self.attn
+                .forward_with(self.ln_1.forward(x.clone()), cache, trace.as_deref_mut());
         leave(&mut trace);
         let x = x + attended;
         record(&mut trace, "after_attn", &x.dims());

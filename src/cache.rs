@@ -50,10 +50,17 @@ impl LayerKv {
     /// # Panics
     /// If the new rows do not fit or their shape differs from the cache's; the model checks
     /// both before calling, so this is a bug guard, not an error path.
-    pub(crate) fn append(&mut self, new_key: Tensor<4>, new_value: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+    pub(crate) fn append(
+        &mut self,
+        new_key: Tensor<4>,
+        new_value: Tensor<4>,
+    ) -> (Tensor<4>, Tensor<4>) {
         let [batch, heads, capacity, head_dim] = self.key.dims();
         let [_, _, new, _] = new_key.dims();
-        assert!(self.len + new <= capacity, "KV cache overflow: the model must check capacity");
+        assert!(
+            self.len + new <= capacity,
+            "KV cache overflow: the model must check capacity"
+        );
         let rows = self.len..self.len + new;
         // Move the buffers out (leaving a cheap handle behind) so they are uniquely owned while
         // written: Burn can then update them in place instead of copying them.
@@ -63,7 +70,10 @@ impl LayerKv {
         self.value = value.slice_assign([0..batch, 0..heads, rows, 0..head_dim], new_value);
         self.len += new;
         let visible = [0..batch, 0..heads, 0..self.len, 0..head_dim];
-        (self.key.clone().slice(visible.clone()), self.value.clone().slice(visible))
+        (
+            self.key.clone().slice(visible.clone()),
+            self.value.clone().slice(visible),
+        )
     }
 
     /// The cached keys, `[B, H, len, Dh]`.
@@ -78,7 +88,9 @@ impl LayerKv {
 
     fn visible(&self, buffer: &Tensor<4>) -> Tensor<4> {
         let [batch, heads, _, head_dim] = buffer.dims();
-        buffer.clone().slice([0..batch, 0..heads, 0..self.len, 0..head_dim])
+        buffer
+            .clone()
+            .slice([0..batch, 0..heads, 0..self.len, 0..head_dim])
     }
 }
 
@@ -209,8 +221,17 @@ impl KvCache {
     ///
     /// # Errors
     /// [`Error::CacheMismatch`] naming the first size that differs.
-    pub(crate) fn check_model(&self, n_layers: usize, n_heads: usize, head_dim: usize) -> Result<()> {
-        let expected = [("layers", n_layers), ("heads", n_heads), ("head width", head_dim)];
+    pub(crate) fn check_model(
+        &self,
+        n_layers: usize,
+        n_heads: usize,
+        head_dim: usize,
+    ) -> Result<()> {
+        let expected = [
+            ("layers", n_layers),
+            ("heads", n_heads),
+            ("head width", head_dim),
+        ];
         let actual = [self.layers.len(), self.n_heads, self.head_dim];
         for ((what, want), got) in expected.into_iter().zip(actual) {
             if want != got {

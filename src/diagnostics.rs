@@ -2,11 +2,17 @@
 //!
 //! The causality probe asks the question directly: if the token at position `j` changes, do the
 //! logits at any earlier position change? For a causal model they cannot; for a leaky one they do.
+//!
+//! The honest loss asks it through the loss: predict each token from the tokens before it only.
+//! A leaky model's teacher-forced loss is low because it reads the answer from the input; its
+//! honest loss shows what it can really predict.
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 
+use crate::data::Batch;
 use crate::error::{Error, Result};
 use crate::host::{floats, token_tensor};
+use crate::loss::cross_entropy;
 use crate::model::Gpt;
 
 /// Logits at an earlier position that move by more than this count as a leak. A causal model
@@ -56,8 +62,11 @@ pub fn causality_probe(model: &Gpt, tokens: &[usize], device: &Device) -> Result
     let mut rows = Vec::with_capacity(seq * seq);
     for changed in 0..seq {
         rows.extend(tokens.iter().enumerate().map(|(pos, &id)| {
-            let id = if changed > 0 && pos == changed { (id + 1) % vocab } else { id };
-            id
+            if changed > 0 && pos == changed {
+                (id + 1) % vocab
+            } else {
+                id
+            }
         }));
     }
     let logits = model.forward(token_tensor(&rows, seq, seq, device)?)?;
@@ -81,4 +90,68 @@ pub fn causality_probe(model: &Gpt, tokens: &[usize], device: &Device) -> Result
         }
     }
     Ok(report)
+}
+
+/// Teacher-forced loss on `batch`: the whole window is the input, and position `t` predicts
+/// `targets[t]`. For a leaky model this is the number that looks good: positions may peek at
+/// tokens after the one they predict, which are right there in the input.
+///
+/// # Errors
+/// The model's errors.
+pub fn teacher_forced_loss(model: &Gpt, batch: &Batch, device: &Device) -> Result<f32> {
+    Ok(teacher_forced_loss_tensor(model, batch, device)?.into_scalar())
+}
+
+/// [`teacher_forced_loss`] as a tensor, differentiable on an autodiff device: the training
+/// loss.
+///
+/// # Shapes
+/// - output: `[1]`
+///
+/// # Errors
+/// The model's errors.
+pub fn teacher_forced_loss_tensor(
+    model: &Gpt,
+    batch: &Batch,
+    device: &Device,
+) -> Result<Tensor<1>> {
+    let inputs = token_tensor(&batch.inputs, batch.batch_size, batch.seq_len, device)?;
+    let logits = model.forward(inputs)?;
+    let vocab = logits.dims()[2];
+    let rows = batch.batch_size * batch.seq_len;
+    let targets = token_tensor(&batch.targets, 1, rows, device)?.reshape([rows]);
+    Ok(cross_entropy(logits.reshape([rows, vocab]), targets))
+}
+
+/// Honest loss on `batch`: the cross-entropy of predicting each target from the tokens before
+/// it *only*. For every `c` the input is cut to the first `c` tokens of the window, so nothing
+/// after the predicted token exists to be peeked at, and the last position's logits predict
+/// `targets[c - 1]`. This is what generation faces. It scores the same positions as
+/// [`teacher_forced_loss`], so for a causal model the two agree.
+///
+/// # Errors
+/// The model's errors.
+pub fn honest_loss(model: &Gpt, batch: &Batch, device: &Device) -> Result<f32> {
+    let (rows, seq) = (batch.batch_size, batch.seq_len);
+    let mut total = 0.0;
+    for len in 1..=seq {
+        let prefix: Vec<usize> = batch
+            .inputs
+            .chunks(seq)
+            .flat_map(|window| window[..len].iter().copied())
+            .collect();
+        let logits = model.forward(token_tensor(&prefix, rows, len, device)?)?;
+        let vocab = logits.dims()[2];
+        let last = logits
+            .slice([0..rows, len - 1..len, 0..vocab])
+            .reshape([rows, vocab]);
+        let targets: Vec<usize> = batch
+            .targets
+            .chunks(seq)
+            .map(|window| window[len - 1])
+            .collect();
+        let targets = token_tensor(&targets, 1, rows, device)?.reshape([rows]);
+        total += cross_entropy(last, targets).into_scalar::<f32>();
+    }
+    Ok(total / seq as f32)
 }

@@ -11,7 +11,9 @@ pub enum Error {
     Config(String),
 
     /// A backend name that is unknown or whose cargo feature was not compiled in.
-    #[error("backend `{requested}` is not available in this build; compiled-in backends: {available}{hint}")]
+    #[error(
+        "backend `{requested}` is not available in this build; compiled-in backends: {available}{hint}"
+    )]
     UnknownBackend {
         /// The name that was asked for.
         requested: String,
@@ -54,6 +56,56 @@ pub enum Error {
     /// The backend failed to run or to return data.
     #[error("backend error: {0}")]
     Backend(String),
+
+    /// Training text that cannot be used (missing, empty, not UTF-8, too short).
+    #[error("{0}")]
+    Data(String),
+
+    /// Text with characters the tokenizer has never seen.
+    #[error(
+        "{} not in the model's vocabulary: {}; the vocabulary is {:?}",
+        if chars.len() == 1 { "this character is" } else { "these characters are" },
+        chars.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", "),
+        vocabulary
+    )]
+    UnknownCharacters {
+        /// The unknown characters, each once.
+        chars: Vec<char>,
+        /// Every character the tokenizer knows.
+        vocabulary: String,
+    },
+
+    /// A file that could not be read or written.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// What went wrong and what to do.
+        message: String,
+    },
+
+    /// A checkpoint that is missing, truncated, from another format version or otherwise
+    /// unusable.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The checkpoint directory or file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// Training stopped because the loss stopped being a finite number.
+    #[error(
+        "training diverged at step {step}: the loss is {loss}; the last good checkpoint (step          {last_good_step}) is kept; try a lower learning rate or stronger gradient clipping"
+    )]
+    Diverged {
+        /// The step whose loss was not finite.
+        step: usize,
+        /// The loss value (NaN or infinite).
+        loss: f32,
+        /// The step of the checkpoint left on disk.
+        last_good_step: usize,
+    },
 
     /// Token ids or a token batch that the model cannot take.
     #[error("invalid tokens: {0}")]

@@ -14,7 +14,12 @@ use crate::error::{Error, Result};
 ///
 /// # Errors
 /// [`Error::Tokens`] when `ids.len() != batch * seq`.
-pub fn token_tensor(ids: &[usize], batch: usize, seq: usize, device: &Device) -> Result<Tensor<2, Int>> {
+pub fn token_tensor(
+    ids: &[usize],
+    batch: usize,
+    seq: usize,
+    device: &Device,
+) -> Result<Tensor<2, Int>> {
     if ids.len() != batch * seq {
         return Err(Error::Tokens(format!(
             "{} ids cannot fill a [{batch}, {seq}] batch",
@@ -22,7 +27,10 @@ pub fn token_tensor(ids: &[usize], batch: usize, seq: usize, device: &Device) ->
         )));
     }
     let ids: Vec<i64> = ids.iter().map(|&id| id as i64).collect();
-    Ok(Tensor::from_data(TensorData::new(ids, [batch, seq]), device))
+    Ok(Tensor::from_data(
+        TensorData::new(ids, [batch, seq]),
+        device,
+    ))
 }
 
 /// A float tensor's values, row-major, as `f32`.

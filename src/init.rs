@@ -25,4 +25,3 @@ pub fn normal_linear(d_in: usize, d_out: usize, std: f64, device: &Device) -> Li
     linear.bias = Some(Initializer::Zeros.init([d_out], device));
     linear
 }
-

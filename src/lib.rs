@@ -27,14 +27,23 @@
 pub mod attention;
 pub mod block;
 pub mod cache;
+pub mod checkpoint;
+pub mod data;
 pub mod device;
 pub mod diagnostics;
 pub mod error;
 pub mod feed_forward;
+pub mod generate;
+pub mod grammar;
 pub mod host;
 pub mod init;
+pub mod leak_demo;
+pub mod loss;
 pub mod model;
+pub mod plot;
+pub mod tokenizer;
 pub mod trace;
+pub mod train;
 
 pub use attention::MaskMode;
 pub use cache::KvCache;

@@ -8,7 +8,9 @@
 
 use burn::config::Config;
 use burn::module::{Initializer, Module};
-use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear};
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
+};
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::attention::{CausalSelfAttentionConfig, MaskMode};
@@ -166,7 +168,11 @@ impl Gpt {
     /// [`Error::CacheFull`] when `cache.len() + T_new > max_seq_len` (nothing is written),
     /// [`Error::CacheMismatch`] for a cache built for another model or batch size,
     /// [`Error::Tokens`] when `T_new == 0`.
-    pub fn forward_cached(&self, new_tokens: Tensor<2, Int>, cache: &mut KvCache) -> Result<Tensor<3>> {
+    pub fn forward_cached(
+        &self,
+        new_tokens: Tensor<2, Int>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor<3>> {
         self.forward_inner(new_tokens, Some(cache), None)
     }
 
@@ -174,7 +180,11 @@ impl Gpt {
     ///
     /// # Errors
     /// As [`Gpt::forward`].
-    pub fn forward_traced(&self, tokens: Tensor<2, Int>, trace: &mut ShapeTrace) -> Result<Tensor<3>> {
+    pub fn forward_traced(
+        &self,
+        tokens: Tensor<2, Int>,
+        trace: &mut ShapeTrace,
+    ) -> Result<Tensor<3>> {
         self.forward_inner(tokens, None, Some(trace))
     }
 
@@ -207,7 +217,7 @@ impl Gpt {
     fn forward_inner(
         &self,
         tokens: Tensor<2, Int>,
-        mut cache: Option<&mut KvCache>,
+        cache: Option<&mut KvCache>,
         mut trace: Option<&mut ShapeTrace>,
     ) -> Result<Tensor<3>> {
         let [batch, seq] = tokens.dims();
@@ -235,8 +245,8 @@ impl Gpt {
 
         let device = tokens.device();
         // Absolute positions: a cached call continues where the cache left off.
-        let positions = Tensor::<1, Int>::arange(start as i64..(start + seq) as i64, &device)
-            .reshape([1, seq]);
+        let positions =
+            Tensor::<1, Int>::arange(start as i64..(start + seq) as i64, &device).reshape([1, seq]);
         let token_emb = self.token_embedding.forward(tokens);
         let position_emb = self.position_embedding.forward(positions);
         record(&mut trace, "token_embedding", &token_emb.dims());
@@ -245,7 +255,7 @@ impl Gpt {
         let mut x = self.dropout.forward(token_emb + position_emb);
         record(&mut trace, "embeddings", &x.dims());
 
-        let mut layer_caches = cache.as_deref_mut().map(|cache| cache.layers_mut());
+        let mut layer_caches = cache.map(|cache| cache.layers_mut());
         for (index, block) in self.blocks.iter().enumerate() {
             let layer_cache = layer_caches.as_mut().and_then(|layers| layers.next());
             enter(&mut trace, &format!("blocks.{index}"));

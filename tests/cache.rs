@@ -14,7 +14,9 @@ fn column(rows: &[Vec<usize>], t: usize) -> Vec<usize> {
 }
 
 fn prefix(rows: &[Vec<usize>], len: usize) -> Vec<usize> {
-    rows.iter().flat_map(|row| row[..len].iter().copied()).collect()
+    rows.iter()
+        .flat_map(|row| row[..len].iter().copied())
+        .collect()
 }
 
 #[test]
@@ -47,7 +49,11 @@ fn assert_cached_decode_equals_naive(model: &Gpt, device: &Device) {
         let t = prompt_len + step;
         let new = token_tensor(&column(&rows, t), batch, 1, &device).unwrap();
         let cached = model.forward_cached(new, &mut cache).unwrap();
-        assert_eq!(cache.len(), t + 1, "one decode step adds exactly one position");
+        assert_eq!(
+            cache.len(),
+            t + 1,
+            "one decode step adds exactly one position"
+        );
 
         // Naive: recompute the whole prefix and keep only the last position's logits.
         let full = token_tensor(&prefix(&rows, t + 1), batch, t + 1, &device).unwrap();
@@ -74,7 +80,9 @@ fn assert_chunked_prefill_equals_one_shot(model: &Gpt, device: &Device) {
     let device = device.clone();
     let vocab = model.config().vocab_size;
     let batch = 2;
-    let rows: Vec<Vec<usize>> = (0..batch).map(|b| random_tokens(20, vocab, 20 + b as u64)).collect();
+    let rows: Vec<Vec<usize>> = (0..batch)
+        .map(|b| random_tokens(20, vocab, 20 + b as u64))
+        .collect();
 
     let mut one_shot = model.new_cache(batch, &device);
     let all = token_tensor(&prefix(&rows, 20), batch, 20, &device).unwrap();
@@ -84,7 +92,10 @@ fn assert_chunked_prefill_equals_one_shot(model: &Gpt, device: &Device) {
     let mut start = 0;
     let mut pieces = Vec::new();
     for len in [7, 8, 5] {
-        let ids: Vec<usize> = rows.iter().flat_map(|row| row[start..start + len].iter().copied()).collect();
+        let ids: Vec<usize> = rows
+            .iter()
+            .flat_map(|row| row[start..start + len].iter().copied())
+            .collect();
         let chunk = token_tensor(&ids, batch, len, &device).unwrap();
         pieces.push(model.forward_cached(chunk, &mut chunked).unwrap());
         start += len;
@@ -93,8 +104,14 @@ fn assert_chunked_prefill_equals_one_shot(model: &Gpt, device: &Device) {
     assert!(max_abs_diff(Tensor::cat(pieces, 1), one_shot_logits) <= 1e-4);
     for layer in 0..model.config().n_layers {
         let (a, b) = (one_shot.layer(layer), chunked.layer(layer));
-        assert!(max_abs_diff(a.keys(), b.keys()) <= 1e-5, "layer {layer} keys");
-        assert!(max_abs_diff(a.values(), b.values()) <= 1e-5, "layer {layer} values");
+        assert!(
+            max_abs_diff(a.keys(), b.keys()) <= 1e-5,
+            "layer {layer} keys"
+        );
+        assert!(
+            max_abs_diff(a.values(), b.values()) <= 1e-5,
+            "layer {layer} values"
+        );
     }
 }
 
@@ -112,8 +129,14 @@ fn memory_bytes_follow_the_formula() {
             .forward_cached(token_tensor(&ids, batch, len, &device).unwrap(), &mut cache)
             .unwrap();
         // 2 (K and V) · L · B · H · Dh · S · 4 bytes (f32)
-        let formula = 2 * config.n_layers * batch * config.n_heads * config.head_dim() * cache.len() * 4;
-        assert_eq!(cache.memory_bytes(), formula, "at {} positions", cache.len());
+        let formula =
+            2 * config.n_layers * batch * config.n_heads * config.head_dim() * cache.len() * 4;
+        assert_eq!(
+            cache.memory_bytes(),
+            formula,
+            "at {} positions",
+            cache.len()
+        );
     }
     assert_eq!(
         cache.allocated_bytes(),
@@ -142,7 +165,11 @@ fn going_past_the_context_window_is_a_typed_error_and_writes_nothing() {
             capacity: max
         }
     );
-    assert_eq!(cache.len(), max, "a refused call leaves the cache as it was");
+    assert_eq!(
+        cache.len(),
+        max,
+        "a refused call leaves the cache as it was"
+    );
 
     cache.reset();
     assert!(cache.is_empty());

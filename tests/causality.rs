@@ -26,7 +26,10 @@ fn every_leaky_mask_is_caught_by_the_probe() {
         let tokens = random_tokens(24, model.config().vocab_size, 2);
         let report = causality_probe(&model, &tokens, &device).unwrap();
         assert!(report.violations > 0, "{mode}: {report:?}");
-        eprintln!("{mode}: {} / {} positions leak, max |Δ| {:e}", report.violations, report.positions_probed, report.max_leak);
+        eprintln!(
+            "{mode}: {} / {} positions leak, max |Δ| {:e}",
+            report.violations, report.positions_probed, report.max_leak
+        );
     }
 }
 

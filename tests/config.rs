@@ -44,7 +44,13 @@ fn dropout_outside_zero_to_one_is_a_config_error() {
 fn default_config_is_the_documented_one() {
     let config = GptConfig::new(65);
     assert_eq!(
-        (config.d_model, config.n_heads, config.n_layers, config.max_seq_len, config.dropout),
+        (
+            config.d_model,
+            config.n_heads,
+            config.n_layers,
+            config.max_seq_len,
+            config.dropout
+        ),
         (128, 4, 4, 128, 0.0)
     );
     let json = serde_json::to_string(&config).unwrap();

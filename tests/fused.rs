@@ -19,7 +19,10 @@ fn fused_attention_matches_readable_attention() {
         let (readable, _) = layer.readable_attention(q.clone(), k.clone(), v.clone(), None);
         let fused = fused_causal_attention(q, k, v);
         let diff = max_abs_diff(readable, fused);
-        assert!(diff <= 1e-5, "q_len {q_len}, k_len {k_len}: max |Δ| = {diff}");
+        assert!(
+            diff <= 1e-5,
+            "q_len {q_len}, k_len {k_len}: max |Δ| = {diff}"
+        );
     }
 }
 
@@ -31,6 +34,8 @@ fn model_fast_path_matches_the_traced_readable_path() {
     let tokens = token_tensor(&ids, 2, 11, &device).unwrap();
     let fast = model.forward(tokens.clone()).unwrap();
     // Tracing forces the readable path so every stage can be recorded.
-    let readable = model.forward_traced(tokens, &mut ShapeTrace::new()).unwrap();
+    let readable = model
+        .forward_traced(tokens, &mut ShapeTrace::new())
+        .unwrap();
     assert!(max_abs_diff(fast, readable) <= 1e-5);
 }

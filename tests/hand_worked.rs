@@ -26,8 +26,14 @@ fn assert_close(got: &[f32], want: &[f32]) {
 fn three_token_single_head_example_matches_the_hand_derivation() {
     let device = device();
     // Head width d = 4, so the scale is 1 / sqrt(4) = 1/2.
-    let q = matrix(&[&[1., 0., 0., 0.], &[1., 0., 0., 0.], &[1., 1., 0., 0.]], &device);
-    let k = matrix(&[&[0., 0., 0., 0.], &[2., 0., 0., 0.], &[0., 2., 0., 0.]], &device);
+    let q = matrix(
+        &[&[1., 0., 0., 0.], &[1., 0., 0., 0.], &[1., 1., 0., 0.]],
+        &device,
+    );
+    let k = matrix(
+        &[&[0., 0., 0., 0.], &[2., 0., 0., 0.], &[0., 2., 0., 0.]],
+        &device,
+    );
     let v = matrix(&[&[1., 0.], &[0., 1.], &[1., 1.]], &device);
 
     let (output, weights) = single_head_attention(q, k, v, MaskMode::Causal);

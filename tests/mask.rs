@@ -9,8 +9,14 @@ use tinygpt::attention::{MaskMode, causal_mask, masked_softmax};
 
 fn bools(mask: Tensor<2, Bool>) -> Vec<Vec<bool>> {
     let [rows, cols] = mask.dims();
-    let flat = mask.into_data().convert::<bool>().try_into_vec::<bool>().unwrap();
-    (0..rows).map(|r| flat[r * cols..(r + 1) * cols].to_vec()).collect()
+    let flat = mask
+        .into_data()
+        .convert::<bool>()
+        .try_into_vec::<bool>()
+        .unwrap();
+    (0..rows)
+        .map(|r| flat[r * cols..(r + 1) * cols].to_vec())
+        .collect()
 }
 
 /// `visible[i][j]`: may query `i` see key `j` (true = not blocked)?
@@ -80,7 +86,10 @@ fn bottom_right_alignment_two_queries_against_five_keys() {
 
     // The same through the softmax: query 0 gives key 4 exactly zero weight.
     let device = device();
-    let weights = values(masked_softmax(random_tensor([1, 2, 5], 3, &device), MaskMode::Causal));
+    let weights = values(masked_softmax(
+        random_tensor([1, 2, 5], 3, &device),
+        MaskMode::Causal,
+    ));
     assert_eq!(weights[4], 0.0);
     assert!(weights[5..10].iter().all(|&w| w > 0.0));
 }
@@ -119,7 +128,10 @@ fn off_by_one_mask_sees_one_future_token() {
 fn after_softmax_zeroes_the_future_without_renormalising() {
     let device = device();
     let seq = 4;
-    let weights = values(masked_softmax(random_tensor([1, seq, seq], 11, &device), MaskMode::AfterSoftmax));
+    let weights = values(masked_softmax(
+        random_tensor([1, seq, seq], 11, &device),
+        MaskMode::AfterSoftmax,
+    ));
     for i in 0..seq {
         let row = &weights[i * seq..(i + 1) * seq];
         assert!(row[i + 1..].iter().all(|&w| w == 0.0), "row {i}: {row:?}");

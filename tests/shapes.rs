@@ -91,10 +91,24 @@ fn cached_stages_attend_over_cached_plus_new_keys() {
 
     let step = token_tensor(&[1, 2], b, 1, &device).unwrap();
     let mut trace = ShapeTrace::new();
-    model.forward_cached_traced(step, &mut cache, &mut trace).unwrap();
+    model
+        .forward_cached_traced(step, &mut cache, &mut trace)
+        .unwrap();
     // One new query against six cached keys plus its own.
-    assert_eq!(trace.shape_of("blocks.1.attn.q_heads"), Some([b, h, 1, dh].as_slice()));
-    assert_eq!(trace.shape_of("blocks.1.attn.k_heads"), Some([b, h, 7, dh].as_slice()));
-    assert_eq!(trace.shape_of("blocks.1.attn.scores"), Some([b, h, 1, 7].as_slice()));
-    assert_eq!(trace.shape_of("logits"), Some([b, 1, config.vocab_size].as_slice()));
+    assert_eq!(
+        trace.shape_of("blocks.1.attn.q_heads"),
+        Some([b, h, 1, dh].as_slice())
+    );
+    assert_eq!(
+        trace.shape_of("blocks.1.attn.k_heads"),
+        Some([b, h, 7, dh].as_slice())
+    );
+    assert_eq!(
+        trace.shape_of("blocks.1.attn.scores"),
+        Some([b, h, 1, 7].as_slice())
+    );
+    assert_eq!(
+        trace.shape_of("logits"),
+        Some([b, 1, config.vocab_size].as_slice())
+    );
 }

@@ -95,7 +95,12 @@ impl MaskMode {
     ///
     /// # Panics
     /// If `q_len > k_len` (there are never more new queries than keys).
-    pub fn logits_mask(self, q_len: usize, k_len: usize, device: &Device) -> Option<Tensor<2, Bool>> {
+    pub fn logits_mask(
+        self,
+        q_len: usize,
+        k_len: usize,
+        device: &Device,
+    ) -> Option<Tensor<2, Bool>> {
         assert!(q_len <= k_len, "{q_len} queries against only {k_len} keys");
         // Query i sits at absolute position i + offset.
         let offset = (k_len - q_len) as i64;
@@ -117,7 +122,12 @@ impl MaskMode {
     ///
     /// # Shapes
     /// - output: `[q_len, k_len]`, `true` where the weight is zeroed.
-    pub fn weights_mask(self, q_len: usize, k_len: usize, device: &Device) -> Option<Tensor<2, Bool>> {
+    pub fn weights_mask(
+        self,
+        q_len: usize,
+        k_len: usize,
+        device: &Device,
+    ) -> Option<Tensor<2, Bool>> {
         match self {
             MaskMode::AfterSoftmax => Some(causal_mask(q_len, k_len, device)),
             _ => None,

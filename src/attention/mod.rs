@@ -6,6 +6,7 @@ pub mod single_head;
 
 pub use mask::{MaskMode, causal_mask, masked_softmax};
 pub use multi_head::{
-    CausalSelfAttention, CausalSelfAttentionConfig, fused_causal_attention, merge_heads, split_heads,
+    CausalSelfAttention, CausalSelfAttentionConfig, fused_causal_attention, merge_heads,
+    split_heads,
 };
 pub use single_head::single_head_attention;

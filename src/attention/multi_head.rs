@@ -48,7 +48,7 @@ impl CausalSelfAttentionConfig {
                 self.d_model, self.n_heads
             )));
         }
-        if self.d_model % self.n_heads != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads) {
             return Err(Error::Config(format!(
                 "d_model ({}) must be divisible by n_heads ({}) so every head gets the same \
                  width; try n_heads = {}",
@@ -89,7 +89,10 @@ impl CausalSelfAttentionConfig {
 
 /// The largest divisor of `n` that is at most `at_most` (a suggestion for a bad `n_heads`).
 fn largest_divisor_at_most(n: usize, at_most: usize) -> usize {
-    (1..=at_most.min(n)).rev().find(|k| n % k == 0).unwrap_or(1)
+    (1..=at_most.min(n))
+        .rev()
+        .find(|&k| n.is_multiple_of(k))
+        .unwrap_or(1)
 }
 
 /// Multi-head causal self-attention.
@@ -173,7 +176,11 @@ impl CausalSelfAttention {
         record(&mut trace, "k", &k.dims());
         record(&mut trace, "v", &v.dims());
 
-        let (q, k, v) = (self.split_heads(q), self.split_heads(k), self.split_heads(v));
+        let (q, k, v) = (
+            self.split_heads(q),
+            self.split_heads(k),
+            self.split_heads(v),
+        );
         record(&mut trace, "q_heads", &q.dims());
         let (k, v) = match cache {
             Some(cache) => cache.append(k, v),
@@ -218,9 +225,13 @@ impl CausalSelfAttention {
         let head_dim = q.dims()[3];
         // [B, H, T, Dh] x [B, H, Dh, S] -> [B, H, T, S], scaled so the logits' variance does
         // not grow with the head width.
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((head_dim as f64).sqrt());
+        let scores = q
+            .matmul(k.swap_dims(2, 3))
+            .div_scalar((head_dim as f64).sqrt());
         record(&mut trace, "scores", &scores.dims());
-        let weights = self.attn_dropout.forward(masked_softmax(scores, self.mask_mode));
+        let weights = self
+            .attn_dropout
+            .forward(masked_softmax(scores, self.mask_mode));
         record(&mut trace, "weights", &weights.dims());
         // [B, H, T, S] x [B, H, S, Dh] -> [B, H, T, Dh]
         (weights.clone().matmul(v), weights)
@@ -247,7 +258,11 @@ impl CausalSelfAttention {
 /// If `D` is not divisible by `n_heads` (configs are validated before a layer exists).
 pub fn split_heads(x: Tensor<3>, n_heads: usize) -> Tensor<4> {
     let [batch, seq, d_model] = x.dims();
-    assert_eq!(d_model % n_heads, 0, "d_model {d_model} not divisible by {n_heads} heads");
+    assert_eq!(
+        d_model % n_heads,
+        0,
+        "d_model {d_model} not divisible by {n_heads} heads"
+    );
     x.reshape([batch, seq, n_heads, d_model / n_heads])
         .swap_dims(1, 2)
 }

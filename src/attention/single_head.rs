@@ -27,7 +27,9 @@ pub fn single_head_attention(
     let d = query.dims()[2];
     // [B, Tq, d] x [B, d, Tk] -> [B, Tq, Tk]. Dividing by sqrt(d) keeps the scores' variance
     // near one whatever the head size, so the softmax does not saturate.
-    let scores = query.matmul(key.swap_dims(1, 2)).div_scalar((d as f64).sqrt());
+    let scores = query
+        .matmul(key.swap_dims(1, 2))
+        .div_scalar((d as f64).sqrt());
     let weights = masked_softmax(scores, mode);
     // [B, Tq, Tk] x [B, Tk, dv] -> [B, Tq, dv]
     let output = weights.clone().matmul(value);

@@ -32,9 +32,16 @@ pub fn small_model(mask_mode: MaskMode, seed: u64, device: &Device) -> Gpt {
 
 /// The same small model twice: on the fused fast path (where the mode allows it) and forced
 /// through the readable attention, so a property is checked on both paths.
-pub fn small_models_both_paths(mask_mode: MaskMode, seed: u64, device: &Device) -> [(&'static str, Gpt); 2] {
+pub fn small_models_both_paths(
+    mask_mode: MaskMode,
+    seed: u64,
+    device: &Device,
+) -> [(&'static str, Gpt); 2] {
     let model = small_model(mask_mode, seed, device);
-    [("fast path", model.clone()), ("readable path", model.with_fused_attention(false))]
+    [
+        ("fast path", model.clone()),
+        ("readable path", model.with_fused_attention(false)),
+    ]
 }
 
 /// `len` token ids below `vocab`, reproducible from `seed`.

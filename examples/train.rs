@@ -1,0 +1,270 @@
+//! Train a causal model and a leaky-mask twin side by side, then show with numbers and samples
+//! why the leaky one's lower training loss is a lie.
+//!
+//! `cargo run --release --example train -- [--leak none|flipped|off-by-one|after-softmax|all]
+//!  [--data PATH] [--out DIR] [--steps N] [--device NAME] [--quiet] [--resume]`
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use tinygpt::leak_demo::{self, DemoConfig, DemoSummary, SUMMARY_FILE};
+use tinygpt::train::{TrainConfig, TrainEvent};
+use tinygpt::{GptConfig, MaskMode};
+
+#[derive(Parser)]
+#[command(about = "Train causal and leaky-mask GPTs on the same data and compare them honestly")]
+struct Args {
+    /// Leaky variant(s) to train beside the causal model: none, flipped, off-by-one,
+    /// after-softmax, or all.
+    #[arg(long, default_value = "none")]
+    leak: String,
+    /// UTF-8 text to train on (default: the bundled toy corpus, see data/README.md).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Directory for the runs: DIR/causal, DIR/leak-<mode>, DIR/summary.json, DIR/loss.png.
+    #[arg(long, default_value = "runs")]
+    out: PathBuf,
+    /// Training steps per model.
+    #[arg(long, default_value_t = 900)]
+    steps: usize,
+    /// Windows per batch.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Tokens per window (and the model's context window).
+    #[arg(long, default_value_t = 64)]
+    seq_len: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 3e-3)]
+    lr: f64,
+    /// Model width.
+    #[arg(long, default_value_t = 128)]
+    d_model: usize,
+    /// Attention heads.
+    #[arg(long, default_value_t = 4)]
+    n_heads: usize,
+    /// Blocks.
+    #[arg(long, default_value_t = 2)]
+    n_layers: usize,
+    /// Seed for the weights, the data order and the samples.
+    #[arg(long, default_value_t = 1337)]
+    seed: u64,
+    /// Generated samples per model.
+    #[arg(long, default_value_t = 20)]
+    samples: usize,
+    /// Characters per generated sample.
+    #[arg(long, default_value_t = 200)]
+    sample_chars: usize,
+    /// Sampling temperature for the samples.
+    #[arg(long, default_value_t = 0.5)]
+    temperature: f32,
+    /// Backend: flex, ndarray, wgpu, wgpu-cpu, cuda, ... (compiled-in ones only).
+    #[arg(long, default_value = "default")]
+    device: String,
+    /// Continue the runs from their checkpoints in --out.
+    #[arg(long)]
+    resume: bool,
+    /// Log lines instead of progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() {
+    if let Err(message) = run(Args::parse()) {
+        eprintln!("error: {message}");
+        std::process::exit(1);
+    }
+}
+
+fn parse_leaks(arg: &str) -> Result<Vec<MaskMode>, String> {
+    if arg == "all" {
+        return Ok(MaskMode::LEAKY.to_vec());
+    }
+    arg.split(',')
+        .map(|name| match MaskMode::from_name(name.trim()) {
+            Some(mode) if mode.is_leaky() => Ok(mode),
+            _ => Err(format!(
+                "--leak {name}: unknown leaky mask; choose from none, flipped, off-by-one, after-softmax, all"
+            )),
+        })
+        .collect()
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let leaks = parse_leaks(&args.leak)?;
+    let device = tinygpt::device::device_by_name(&args.device).map_err(|e| e.to_string())?;
+    let (text, grammar_check) = match &args.data {
+        Some(path) => (
+            tinygpt::data::read_text(path).map_err(|e| e.to_string())?,
+            false,
+        ),
+        None => (tinygpt::data::BUNDLED_CORPUS.to_string(), true),
+    };
+    let config = DemoConfig {
+        out_dir: args.out.clone(),
+        model: GptConfig::new(1)
+            .with_d_model(args.d_model)
+            .with_n_heads(args.n_heads)
+            .with_n_layers(args.n_layers)
+            .with_max_seq_len(args.seq_len),
+        train: TrainConfig {
+            steps: args.steps,
+            batch_size: args.batch_size,
+            seq_len: args.seq_len,
+            learning_rate: args.lr,
+            min_learning_rate: args.lr / 10.0,
+            warmup_steps: (args.steps / 10).clamp(1, 100),
+            eval_interval: (args.steps / 10).max(1),
+            seed: args.seed,
+            ..TrainConfig::default()
+        },
+        leaks,
+        samples: args.samples,
+        sample_chars: args.sample_chars,
+        temperature: args.temperature,
+        honest_windows: 16,
+        resume: args.resume,
+        grammar_check,
+    };
+    let source = match &args.data {
+        Some(path) => path.display().to_string(),
+        None => "the bundled toy corpus".to_string(),
+    };
+    println!(
+        "backend {}; training on {source} ({} characters); models: causal{}; {} steps each, \
+         batch {} x {} tokens, D={} H={} L={}",
+        describe(&args.device),
+        text.chars().count(),
+        config
+            .leaks
+            .iter()
+            .map(|m| format!(", leak-{m}"))
+            .collect::<String>(),
+        args.steps,
+        args.batch_size,
+        args.seq_len,
+        args.d_model,
+        args.n_heads,
+        args.n_layers
+    );
+
+    let started = Instant::now();
+    let mut progress = Progress::new(args.quiet);
+    let summary = leak_demo::run(&text, &config, &device, &mut |name, event| {
+        progress.on_event(name, event);
+        ControlFlow::Continue(())
+    })
+    .map_err(|e| e.to_string())?;
+    progress.finish();
+    print_summary(&summary);
+    println!(
+        "\nwrote {}, {} and the runs in {} ({:.0} s in all)",
+        args.out.join(SUMMARY_FILE).display(),
+        args.out.join("loss.png").display(),
+        args.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn describe(device_arg: &str) -> String {
+    match device_arg {
+        "default" => tinygpt::device::default_backend_name()
+            .unwrap_or("none")
+            .to_string(),
+        name => name.to_string(),
+    }
+}
+
+/// A progress bar per model, or log lines with `--quiet`.
+struct Progress {
+    quiet: bool,
+    bar: Option<(String, ProgressBar)>,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Self {
+        Self { quiet, bar: None }
+    }
+
+    fn on_event(&mut self, name: &str, event: TrainEvent) {
+        match event {
+            TrainEvent::Step {
+                step,
+                total,
+                loss,
+                lr,
+                tokens_per_s,
+            } => {
+                if self.quiet {
+                    return;
+                }
+                let bar = self.bar_for(name, total);
+                bar.set_position(step as u64);
+                bar.set_message(format!(
+                    "loss {loss:.3}  lr {lr:.2e}  {tokens_per_s:>6.0} tok/s"
+                ));
+            }
+            TrainEvent::Eval(record) => {
+                let line = format!(
+                    "[{name}] step {:>5}  train {:.4}  val {:.4}  lr {:.2e}  {:.0} tok/s",
+                    record.step, record.train_loss, record.val_loss, record.lr, record.tokens_per_s
+                );
+                match &self.bar {
+                    Some((_, bar)) if !self.quiet => bar.println(line),
+                    _ => println!("{line}"),
+                }
+            }
+        }
+    }
+
+    fn bar_for(&mut self, name: &str, total: usize) -> &ProgressBar {
+        if self.bar.as_ref().is_none_or(|(current, _)| current != name) {
+            self.finish();
+            let bar = ProgressBar::new(total as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:>14} [{bar:30}] {pos}/{len} {msg}  ETA {eta}",
+                )
+                .expect("a valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(name.to_string());
+            self.bar = Some((name.to_string(), bar));
+        }
+        &self.bar.as_ref().expect("just set").1
+    }
+
+    fn finish(&mut self) {
+        if let Some((_, bar)) = self.bar.take() {
+            bar.finish();
+        }
+    }
+}
+
+fn print_summary(summary: &DemoSummary) {
+    let pct = |x: Option<f64>| x.map_or("  n/a".to_string(), |v| format!("{:>4.0}%", 100.0 * v));
+    println!(
+        "\n{:<20} {:>10} {:>9} {:>11} {:>12} {:>7} {:>10} {:>7}",
+        "model", "train loss", "val loss", "honest loss", "causality", "words", "sentences", "time"
+    );
+    for m in &summary.models {
+        println!(
+            "{:<20} {:>10.3} {:>9.3} {:>11.3} {:>12} {:>7} {:>10} {:>6.0}s",
+            m.name,
+            m.train_loss,
+            m.val_loss,
+            m.honest_loss,
+            format!("{}/{} leak", m.causality_violations, m.positions_probed),
+            pct(Some(m.word_validity)),
+            pct(m.sentence_validity),
+            m.seconds
+        );
+    }
+    for m in &summary.models {
+        println!("\n--- sample from {} ---\n{}", m.name, m.sample);
+    }
+    println!("\nverdict: {}", summary.verdict);
+}

@@ -1,0 +1,170 @@
+//! Training text: loading it with clear errors, splitting it 90/10, and cutting random windows
+//! into batches from a seeded RNG.
+
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{Error, Result};
+use crate::tokenizer::CharTokenizer;
+
+/// The toy corpus shipped in `data/corpus.txt` (see `data/README.md`), built into the binary so
+/// the examples work from any directory.
+pub const BUNDLED_CORPUS: &str = include_str!("../data/corpus.txt");
+
+/// Share of the tokens used for training; the rest (the end of the text) is validation.
+pub const TRAIN_FRACTION: f64 = 0.9;
+
+/// Read a UTF-8 text file for training.
+///
+/// # Errors
+/// [`Error::Data`] when the file does not exist, cannot be read, is not valid UTF-8 (with the
+/// byte offset of the first bad byte) or is empty.
+pub fn read_text(path: &Path) -> Result<String> {
+    let shown = path.display();
+    let bytes = std::fs::read(path).map_err(|err| {
+        Error::Data(if err.kind() == std::io::ErrorKind::NotFound {
+            format!("--data {shown}: no such file; give the path of a UTF-8 text file")
+        } else {
+            format!("--data {shown}: cannot read it: {err}")
+        })
+    })?;
+    let text = String::from_utf8(bytes).map_err(|err| {
+        Error::Data(format!(
+            "--data {shown}: not UTF-8 text (invalid byte at offset {}); convert it to UTF-8 first",
+            err.utf8_error().valid_up_to()
+        ))
+    })?;
+    if text.is_empty() {
+        return Err(Error::Data(format!("--data {shown}: the file is empty")));
+    }
+    Ok(text)
+}
+
+/// Which part of the text a batch is drawn from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    /// The first 90%.
+    Train,
+    /// The last 10%.
+    Validation,
+}
+
+/// A batch of windows: `inputs[b][t]` is followed in the text by `targets[b][t]`.
+///
+/// # Shapes
+/// - inputs, targets: `batch_size · seq_len` ids, row-major `[B, T]`
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// Token ids fed to the model.
+    pub inputs: Vec<usize>,
+    /// The id that follows each input position.
+    pub targets: Vec<usize>,
+    /// Rows, `B`.
+    pub batch_size: usize,
+    /// Columns, `T`.
+    pub seq_len: usize,
+}
+
+/// A tokenized text split into training and validation ids.
+#[derive(Clone, Debug)]
+pub struct TextDataset {
+    tokenizer: CharTokenizer,
+    train: Vec<usize>,
+    validation: Vec<usize>,
+}
+
+impl TextDataset {
+    /// Tokenize `text` with a tokenizer built from it and split it 90/10.
+    ///
+    /// # Errors
+    /// [`Error::Data`] for empty text, or when either split is too short to hold one window of
+    /// `seq_len + 1` tokens.
+    pub fn new(text: &str, seq_len: usize) -> Result<Self> {
+        Self::with_tokenizer(text, CharTokenizer::from_text(text)?, seq_len)
+    }
+
+    /// Tokenize `text` with an existing tokenizer (for instance one saved with a checkpoint)
+    /// and split it 90/10.
+    ///
+    /// # Errors
+    /// [`Error::UnknownCharacters`] when `text` has characters the tokenizer lacks, and the
+    /// errors of [`TextDataset::new`].
+    pub fn with_tokenizer(text: &str, tokenizer: CharTokenizer, seq_len: usize) -> Result<Self> {
+        let ids = tokenizer.encode(text)?;
+        let split = (ids.len() as f64 * TRAIN_FRACTION).round() as usize;
+        let (train, validation) = ids.split_at(split);
+        let window = seq_len + 1;
+        for (name, part) in [("training", train), ("validation", validation)] {
+            if part.len() < window {
+                return Err(Error::Data(format!(
+                    "the text has {} characters, so its {name} split ({} characters) is shorter \
+                     than one window of {window} (context {seq_len} + 1); use a longer text \
+                     (at least {} characters) or a shorter --seq-len",
+                    ids.len(),
+                    part.len(),
+                    (window as f64 / (1.0 - TRAIN_FRACTION)).ceil() as usize
+                )));
+            }
+        }
+        Ok(Self {
+            tokenizer,
+            train: train.to_vec(),
+            validation: validation.to_vec(),
+        })
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &CharTokenizer {
+        &self.tokenizer
+    }
+
+    /// The ids of one split.
+    pub fn ids(&self, split: Split) -> &[usize] {
+        match split {
+            Split::Train => &self.train,
+            Split::Validation => &self.validation,
+        }
+    }
+
+    /// `batch_size` windows of `seq_len + 1` tokens at random offsets of `split`.
+    ///
+    /// # Panics
+    /// If the split is shorter than one window (the constructors rule this out for the
+    /// `seq_len` they were given).
+    pub fn batch(
+        &self,
+        split: Split,
+        batch_size: usize,
+        seq_len: usize,
+        rng: &mut impl Rng,
+    ) -> Batch {
+        let ids = self.ids(split);
+        let last_start = ids.len() - (seq_len + 1);
+        let mut batch = Batch {
+            inputs: Vec::with_capacity(batch_size * seq_len),
+            targets: Vec::with_capacity(batch_size * seq_len),
+            batch_size,
+            seq_len,
+        };
+        for _ in 0..batch_size {
+            let start = rng.random_range(0..=last_start);
+            batch.inputs.extend_from_slice(&ids[start..start + seq_len]);
+            batch
+                .targets
+                .extend_from_slice(&ids[start + 1..start + seq_len + 1]);
+        }
+        batch
+    }
+}
+
+/// The RNG that draws the batches of training step `step`. Deriving it from `(seed, step)`
+/// rather than carrying one RNG along makes the data order a pure function of the seed, so two
+/// models trained with the same seed see the same batches, and a resumed run continues the
+/// original order exactly.
+pub fn step_rng(seed: u64, step: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(step as u64);
+    rng
+}
