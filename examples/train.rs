@@ -213,7 +213,8 @@ impl Progress {
                     record.step, record.train_loss, record.val_loss, record.lr, record.tokens_per_s
                 );
                 match &self.bar {
-                    Some((_, bar)) if !self.quiet => bar.println(line),
+                    // A hidden bar (output is not a terminal) would swallow the line.
+                    Some((_, bar)) if !self.quiet && !bar.is_hidden() => bar.println(line),
                     _ => println!("{line}"),
                 }
             }
@@ -264,7 +265,11 @@ fn print_summary(summary: &DemoSummary) {
         );
     }
     for m in &summary.models {
-        println!("\n--- sample from {} ---\n{}", m.name, m.sample);
+        let generated = m.sample.strip_prefix(&m.sample_prompt).unwrap_or(&m.sample);
+        println!(
+            "\n--- sample from {} (prompt in brackets) ---\n[{}]{generated}",
+            m.name, m.sample_prompt
+        );
     }
     println!("\nverdict: {}", summary.verdict);
 }

@@ -75,6 +75,8 @@ pub struct ModelReport {
     pub sentences: usize,
     /// One generated sample, prompt included.
     pub sample: String,
+    /// The prompt the sample starts with.
+    pub sample_prompt: String,
     /// Training steps.
     pub steps: usize,
     /// Wall-clock seconds of training.
@@ -166,6 +168,7 @@ pub fn run(
             sentence_validity: measured.sentence_validity,
             sentences: measured.sentences,
             sample: measured.sample,
+            sample_prompt: measured.sample_prompt,
             steps: outcome.steps,
             seconds: outcome.seconds,
         });
@@ -198,6 +201,7 @@ struct Measurements {
     sentence_validity: Option<f64>,
     sentences: usize,
     sample: String,
+    sample_prompt: String,
 }
 
 /// Honest loss, causality probe and generated samples of one trained model.
@@ -248,6 +252,7 @@ fn measure(
         sentence_validity: (sentences > 0).then(|| ratio(valid_sentences, sentences)),
         sentences,
         sample: tokenizer.decode(&prompts[0]) + &texts[0],
+        sample_prompt: tokenizer.decode(&prompts[0]),
     })
 }
 
