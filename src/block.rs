@@ -6,7 +6,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Bool, Device, Tensor};
 
 use crate::attention::{CausalSelfAttention, CausalSelfAttentionConfig, MaskMode};
 use crate::cache::LayerKv;
@@ -83,24 +83,30 @@ impl Block {
     /// # Shapes
     /// - input: `[B, T, D]`, output: `[B, T, D]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.forward_with(x, None, None)
+        self.forward_with(x, None, None, None)
     }
 
-    /// The block for `T` new positions, appending their keys and values to `cache` when given
-    /// and recording stage shapes into `trace` when given.
+    /// The block for `T` new positions, appending their keys and values to `cache` when given,
+    /// hiding left padding when `padding` is given, and recording stage shapes into `trace`
+    /// when given.
     ///
     /// # Shapes
     /// - input: `[B, T, D]`, output: `[B, T, D]`
+    /// - padding: `[B, 1, T, S]` (see [`crate::attention::padding_mask`])
     pub fn forward_with(
         &self,
         x: Tensor<3>,
         cache: Option<&mut LayerKv>,
+        padding: Option<Tensor<4, Bool>>,
         mut trace: Option<&mut ShapeTrace>,
     ) -> Tensor<3> {
         enter(&mut trace, "attn");
-        let attended =
-            self.attn
-                .forward_with(self.ln_1.forward(x.clone()), cache, trace.as_deref_mut());
+        let attended = self.attn.forward_with(
+            self.ln_1.forward(x.clone()),
+            cache,
+            padding,
+            trace.as_deref_mut(),
+        );
         leave(&mut trace);
         let x = x + attended;
         record(&mut trace, "after_attn", &x.dims());

@@ -156,7 +156,11 @@ impl<R: Rng> Generator<'_, R> {
             15..23 => 1,
             _ => 2,
         };
-        let adjectives = if allow_pp { adjectives } else { adjectives.min(1) };
+        let adjectives = if allow_pp {
+            adjectives
+        } else {
+            adjectives.min(1)
+        };
         let mut modifiers: Vec<&'static str> = Vec::new();
         while modifiers.len() < adjectives {
             let adjective = self.pick(&ADJECTIVES);
@@ -168,7 +172,11 @@ impl<R: Rng> Generator<'_, R> {
         let next = modifiers.first().copied().unwrap_or(head);
         let determiner = match number {
             Number::Singular if self.rng.random_bool(0.4) => {
-                if starts_with_vowel(next) { "an" } else { "a" }
+                if starts_with_vowel(next) {
+                    "an"
+                } else {
+                    "a"
+                }
             }
             Number::Singular => self.pick(&SINGULAR_DETERMINERS),
             Number::Plural => self.pick(&PLURAL_DETERMINERS),
@@ -239,7 +247,12 @@ pub fn generate_corpus(seed: u64, target_bytes: usize) -> String {
 pub fn vocabulary() -> BTreeSet<&'static str> {
     let mut words: BTreeSet<&'static str> = BTreeSet::new();
     words.extend(NOUNS.iter().flat_map(|&(s, p)| [s, p]));
-    words.extend(TRANSITIVE.iter().chain(&INTRANSITIVE).flat_map(|&(b, s)| [b, s]));
+    words.extend(
+        TRANSITIVE
+            .iter()
+            .chain(&INTRANSITIVE)
+            .flat_map(|&(b, s)| [b, s]),
+    );
     words.extend(ADJECTIVES);
     words.extend(PREPOSITIONS);
     words.extend(ADVERBS);
@@ -315,7 +328,10 @@ impl Parser<'_> {
         }
         let mut ends = vec![pos + 1];
         if full {
-            let with_pp: Vec<usize> = ends.iter().flat_map(|&end| self.prepositional_phrase(end)).collect();
+            let with_pp: Vec<usize> = ends
+                .iter()
+                .flat_map(|&end| self.prepositional_phrase(end))
+                .collect();
             ends.extend(with_pp);
         }
         if allow_rel {
@@ -349,7 +365,10 @@ impl Parser<'_> {
                 ends.extend(self.noun_phrase(at + 1, object, true, false));
             }
         }
-        if INTRANSITIVE.iter().any(|&entry| verb(number, entry) == word) {
+        if INTRANSITIVE
+            .iter()
+            .any(|&entry| verb(number, entry) == word)
+        {
             let mut after_verb = vec![at + 1];
             if self.word(at + 1).is_some_and(|w| ADVERBS.contains(&w)) {
                 after_verb.push(at + 2);
@@ -365,8 +384,7 @@ impl Parser<'_> {
     fn sentence(&self) -> bool {
         let full = self.words.len();
         self.clause(0).into_iter().any(|end| {
-            end == full
-                || (self.word(end) == Some("and") && self.clause(end + 1).contains(&full))
+            end == full || (self.word(end) == Some("and") && self.clause(end + 1).contains(&full))
         })
     }
 }

@@ -48,5 +48,5 @@ pub mod train;
 pub use attention::MaskMode;
 pub use cache::KvCache;
 pub use error::{Error, Result};
-pub use model::{Gpt, GptConfig};
+pub use model::{ForwardOptions, Gpt, GptConfig};
 pub use trace::ShapeTrace;

@@ -13,10 +13,11 @@ use burn::nn::{
 };
 use burn::tensor::{Device, Int, Tensor};
 
-use crate::attention::{CausalSelfAttentionConfig, MaskMode};
+use crate::attention::{CausalSelfAttentionConfig, MaskMode, padding_mask};
 use crate::block::{Block, BlockConfig};
 use crate::cache::KvCache;
 use crate::error::{Error, Result};
+use crate::host::token_tensor;
 use crate::init::{INIT_STD, normal_linear, residual_init_std};
 use crate::trace::{ShapeTrace, enter, leave, record};
 
@@ -109,6 +110,18 @@ impl GptConfig {
     }
 }
 
+/// Options of [`Gpt::forward_with`]; all off by default.
+#[derive(Debug, Default)]
+pub struct ForwardOptions<'a> {
+    /// A cache to extend: positions continue from its length and the new keys and values are
+    /// appended.
+    pub cache: Option<&'a mut KvCache>,
+    /// Per row, how many leading tokens are padding (for prompts of different lengths).
+    pub left_padding: Option<&'a [usize]>,
+    /// Record every stage's shape here (forces the readable attention path).
+    pub trace: Option<&'a mut ShapeTrace>,
+}
+
 /// A GPT language model.
 ///
 /// # Shapes
@@ -155,7 +168,7 @@ impl Gpt {
     /// # Errors
     /// [`Error::SequenceTooLong`] when `T > max_seq_len`, [`Error::Tokens`] when `T == 0`.
     pub fn forward(&self, tokens: Tensor<2, Int>) -> Result<Tensor<3>> {
-        self.forward_inner(tokens, None, None)
+        self.forward_with(tokens, ForwardOptions::default())
     }
 
     /// Logits for `T_new` new tokens that follow the ones already in `cache`; their keys and
@@ -173,7 +186,13 @@ impl Gpt {
         new_tokens: Tensor<2, Int>,
         cache: &mut KvCache,
     ) -> Result<Tensor<3>> {
-        self.forward_inner(new_tokens, Some(cache), None)
+        self.forward_with(
+            new_tokens,
+            ForwardOptions {
+                cache: Some(cache),
+                ..Default::default()
+            },
+        )
     }
 
     /// [`Gpt::forward`] that also records the shape of every stage into `trace`.
@@ -185,7 +204,13 @@ impl Gpt {
         tokens: Tensor<2, Int>,
         trace: &mut ShapeTrace,
     ) -> Result<Tensor<3>> {
-        self.forward_inner(tokens, None, Some(trace))
+        self.forward_with(
+            tokens,
+            ForwardOptions {
+                trace: Some(trace),
+                ..Default::default()
+            },
+        )
     }
 
     /// [`Gpt::forward_cached`] that also records the shape of every stage into `trace`.
@@ -198,7 +223,14 @@ impl Gpt {
         cache: &mut KvCache,
         trace: &mut ShapeTrace,
     ) -> Result<Tensor<3>> {
-        self.forward_inner(new_tokens, Some(cache), Some(trace))
+        self.forward_with(
+            new_tokens,
+            ForwardOptions {
+                cache: Some(cache),
+                left_padding: None,
+                trace: Some(trace),
+            },
+        )
     }
 
     /// An empty KV cache sized for this model and `batch` sequences.
@@ -214,16 +246,39 @@ impl Gpt {
         )
     }
 
-    fn forward_inner(
+    /// The forward pass with every option: a KV cache to extend, left padding of a batch of
+    /// prompts of different lengths, and a shape trace. The other `forward*` methods are this
+    /// with some options left out.
+    ///
+    /// With `left_padding[b] = p`, row `b`'s first `p` tokens are padding: no real position
+    /// attends to them, and the row's positions count from its first real token, so the row
+    /// computes exactly what it would alone.
+    ///
+    /// # Shapes
+    /// - tokens: `[B, T]`, logits: `[B, T, V]`; `left_padding`: `B` counts
+    ///
+    /// # Errors
+    /// As [`Gpt::forward`] and [`Gpt::forward_cached`]; [`Error::Tokens`] when `left_padding`
+    /// does not have one entry per row.
+    pub fn forward_with(
         &self,
         tokens: Tensor<2, Int>,
-        cache: Option<&mut KvCache>,
-        mut trace: Option<&mut ShapeTrace>,
+        options: ForwardOptions,
     ) -> Result<Tensor<3>> {
+        let ForwardOptions {
+            cache,
+            left_padding,
+            mut trace,
+        } = options;
         let [batch, seq] = tokens.dims();
         if seq == 0 || batch == 0 {
             return Err(Error::Tokens(format!(
                 "a batch of shape [{batch}, {seq}] has no tokens; give at least one"
+            )));
+        }
+        if left_padding.is_some_and(|pads| pads.len() != batch) {
+            return Err(Error::Tokens(format!(
+                "left_padding needs one count per row ({batch})"
             )));
         }
         let start = match cache.as_deref() {
@@ -244,14 +299,25 @@ impl Gpt {
         record(&mut trace, "ids", &[batch, seq]);
 
         let device = tokens.device();
-        // Absolute positions: a cached call continues where the cache left off.
-        let positions =
-            Tensor::<1, Int>::arange(start as i64..(start + seq) as i64, &device).reshape([1, seq]);
+        // Absolute positions: a cached call continues where the cache left off, and a padded
+        // row counts from its first real token.
+        let positions = match left_padding {
+            None => Tensor::<1, Int>::arange(start as i64..(start + seq) as i64, &device)
+                .reshape([1, seq]),
+            Some(pads) => {
+                let ids: Vec<usize> = pads
+                    .iter()
+                    .flat_map(|&pad| (start..start + seq).map(move |pos| pos.saturating_sub(pad)))
+                    .collect();
+                token_tensor(&ids, batch, seq, &device)?
+            }
+        };
+        let padding = left_padding.map(|pads| padding_mask(pads, seq, start + seq, &device));
         let token_emb = self.token_embedding.forward(tokens);
         let position_emb = self.position_embedding.forward(positions);
         record(&mut trace, "token_embedding", &token_emb.dims());
         record(&mut trace, "position_embedding", &position_emb.dims());
-        // [B, T, D] + [1, T, D]: every sequence gets the same position vectors.
+        // [B, T, D] + [1 or B, T, D]: position vectors added to every sequence.
         let mut x = self.dropout.forward(token_emb + position_emb);
         record(&mut trace, "embeddings", &x.dims());
 
@@ -259,7 +325,7 @@ impl Gpt {
         for (index, block) in self.blocks.iter().enumerate() {
             let layer_cache = layer_caches.as_mut().and_then(|layers| layers.next());
             enter(&mut trace, &format!("blocks.{index}"));
-            x = block.forward_with(x, layer_cache, trace.as_deref_mut());
+            x = block.forward_with(x, layer_cache, padding.clone(), trace.as_deref_mut());
             leave(&mut trace);
         }
 

@@ -18,7 +18,10 @@ fn corpus_generation_is_deterministic() {
 fn the_shipped_corpus_is_the_generated_one_byte_for_byte() {
     let shipped = include_str!("../data/corpus.txt");
     assert!((100_000..=300_000).contains(&shipped.len()));
-    assert!(shipped == generate_corpus(CORPUS_SEED, CORPUS_TARGET_BYTES), "regenerate with `cargo run --release --example make_corpus -- data/corpus.txt`");
+    assert!(
+        shipped == generate_corpus(CORPUS_SEED, CORPUS_TARGET_BYTES),
+        "regenerate with `cargo run --release --example make_corpus -- data/corpus.txt`"
+    );
 }
 
 #[test]
@@ -27,7 +30,10 @@ fn every_generated_sentence_is_accepted_by_the_recognizer() {
     let words = vocabulary();
     for _ in 0..3_000 {
         let sentence = generate_sentence(&mut rng);
-        assert!(is_grammatical(&sentence), "rejected its own sentence: {sentence}");
+        assert!(
+            is_grammatical(&sentence),
+            "rejected its own sentence: {sentence}"
+        );
         for word in sentence.split_whitespace().filter(|w| *w != ".") {
             assert!(words.contains(word), "`{word}` missing from vocabulary()");
         }
@@ -51,13 +57,28 @@ fn hand_written_grammatical_sentences_are_accepted() {
 #[test]
 fn sentences_breaking_a_rule_are_rejected() {
     for (sentence, rule) in [
-        ("the dog see a cat .", "subject-verb agreement: singular subject, plural verb"),
-        ("the dogs sees a cat .", "subject-verb agreement: plural subject, singular verb"),
-        ("a dogs sleep .", "determiner-noun agreement: `a` with a plural noun"),
-        ("these dog sleeps .", "determiner-noun agreement: `these` with a singular noun"),
+        (
+            "the dog see a cat .",
+            "subject-verb agreement: singular subject, plural verb",
+        ),
+        (
+            "the dogs sees a cat .",
+            "subject-verb agreement: plural subject, singular verb",
+        ),
+        (
+            "a dogs sleep .",
+            "determiner-noun agreement: `a` with a plural noun",
+        ),
+        (
+            "these dog sleeps .",
+            "determiner-noun agreement: `these` with a singular noun",
+        ),
         ("a old cat sleeps .", "a/an: `a` before a vowel"),
         ("an red ball falls .", "a/an: `an` before a consonant"),
-        ("the dog sleeps the cat .", "an intransitive verb with an object"),
+        (
+            "the dog sleeps the cat .",
+            "an intransitive verb with an object",
+        ),
         ("the dog sees .", "a transitive verb without its object"),
         ("the dog a cat .", "no verb"),
         ("dog the sees a cat .", "word order"),

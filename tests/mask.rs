@@ -52,7 +52,7 @@ fn causal_mask_orientation() {
 fn assert_future_gets_zero_probability(seq: usize) {
     let device = device();
     let scores = random_tensor([1, seq, seq], 7 + seq as u64, &device);
-    let weights = values(masked_softmax(scores, MaskMode::Causal));
+    let weights = values(masked_softmax(scores, MaskMode::Causal, None));
     for i in 0..seq {
         let row = &weights[i * seq..(i + 1) * seq];
         for (j, &w) in row.iter().enumerate() {
@@ -89,6 +89,7 @@ fn bottom_right_alignment_two_queries_against_five_keys() {
     let weights = values(masked_softmax(
         random_tensor([1, 2, 5], 3, &device),
         MaskMode::Causal,
+        None,
     ));
     assert_eq!(weights[4], 0.0);
     assert!(weights[5..10].iter().all(|&w| w > 0.0));
@@ -131,6 +132,7 @@ fn after_softmax_zeroes_the_future_without_renormalising() {
     let weights = values(masked_softmax(
         random_tensor([1, seq, seq], 11, &device),
         MaskMode::AfterSoftmax,
+        None,
     ));
     for i in 0..seq {
         let row = &weights[i * seq..(i + 1) * seq];

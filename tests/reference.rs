@@ -39,24 +39,39 @@ impl Fixture {
     fn tensor<const D: usize>(&self, name: &str, device: &Device) -> Tensor<D> {
         let stored = &self.tensors[name];
         assert_eq!(stored.shape.len(), D, "{name} has shape {:?}", stored.shape);
-        Tensor::from_data(TensorData::new(stored.data.clone(), stored.shape.clone()), device)
+        Tensor::from_data(
+            TensorData::new(stored.data.clone(), stored.shape.clone()),
+            device,
+        )
     }
 
     /// A PyTorch `nn.Linear` (weight `[out, in]`) as a Burn `Linear` (weight `[in, out]`).
     fn linear(&self, prefix: &str, device: &Device) -> Linear {
         Linear {
-            weight: Param::from_tensor(self.tensor::<2>(&format!("{prefix}.weight"), device).transpose()),
-            bias: Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), device))),
+            weight: Param::from_tensor(
+                self.tensor::<2>(&format!("{prefix}.weight"), device)
+                    .transpose(),
+            ),
+            bias: Some(Param::from_tensor(
+                self.tensor(&format!("{prefix}.bias"), device),
+            )),
         }
     }
 
     fn layer_norm(&self, prefix: &str, mut norm: LayerNorm, device: &Device) -> LayerNorm {
         norm.gamma = Param::from_tensor(self.tensor(&format!("{prefix}.weight"), device));
-        norm.beta = Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), device)));
+        norm.beta = Some(Param::from_tensor(
+            self.tensor(&format!("{prefix}.bias"), device),
+        ));
         norm
     }
 
-    fn attention(&self, prefix: &str, mut layer: CausalSelfAttention, device: &Device) -> CausalSelfAttention {
+    fn attention(
+        &self,
+        prefix: &str,
+        mut layer: CausalSelfAttention,
+        device: &Device,
+    ) -> CausalSelfAttention {
         layer.query = self.linear(&format!("{prefix}q_proj"), device);
         layer.key = self.linear(&format!("{prefix}k_proj"), device);
         layer.value = self.linear(&format!("{prefix}v_proj"), device);
@@ -67,7 +82,10 @@ impl Fixture {
 
 fn assert_matches<const D: usize>(what: &str, got: Tensor<D>, want: Tensor<D>) {
     let diff = max_abs_diff(got, want);
-    assert!(diff <= TOLERANCE, "{what}: max |Δ| = {diff:e} against PyTorch");
+    assert!(
+        diff <= TOLERANCE,
+        "{what}: max |Δ| = {diff:e} against PyTorch"
+    );
 }
 
 #[test]
@@ -83,7 +101,11 @@ fn causal_attention_matches_torch_sdpa() {
             .unwrap();
         let (readable, _) = layer.readable_attention(q.clone(), k.clone(), v.clone(), None);
         assert_matches(&format!("{name}, readable"), readable, want.clone());
-        assert_matches(&format!("{name}, fused"), fused_causal_attention(q, k, v), want);
+        assert_matches(
+            &format!("{name}, fused"),
+            fused_causal_attention(q, k, v),
+            want,
+        );
     }
 }
 
@@ -91,15 +113,16 @@ fn causal_attention_matches_torch_sdpa() {
 fn multi_head_attention_matches_torch() {
     let device = device();
     let fixture = load("mha.json");
-    let layer = CausalSelfAttentionConfig::new(fixture.config["d_model"], fixture.config["n_heads"])
-        .init(&device)
-        .unwrap();
+    let layer =
+        CausalSelfAttentionConfig::new(fixture.config["d_model"], fixture.config["n_heads"])
+            .init(&device)
+            .unwrap();
     let layer = fixture.attention("", layer, &device);
     let x = fixture.tensor::<3>("x", &device);
     let want = fixture.tensor::<3>("out", &device);
     assert_matches("fast path", layer.forward(x.clone()), want.clone());
     // A trace forces the readable path.
-    let readable = layer.forward_with(x, None, Some(&mut ShapeTrace::new()));
+    let readable = layer.forward_with(x, None, None, Some(&mut ShapeTrace::new()));
     assert_matches("readable path", readable, want);
 }
 
@@ -118,11 +141,19 @@ fn gpt_block_matches_torch() {
 
     let x = fixture.tensor::<3>("x", &device);
     let mut trace = ShapeTrace::new();
-    let out = block.forward_with(x.clone(), None, Some(&mut trace));
+    let out = block.forward_with(x.clone(), None, None, Some(&mut trace));
     assert_matches("block output", out, fixture.tensor("out", &device));
-    assert_matches("block output, fast path", block.forward(x.clone()), fixture.tensor("out", &device));
+    assert_matches(
+        "block output, fast path",
+        block.forward(x.clone()),
+        fixture.tensor("out", &device),
+    );
 
     // The residual stream after attention, to localise a failure.
     let after_attn = x.clone() + block.attn.forward(block.ln_1.forward(x));
-    assert_matches("after attention", after_attn, fixture.tensor("after_attn", &device));
+    assert_matches(
+        "after attention",
+        after_attn,
+        fixture.tensor("after_attn", &device),
+    );
 }

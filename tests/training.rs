@@ -50,13 +50,31 @@ fn run_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn run(dir: &Path, mode: MaskMode, config: &TrainConfig, resume: bool) -> tinygpt::Result<TrainOutcome> {
+fn run(
+    dir: &Path,
+    mode: MaskMode,
+    config: &TrainConfig,
+    resume: bool,
+) -> tinygpt::Result<TrainOutcome> {
     let model = tiny_model(dataset().tokenizer().vocab_size(), mode);
     run_model(dir, &model, config, resume)
 }
 
-fn run_model(dir: &Path, model: &GptConfig, config: &TrainConfig, resume: bool) -> tinygpt::Result<TrainOutcome> {
-    train(dir, model, config, &dataset(), &device(), resume, &mut |_| ControlFlow::Continue(()))
+fn run_model(
+    dir: &Path,
+    model: &GptConfig,
+    config: &TrainConfig,
+    resume: bool,
+) -> tinygpt::Result<TrainOutcome> {
+    train(
+        dir,
+        model,
+        config,
+        &dataset(),
+        &device(),
+        resume,
+        &mut |_| ControlFlow::Continue(()),
+    )
 }
 
 #[test]
@@ -96,13 +114,28 @@ fn the_unmasked_model_trains_lower_but_predicts_worse_honestly() {
             .with_n_heads(4)
             .with_n_layers(2)
     };
-    let causal = run_model(&run_dir("leak_causal"), &model(MaskMode::Causal), &config, false).unwrap();
-    let leaky = run_model(&run_dir("leak_none"), &model(MaskMode::None), &config, false).unwrap();
+    let causal = run_model(
+        &run_dir("leak_causal"),
+        &model(MaskMode::Causal),
+        &config,
+        false,
+    )
+    .unwrap();
+    let leaky = run_model(
+        &run_dir("leak_none"),
+        &model(MaskMode::None),
+        &config,
+        false,
+    )
+    .unwrap();
     let (c, l) = (
         causal.history.last().unwrap(),
         leaky.history.last().unwrap(),
     );
-    eprintln!("train loss: leaky {} vs causal {}", l.train_loss, c.train_loss);
+    eprintln!(
+        "train loss: leaky {} vs causal {}",
+        l.train_loss, c.train_loss
+    );
     assert!(l.train_loss < c.train_loss, "leaky {l:?} vs causal {c:?}");
 
     let data = dataset();

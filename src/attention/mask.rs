@@ -155,21 +155,60 @@ pub fn causal_mask(q_len: usize, k_len: usize, device: &Device) -> Tensor<2, Boo
         .expect("the causal mode always has a logits mask")
 }
 
+/// Which keys are left padding, for a batch whose rows were padded on the left to a common
+/// length: `true` where row `b`'s query `i` must not see key `j` because `j < left_padding[b]`.
+///
+/// A padding query itself sees only its own key, so no row of the softmax is empty (an
+/// all-`-inf` row would give NaN, and `0 · NaN` would then poison the real positions).
+///
+/// # Shapes
+/// - output: `[B, 1, q_len, k_len]`, broadcasting over heads.
+///
+/// # Panics
+/// If `q_len > k_len`.
+pub fn padding_mask(
+    left_padding: &[usize],
+    q_len: usize,
+    k_len: usize,
+    device: &Device,
+) -> Tensor<4, Bool> {
+    assert!(q_len <= k_len, "{q_len} queries against only {k_len} keys");
+    let offset = k_len - q_len;
+    let mut blocked = Vec::with_capacity(left_padding.len() * q_len * k_len);
+    for &pad in left_padding {
+        for query in offset..k_len {
+            blocked.extend((0..k_len).map(|key| key < pad && key != query));
+        }
+    }
+    let data = burn::tensor::TensorData::new(blocked, [left_padding.len(), 1, q_len, k_len]);
+    Tensor::from_data(data, device)
+}
+
 /// Scores to attention weights under `mode`: mask the logits with `-inf`, softmax over the
 /// keys, and (for [`MaskMode::AfterSoftmax`] only) zero the future weights afterwards.
+/// `extra_mask`, when given, blocks more keys (`true` = blocked), e.g. [`padding_mask`].
 ///
 /// The single-head and multi-head attention both call this, so the masking rule lives in
 /// exactly one place.
 ///
 /// # Shapes
 /// - scores: `[..., q_len, k_len]` (`[B, Tq, Tk]` for one head, `[B, H, Tq, Tk]` for many)
+/// - extra_mask: broadcastable to `scores`
 /// - output: same as `scores`, each row a distribution over the keys it may see.
-pub fn masked_softmax<const D: usize>(scores: Tensor<D>, mode: MaskMode) -> Tensor<D> {
+pub fn masked_softmax<const D: usize>(
+    scores: Tensor<D>,
+    mode: MaskMode,
+    extra_mask: Option<Tensor<D, Bool>>,
+) -> Tensor<D> {
     let [q_len, k_len] = [scores.dims()[D - 2], scores.dims()[D - 1]];
     let device = scores.device();
     let scores = match mode.logits_mask(q_len, k_len, &device) {
         // The 2-D mask gains leading axes of size one and broadcasts over batch and heads.
         Some(mask) => scores.mask_fill(mask.unsqueeze::<D>(), f32::NEG_INFINITY),
+        None => scores,
+    };
+    let scores = match extra_mask {
+        Some(mask) => scores.mask_fill(mask, f32::NEG_INFINITY),
         None => scores,
     };
     let weights = softmax(scores, D - 1);

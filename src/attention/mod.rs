@@ -4,7 +4,7 @@ pub mod mask;
 pub mod multi_head;
 pub mod single_head;
 
-pub use mask::{MaskMode, causal_mask, masked_softmax};
+pub use mask::{MaskMode, causal_mask, masked_softmax, padding_mask};
 pub use multi_head::{
     CausalSelfAttention, CausalSelfAttentionConfig, fused_causal_attention, merge_heads,
     split_heads,

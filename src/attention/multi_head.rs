@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Bool, Device, Tensor};
 
 use super::mask::{MaskMode, masked_softmax};
 use crate::cache::LayerKv;
@@ -154,19 +154,22 @@ impl CausalSelfAttention {
     /// # Shapes
     /// - input: `[B, T, D]`, output: `[B, T, D]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.forward_with(x, None, None)
+        self.forward_with(x, None, None, None)
     }
 
     /// Self-attention for `T` new positions. With a cache, their keys and values are appended
-    /// to it and the queries attend over everything cached so far; with a trace, every
-    /// stage's shape is recorded.
+    /// to it and the queries attend over everything cached so far; with a padding mask (see
+    /// [`super::mask::padding_mask`]) left-padding keys are hidden; with a trace, every stage's
+    /// shape is recorded.
     ///
     /// # Shapes
     /// - input: `[B, T, D]`, output: `[B, T, D]`
+    /// - padding: `[B, 1, T, S]`
     pub fn forward_with(
         &self,
         x: Tensor<3>,
         cache: Option<&mut LayerKv>,
+        padding: Option<Tensor<4, Bool>>,
         mut trace: Option<&mut ShapeTrace>,
     ) -> Tensor<3> {
         let q = self.query.forward(x.clone());
@@ -189,10 +192,12 @@ impl CausalSelfAttention {
         record(&mut trace, "k_heads", &k.dims());
         record(&mut trace, "v_heads", &v.dims());
 
-        let context = if trace.is_none() && self.can_fuse() {
-            fused_causal_attention(q, k, v)
-        } else {
-            self.readable_attention(q, k, v, trace.as_deref_mut()).0
+        let context = match padding {
+            None if trace.is_none() && self.can_fuse() => fused_causal_attention(q, k, v),
+            padding => {
+                self.masked_attention(q, k, v, padding, trace.as_deref_mut())
+                    .0
+            }
         };
         record(&mut trace, "context", &context.dims());
 
@@ -220,6 +225,17 @@ impl CausalSelfAttention {
         q: Tensor<4>,
         k: Tensor<4>,
         v: Tensor<4>,
+        trace: Option<&mut ShapeTrace>,
+    ) -> (Tensor<4>, Tensor<4>) {
+        self.masked_attention(q, k, v, None, trace)
+    }
+
+    fn masked_attention(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        padding: Option<Tensor<4, Bool>>,
         mut trace: Option<&mut ShapeTrace>,
     ) -> (Tensor<4>, Tensor<4>) {
         let head_dim = q.dims()[3];
@@ -231,7 +247,7 @@ impl CausalSelfAttention {
         record(&mut trace, "scores", &scores.dims());
         let weights = self
             .attn_dropout
-            .forward(masked_softmax(scores, self.mask_mode));
+            .forward(masked_softmax(scores, self.mask_mode, padding));
         record(&mut trace, "weights", &weights.dims());
         // [B, H, T, S] x [B, H, S, Dh] -> [B, H, T, Dh]
         (weights.clone().matmul(v), weights)

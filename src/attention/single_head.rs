@@ -30,7 +30,7 @@ pub fn single_head_attention(
     let scores = query
         .matmul(key.swap_dims(1, 2))
         .div_scalar((d as f64).sqrt());
-    let weights = masked_softmax(scores, mode);
+    let weights = masked_softmax(scores, mode, None);
     // [B, Tq, Tk] x [B, Tk, dv] -> [B, Tq, dv]
     let output = weights.clone().matmul(value);
     (output, weights)
