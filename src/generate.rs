@@ -1,14 +1,28 @@
-//! Turning logits into text: a seeded [`Sampler`] and naive generation, which recomputes the
-//! whole (windowed) prefix at every step.
+//! Turning logits into text: a seeded [`Sampler`] and the [`Generator`], which decodes with the
+//! KV cache (prefill the prompt in one pass, then one token per pass) or naively (the whole
+//! context recomputed at every step) for comparison.
+//!
+//! # Past the context window
+//! The model has learned positions `0..max_seq_len` only. When a sequence's context is full
+//! and one more token must be fed, the generator slides its window: it keeps the last
+//! `max_seq_len / 2` tokens, resets the cache and prefills them again at positions
+//! `0..max_seq_len / 2`. That happens once every `max_seq_len / 2` new tokens and costs one
+//! prefill of `max_seq_len / 2` tokens (counted in [`GenerationStats::window_slides`]), so on
+//! average one extra forward position per new token, instead of the whole context per token
+//! that naive decoding pays. The naive mode slides at the same moments, so both modes see
+//! identical contexts and agree.
 
-use burn::tensor::Device;
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::cache::KvCache;
 use crate::error::{Error, Result};
-use crate::host::{floats, token_tensor};
-use crate::model::Gpt;
+use crate::host::{floats, ints, token_tensor};
+use crate::model::{ForwardOptions, Gpt};
 
 /// How the next token is chosen from the logits.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -145,52 +159,307 @@ fn argmax(values: &[f32]) -> usize {
         .map_or(0, |(id, _)| id)
 }
 
-/// Continue every prompt by `max_new_tokens` tokens, recomputing the full context each step:
-/// the model sees the last `max_seq_len` tokens (prompt and generated) and the logits of the
-/// final position choose the next token. This is the reference every faster method must match,
-/// and it is what any model, leaky or not, faces when it has to produce text.
-///
-/// All prompts must have the same length (they run as one batch).
-///
-/// # Errors
-/// [`Error::Tokens`] for no prompts, an empty prompt, prompts of different lengths or ids
-/// outside the vocabulary; the model's errors.
-pub fn generate_naive(
-    model: &Gpt,
-    prompts: &[Vec<usize>],
-    max_new_tokens: usize,
-    sampler: &mut Sampler,
-    device: &Device,
-) -> Result<Vec<Vec<usize>>> {
-    let vocab = model.config().vocab_size;
-    let context = model.config().max_seq_len;
-    let prompt_len = prompts.first().map_or(0, Vec::len);
-    if prompt_len == 0 || prompts.iter().any(|p| p.len() != prompt_len) {
-        return Err(Error::Tokens(
-            "give at least one prompt; prompts must be non-empty and of equal length".into(),
-        ));
-    }
-    if let Some(bad) = prompts.iter().flatten().find(|&&id| id >= vocab) {
-        return Err(Error::Tokens(format!(
-            "token id {bad} is outside the vocabulary of {vocab}"
-        )));
-    }
-    let mut sequences: Vec<Vec<usize>> = prompts.to_vec();
-    for _ in 0..max_new_tokens {
-        let len = sequences[0].len().min(context);
-        let window: Vec<usize> = sequences
-            .iter()
-            .flat_map(|seq| seq[seq.len() - len..].iter().copied())
-            .collect();
-        let logits = model.forward(token_tensor(&window, sequences.len(), len, device)?)?;
-        let last = logits.slice([0..sequences.len(), len - 1..len, 0..vocab]);
-        let last = floats(last)?;
-        for (row, seq) in sequences.iter_mut().enumerate() {
-            seq.push(sampler.sample(&last[row * vocab..(row + 1) * vocab]));
+/// How each step's logits are computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DecodeMode {
+    /// Prefill once, then one token per forward pass against the KV cache.
+    Cached,
+    /// Recompute the whole context at every step: the reference the cache must match.
+    Naive,
+}
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    /// New tokens per prompt (fewer when a row hits a stop sequence).
+    pub max_new_tokens: usize,
+    /// How tokens are chosen.
+    pub sampling: SamplingConfig,
+    /// A row stops once its new tokens end with one of these id sequences.
+    pub stop: Vec<Vec<usize>>,
+    /// Cached or naive decoding.
+    pub mode: DecodeMode,
+    /// Keep every step's logits (for comparing decoding modes).
+    pub record_logits: bool,
+}
+
+impl GenerateOptions {
+    /// Greedy decoding of `max_new_tokens` tokens with the cache.
+    pub fn greedy(max_new_tokens: usize) -> Self {
+        Self {
+            max_new_tokens,
+            sampling: SamplingConfig::greedy(),
+            stop: Vec::new(),
+            mode: DecodeMode::Cached,
+            record_logits: false,
         }
     }
-    Ok(sequences
-        .into_iter()
-        .map(|seq| seq[prompt_len..].to_vec())
-        .collect())
+}
+
+/// Where the time went and how the cache behaved.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GenerationStats {
+    /// Prompt tokens processed by the first prefill (all rows, padding included).
+    pub prefill_tokens: usize,
+    /// Seconds of the first prefill.
+    pub prefill_seconds: f64,
+    /// Tokens produced by decode steps (all rows, one per row per step).
+    pub decode_tokens: usize,
+    /// Seconds of the decode steps, window slides included.
+    pub decode_seconds: f64,
+    /// Cache length right after the prefill (the prompt length; 0 in naive mode).
+    pub cache_len_after_prefill: usize,
+    /// Cache length at the end (0 in naive mode).
+    pub cache_len_after_decode: usize,
+    /// Times the context window was slid (see the module docs).
+    pub window_slides: usize,
+}
+
+impl GenerationStats {
+    /// Prompt tokens per second of the prefill.
+    pub fn prefill_tokens_per_s(&self) -> f64 {
+        self.prefill_tokens as f64 / self.prefill_seconds.max(1e-12)
+    }
+
+    /// New tokens per second of decoding.
+    pub fn decode_tokens_per_s(&self) -> f64 {
+        self.decode_tokens as f64 / self.decode_seconds.max(1e-12)
+    }
+}
+
+/// The result of [`Generator::generate`].
+#[derive(Clone, Debug, Default)]
+pub struct Generation {
+    /// New tokens per prompt, up to and including a stop sequence.
+    pub tokens: Vec<Vec<usize>>,
+    /// Timing and cache figures.
+    pub stats: GenerationStats,
+    /// With [`GenerateOptions::record_logits`]: the logits each token was chosen from,
+    /// `[step][row · V + id]`.
+    pub step_logits: Vec<Vec<f32>>,
+}
+
+/// Generates text from a model, cached or naive.
+pub struct Generator<'m> {
+    model: &'m Gpt,
+    device: Device,
+}
+
+/// The tokens each row currently sees (its own window), fed to the model left-padded to the
+/// longest row.
+struct Context {
+    rows: Vec<Vec<usize>>,
+}
+
+impl Context {
+    /// Length of the padded batch: the longest row.
+    fn len(&self) -> usize {
+        self.rows.iter().map(Vec::len).max().unwrap_or(0)
+    }
+
+    /// Leading padding of each row.
+    fn padding(&self) -> Vec<usize> {
+        let len = self.len();
+        self.rows.iter().map(|row| len - row.len()).collect()
+    }
+
+    /// All rows, left-padded (with id 0, never attended to), row-major.
+    fn padded(&self) -> Vec<usize> {
+        let len = self.len();
+        self.rows
+            .iter()
+            .flat_map(|row| std::iter::repeat_n(0, len - row.len()).chain(row.iter().copied()))
+            .collect()
+    }
+
+    /// Shorten every row longer than `window` to its last `keep` tokens; whether any was.
+    fn slide(&mut self, window: usize, keep: usize) -> bool {
+        let mut slid = false;
+        for row in self.rows.iter_mut().filter(|row| row.len() > window) {
+            row.drain(..row.len() - keep);
+            slid = true;
+        }
+        slid
+    }
+}
+
+impl<'m> Generator<'m> {
+    /// A generator for `model` on `device`.
+    pub fn new(model: &'m Gpt, device: &Device) -> Self {
+        Self {
+            model,
+            device: device.clone(),
+        }
+    }
+
+    /// Continue every prompt. Prompts may differ in length: they are left-padded into one
+    /// batch, and every row computes what it would alone (its window slides on its own
+    /// schedule; a slide of any row re-prefills the batch). A prompt longer than the context
+    /// window keeps its last `max_seq_len` tokens. `on_token(row, id)` hears every new token as
+    /// it is chosen (for streaming).
+    ///
+    /// # Errors
+    /// [`Error::Tokens`] for no prompts, an empty prompt, an empty stop sequence or ids
+    /// outside the vocabulary; [`Error::Config`] for bad sampling settings; the model's errors.
+    pub fn generate(
+        &self,
+        prompts: &[Vec<usize>],
+        options: &GenerateOptions,
+        on_token: &mut dyn FnMut(usize, usize),
+    ) -> Result<Generation> {
+        let vocab = self.model.config().vocab_size;
+        let window = self.model.config().max_seq_len;
+        if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
+            return Err(Error::Tokens(
+                "every prompt needs at least one token (this model has no start token)".into(),
+            ));
+        }
+        if options.stop.iter().any(Vec::is_empty) {
+            return Err(Error::Tokens("a stop sequence cannot be empty".into()));
+        }
+        if let Some(bad) = prompts.iter().flatten().find(|&&id| id >= vocab) {
+            return Err(Error::Tokens(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            )));
+        }
+        let mut sampler = Sampler::new(options.sampling.clone())?;
+
+        let mut context = Context {
+            rows: prompts.to_vec(),
+        };
+        context.slide(window, window);
+        let batch = prompts.len();
+        let mut cache = match options.mode {
+            DecodeMode::Cached => Some(self.model.new_cache(batch, &self.device)),
+            DecodeMode::Naive => None,
+        };
+
+        let mut out = Generation {
+            tokens: vec![Vec::new(); batch],
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let mut logits = self.prefill(&context, cache.as_mut())?;
+        out.stats.prefill_tokens = batch * context.len();
+        out.stats.prefill_seconds = started.elapsed().as_secs_f64();
+        out.stats.cache_len_after_prefill = cache.as_ref().map_or(0, KvCache::len);
+
+        let decode_started = Instant::now();
+        let mut finished = vec![false; batch];
+        for step in 0..options.max_new_tokens {
+            let next = self.choose(
+                logits,
+                &mut sampler,
+                options.record_logits,
+                &mut out.step_logits,
+            )?;
+            for (row, &id) in next.iter().enumerate() {
+                if finished[row] {
+                    continue;
+                }
+                out.tokens[row].push(id);
+                on_token(row, id);
+                finished[row] = options
+                    .stop
+                    .iter()
+                    .any(|stop| out.tokens[row].ends_with(stop));
+            }
+            if step + 1 == options.max_new_tokens || finished.iter().all(|&done| done) {
+                break;
+            }
+            for (row, &id) in next.iter().enumerate() {
+                context.rows[row].push(id);
+            }
+            logits = if context.slide(window, window / 2) {
+                out.stats.window_slides += 1;
+                if let Some(cache) = cache.as_mut() {
+                    cache.reset();
+                }
+                self.prefill(&context, cache.as_mut())?
+            } else {
+                self.step(&context, &next, cache.as_mut())?
+            };
+            out.stats.decode_tokens += batch;
+        }
+        out.stats.decode_seconds = decode_started.elapsed().as_secs_f64();
+        out.stats.cache_len_after_decode = cache.as_ref().map_or(0, KvCache::len);
+        Ok(out)
+    }
+
+    /// Logits of the last position after running the whole context (filling the cache when
+    /// there is one).
+    ///
+    /// # Shapes
+    /// - output: `[B, V]`
+    fn prefill(&self, context: &Context, cache: Option<&mut KvCache>) -> Result<Tensor<2>> {
+        let (batch, len) = (context.rows.len(), context.len());
+        let tokens = token_tensor(&context.padded(), batch, len, &self.device)?;
+        let logits = self.model.forward_with(
+            tokens,
+            ForwardOptions {
+                cache,
+                left_padding: Some(&context.padding()),
+                trace: None,
+            },
+        )?;
+        Ok(last_position(logits))
+    }
+
+    /// Logits after feeding the newest token: one cached step, or the whole context again.
+    fn step(
+        &self,
+        context: &Context,
+        newest: &[usize],
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor<2>> {
+        let Some(cache) = cache else {
+            return self.prefill(context, None);
+        };
+        let tokens = token_tensor(newest, newest.len(), 1, &self.device)?;
+        let logits = self.model.forward_with(
+            tokens,
+            ForwardOptions {
+                cache: Some(cache),
+                left_padding: Some(&context.padding()),
+                trace: None,
+            },
+        )?;
+        Ok(last_position(logits))
+    }
+
+    /// The next token of every row. Greedy decoding stays on the device and reads back only
+    /// the chosen ids; sampling reads the logits back (one row of `V` floats per sequence).
+    fn choose(
+        &self,
+        logits: Tensor<2>,
+        sampler: &mut Sampler,
+        record: bool,
+        recorded: &mut Vec<Vec<f32>>,
+    ) -> Result<Vec<usize>> {
+        if sampler.config.temperature == 0.0 && !record {
+            let ids = ints(logits.argmax(1))?;
+            return Ok(ids.into_iter().map(|id| id as usize).collect());
+        }
+        let vocab = logits.dims()[1];
+        let values = floats(logits)?;
+        let ids = values
+            .chunks(vocab)
+            .map(|row| sampler.sample(row))
+            .collect();
+        if record {
+            recorded.push(values);
+        }
+        Ok(ids)
+    }
+}
+
+/// The logits of the last position.
+///
+/// # Shapes
+/// - input: `[B, T, V]`, output: `[B, V]`
+fn last_position(logits: Tensor<3>) -> Tensor<2> {
+    let [batch, seq, vocab] = logits.dims();
+    logits
+        .slice([0..batch, seq - 1..seq, 0..vocab])
+        .reshape([batch, vocab])
 }

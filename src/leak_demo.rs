@@ -18,7 +18,7 @@ use crate::attention::MaskMode;
 use crate::data::{Batch, Split, TextDataset, step_rng};
 use crate::diagnostics::{causality_probe, honest_loss};
 use crate::error::Result;
-use crate::generate::{Sampler, SamplingConfig, generate_naive};
+use crate::generate::{DecodeMode, GenerateOptions, Generator, SamplingConfig};
 use crate::grammar;
 use crate::model::GptConfig;
 use crate::plot::{LossSeries, plot_losses};
@@ -224,11 +224,18 @@ fn measure(
     let probe = causality_probe(model, &windows.inputs[..seq_len], device)?;
 
     let prompts = fixed_prompts(dataset, config.samples, 16.min(seq_len));
-    let mut sampler = Sampler::new(SamplingConfig::with_temperature(
-        config.temperature,
-        config.train.seed,
-    ))?;
-    let generated = generate_naive(model, &prompts, config.sample_chars, &mut sampler, device)?;
+    // Naive decoding: every step recomputes the context, which is what the model computes
+    // when it has to produce text, whatever its mask (a leaky model's cache would differ).
+    let options = GenerateOptions {
+        max_new_tokens: config.sample_chars,
+        sampling: SamplingConfig::with_temperature(config.temperature, config.train.seed),
+        stop: Vec::new(),
+        mode: DecodeMode::Naive,
+        record_logits: false,
+    };
+    let generated = Generator::new(model, device)
+        .generate(&prompts, &options, &mut |_, _| {})?
+        .tokens;
     let tokenizer = dataset.tokenizer();
     let texts: Vec<String> = generated.iter().map(|ids| tokenizer.decode(ids)).collect();
 

@@ -1,0 +1,286 @@
+//! Generation: cached decoding equals naive decoding, the cache grows as it should, sampling is
+//! reproducible and honours its settings, batches of different lengths equal their rows alone,
+//! and generation runs on past the context window.
+
+mod common;
+
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use common::device;
+use tinygpt::data::{BUNDLED_CORPUS, TextDataset};
+use tinygpt::generate::{
+    DecodeMode, GenerateOptions, Generation, Generator, Sampler, SamplingConfig,
+};
+use tinygpt::tokenizer::CharTokenizer;
+use tinygpt::train::{TrainConfig, train};
+use tinygpt::{Error, Gpt, GptConfig, MaskMode};
+
+const WINDOW: usize = 24;
+
+/// A tiny model trained for a few seconds on the toy corpus, so its logits are far from
+/// uniform and greedy choices are not ties.
+fn trained_model(name: &str) -> (Gpt, CharTokenizer) {
+    let data = TextDataset::new(BUNDLED_CORPUS, WINDOW).unwrap();
+    let model = GptConfig::new(data.tokenizer().vocab_size())
+        .with_d_model(32)
+        .with_n_heads(4)
+        .with_n_layers(2)
+        .with_max_seq_len(WINDOW);
+    let config = TrainConfig {
+        steps: 60,
+        batch_size: 16,
+        seq_len: WINDOW,
+        learning_rate: 1e-2,
+        min_learning_rate: 1e-3,
+        warmup_steps: 5,
+        eval_interval: 60,
+        eval_batches: 1,
+        ..TrainConfig::default()
+    };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    let outcome = train(&dir, &model, &config, &data, &device(), false, &mut |_| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    (outcome.model, data.tokenizer().clone())
+}
+
+fn generate(model: &Gpt, prompts: &[Vec<usize>], options: &GenerateOptions) -> Generation {
+    Generator::new(model, &device())
+        .generate(prompts, options, &mut |_, _| {})
+        .unwrap()
+}
+
+fn recorded(mode: DecodeMode, max_new_tokens: usize) -> GenerateOptions {
+    GenerateOptions {
+        mode,
+        record_logits: true,
+        ..GenerateOptions::greedy(max_new_tokens)
+    }
+}
+
+fn max_step_diff(a: &Generation, b: &Generation) -> f32 {
+    assert_eq!(a.step_logits.len(), b.step_logits.len());
+    a.step_logits
+        .iter()
+        .zip(&b.step_logits)
+        .flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs()))
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn greedy_cached_equals_greedy_naive_over_hundreds_of_tokens() {
+    let (model, tokenizer) = trained_model("gen_equal");
+    let prompt = vec![tokenizer.encode("the dog ").unwrap()];
+    let cached = generate(&model, &prompt, &recorded(DecodeMode::Cached, 220));
+    let naive = generate(&model, &prompt, &recorded(DecodeMode::Naive, 220));
+    assert_eq!(cached.tokens[0].len(), 220);
+    assert_eq!(
+        cached.tokens, naive.tokens,
+        "the two decodings chose different tokens"
+    );
+    let diff = max_step_diff(&cached, &naive);
+    assert!(diff <= 1e-4, "max |Δ logit| over 220 steps = {diff}");
+    // 220 tokens through a 24-token window: the window slid many times, in both modes alike.
+    assert!(cached.stats.window_slides >= 15, "{:?}", cached.stats);
+    assert_eq!(cached.stats.window_slides, naive.stats.window_slides);
+}
+
+#[test]
+fn prefill_caches_the_prompt_and_each_decode_step_adds_one() {
+    let device = device();
+    device.seed(3);
+    let model = GptConfig::new(20)
+        .with_d_model(32)
+        .with_n_layers(2)
+        .with_max_seq_len(64)
+        .init(&device)
+        .unwrap();
+    let prompt = vec![vec![1, 2, 3, 4, 5, 6, 7]];
+    for new in [1, 2, 10, 30] {
+        let out = generate(&model, &prompt, &GenerateOptions::greedy(new));
+        assert_eq!(out.stats.cache_len_after_prefill, 7, "prefill length");
+        // The last token is chosen but never fed back, so `new - 1` decode steps ran.
+        assert_eq!(
+            out.stats.cache_len_after_decode,
+            7 + new - 1,
+            "after {new} new tokens"
+        );
+        assert_eq!(out.stats.window_slides, 0);
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_text() {
+    let (model, tokenizer) = trained_model("gen_seed");
+    let prompt = vec![tokenizer.encode("a ").unwrap()];
+    let sampled = |seed| {
+        let options = GenerateOptions {
+            sampling: SamplingConfig {
+                temperature: 1.0,
+                top_k: Some(10),
+                top_p: Some(0.95),
+                seed,
+            },
+            ..GenerateOptions::greedy(80)
+        };
+        generate(&model, &prompt, &options).tokens
+    };
+    assert_eq!(sampled(1), sampled(1));
+    assert_ne!(sampled(1), sampled(2));
+}
+
+#[test]
+fn top_k_of_one_is_greedy() {
+    let (model, tokenizer) = trained_model("gen_topk");
+    let prompt = vec![tokenizer.encode("these ").unwrap()];
+    let top1 = GenerateOptions {
+        sampling: SamplingConfig {
+            temperature: 1.0,
+            top_k: Some(1),
+            top_p: None,
+            seed: 9,
+        },
+        ..GenerateOptions::greedy(60)
+    };
+    assert_eq!(
+        generate(&model, &prompt, &top1).tokens,
+        generate(&model, &prompt, &GenerateOptions::greedy(60)).tokens
+    );
+}
+
+#[test]
+fn top_p_keeps_the_smallest_set_reaching_the_threshold() {
+    // Probabilities 0.5, 0.3, 0.15, 0.05 (logits are their logs).
+    let logits: Vec<f32> = [0.5f32, 0.3, 0.15, 0.05].iter().map(|p| p.ln()).collect();
+    let with_p = |p| {
+        Sampler::new(SamplingConfig {
+            temperature: 1.0,
+            top_k: None,
+            top_p: Some(p),
+            seed: 0,
+        })
+        .unwrap()
+        .distribution(&logits)
+    };
+    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
+    // 0.5 alone does not reach 0.6; 0.5 + 0.3 does: the two, renormalised.
+    assert!(
+        close(&with_p(0.6), &[0.625, 0.375, 0.0, 0.0]),
+        "{:?}",
+        with_p(0.6)
+    );
+    assert!(
+        close(&with_p(0.5), &[1.0, 0.0, 0.0, 0.0]),
+        "{:?}",
+        with_p(0.5)
+    );
+    assert!(
+        close(&with_p(0.9), &[0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0.0]),
+        "{:?}",
+        with_p(0.9)
+    );
+    assert!(close(&with_p(1.0), &[0.5, 0.3, 0.15, 0.05]));
+    // And sampling never draws a token outside the kept set.
+    let mut sampler = Sampler::new(SamplingConfig {
+        temperature: 1.0,
+        top_k: None,
+        top_p: Some(0.6),
+        seed: 4,
+    })
+    .unwrap();
+    assert!((0..500).all(|_| sampler.sample(&logits) < 2));
+}
+
+#[test]
+fn batched_prompts_of_lengths_1_5_and_17_equal_each_prompt_alone() {
+    let (model, tokenizer) = trained_model("gen_batch");
+    let prompts: Vec<Vec<usize>> = ["t", "some ", "the big dog sees "]
+        .iter()
+        .map(|p| tokenizer.encode(p).unwrap())
+        .collect();
+    assert_eq!(prompts.iter().map(Vec::len).collect::<Vec<_>>(), [1, 5, 17]);
+    for mode in [DecodeMode::Cached, DecodeMode::Naive] {
+        let options = GenerateOptions {
+            mode,
+            ..GenerateOptions::greedy(40)
+        };
+        let together = generate(&model, &prompts, &options).tokens;
+        for (row, prompt) in prompts.iter().enumerate() {
+            let alone = generate(&model, std::slice::from_ref(prompt), &options).tokens;
+            assert_eq!(
+                together[row], alone[0],
+                "{mode:?}: prompt {row} differs in a batch"
+            );
+        }
+    }
+}
+
+#[test]
+fn generating_three_context_windows_matches_the_naive_sliding_reference() {
+    let (model, tokenizer) = trained_model("gen_long");
+    let prompt = vec![tokenizer.encode("two owls ").unwrap()];
+    let new = 3 * WINDOW;
+    let cached = generate(&model, &prompt, &recorded(DecodeMode::Cached, new));
+    let naive = generate(&model, &prompt, &recorded(DecodeMode::Naive, new));
+    assert_eq!(cached.tokens[0].len(), new);
+    assert_eq!(cached.tokens, naive.tokens);
+    assert!(max_step_diff(&cached, &naive) <= 1e-4);
+}
+
+#[test]
+fn stop_sequences_end_a_row() {
+    let (model, tokenizer) = trained_model("gen_stop");
+    let prompt = vec![tokenizer.encode("the ").unwrap()];
+    let stop = tokenizer.encode(".").unwrap();
+    let options = GenerateOptions {
+        stop: vec![stop.clone()],
+        ..GenerateOptions::greedy(200)
+    };
+    let out = generate(&model, &prompt, &options).tokens.remove(0);
+    assert!(out.ends_with(&stop), "{}", tokenizer.decode(&out));
+    assert_eq!(out.iter().filter(|&&id| id == stop[0]).count(), 1);
+}
+
+#[test]
+fn bad_generation_input_is_a_clear_error() {
+    let device = device();
+    let model = GptConfig::new(10)
+        .with_d_model(16)
+        .with_n_heads(2)
+        .with_n_layers(1)
+        .init(&device)
+        .unwrap();
+    let generator = Generator::new(&model, &device);
+    let options = GenerateOptions::greedy(5);
+    let err = generator
+        .generate(&[vec![]], &options, &mut |_, _| {})
+        .unwrap_err();
+    assert!(err.to_string().contains("at least one token"), "{err}");
+    let err = generator
+        .generate(&[vec![3, 99]], &options, &mut |_, _| {})
+        .unwrap_err();
+    assert!(err.to_string().contains("99"), "{err}");
+    let bad_sampling = GenerateOptions {
+        sampling: SamplingConfig {
+            temperature: -1.0,
+            top_k: None,
+            top_p: None,
+            seed: 0,
+        },
+        ..options
+    };
+    assert!(matches!(
+        generator.generate(&[vec![1]], &bad_sampling, &mut |_, _| {}),
+        Err(Error::Config(_))
+    ));
+
+    let tokenizer = CharTokenizer::from_text("abc .").unwrap();
+    match tokenizer.encode("cab!?") {
+        Err(Error::UnknownCharacters { chars, .. }) => assert_eq!(chars, ['!', '?']),
+        other => panic!("expected unknown characters, got {other:?}"),
+    }
+    let _ = MaskMode::Causal;
+}
