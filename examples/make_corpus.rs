@@ -17,7 +17,11 @@ fn main() {
                 eprintln!("error: {err}");
                 std::process::exit(1);
             }
-            eprintln!("wrote {} bytes, {} sentences to {path}", corpus.len(), corpus.lines().count());
+            eprintln!(
+                "wrote {} bytes, {} sentences to {path}",
+                corpus.len(),
+                corpus.lines().count()
+            );
         }
     }
 }

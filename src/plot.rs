@@ -101,12 +101,113 @@ pub fn plot_losses(path: &Path, title: &str, series: &[LossSeries]) -> Result<()
         root.present()?;
         Ok(())
     };
-    draw().map_err(|err| Error::Io {
+    finish_png(draw(), &tmp, path)
+}
+
+/// Report a drawing error, or move the finished temporary PNG into place.
+fn finish_png(
+    drawn: std::result::Result<(), Box<dyn std::error::Error>>,
+    tmp: &Path,
+    path: &Path,
+) -> Result<()> {
+    drawn.map_err(|err| Error::Io {
         path: tmp.display().to_string(),
-        message: format!("cannot draw the loss chart: {err}"),
+        message: format!("cannot draw the picture: {err}"),
     })?;
-    std::fs::rename(&tmp, path).map_err(|err| Error::Io {
+    std::fs::rename(tmp, path).map_err(|err| Error::Io {
         path: path.display().to_string(),
-        message: format!("cannot move the chart into place: {err}"),
+        message: format!("cannot move the picture into place: {err}"),
     })
+}
+
+/// One attention layer's weights for one sequence, on the host.
+pub struct AttentionMap<'a> {
+    /// Title, e.g. `blocks.0.attn`.
+    pub name: &'a str,
+    /// Weights `[H, T, T]`, row-major: `weights[h][query][key]`.
+    pub weights: &'a [f32],
+    /// Heads, `H`.
+    pub heads: usize,
+}
+
+/// Draw a grid of heatmaps, one per layer (rows) and head (columns): cell `(query, key)` is
+/// darker the more weight the query gives that key. Under a causal mask everything above the
+/// diagonal is blank. `labels` name the tokens along both axes.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be written, [`Error::Data`] for no maps or mismatched
+/// sizes.
+pub fn plot_attention(path: &Path, labels: &[String], maps: &[AttentionMap]) -> Result<()> {
+    let seq = labels.len();
+    let heads = maps.first().map_or(0, |m| m.heads);
+    if maps.is_empty()
+        || seq == 0
+        || maps
+            .iter()
+            .any(|m| m.weights.len() != m.heads * seq * seq || m.heads != heads)
+    {
+        return Err(Error::Data(
+            "attention maps do not match the token labels".into(),
+        ));
+    }
+    register_font()?;
+    let cell = 110 + 14 * seq as u32;
+    let tmp = path.with_extension("tmp.png");
+    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let root = BitMapBackend::new(&tmp, (cell * heads as u32, cell * maps.len() as u32 + 40))
+            .into_drawing_area();
+        root.fill(&WHITE)?;
+        let (title, grid) = root.split_vertically(40);
+        title.titled(
+            "attention weights: rows = queries, columns = keys",
+            ("sans-serif", 20),
+        )?;
+        let panels = grid.split_evenly((maps.len(), heads));
+        for (index, panel) in panels.iter().enumerate() {
+            let (layer, head) = (index / heads, index % heads);
+            let map = &maps[layer];
+            let mut chart = ChartBuilder::on(panel)
+                .caption(format!("{} head {head}", map.name), ("sans-serif", 13))
+                .margin(4)
+                .x_label_area_size(18)
+                .y_label_area_size(18)
+                .build_cartesian_2d((0..seq).into_segmented(), (0..seq).into_segmented())?;
+            // Only segment centres carry a token; query 0 is drawn at the top.
+            let key_label = |v: &SegmentValue<usize>| match v {
+                SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+                _ => String::new(),
+            };
+            let query_label = |v: &SegmentValue<usize>| match v {
+                SegmentValue::CenterOf(i) if *i < seq => labels[seq - 1 - i].clone(),
+                _ => String::new(),
+            };
+            chart
+                .configure_mesh()
+                .disable_mesh()
+                .x_labels(seq)
+                .y_labels(seq)
+                .x_label_formatter(&key_label)
+                .y_label_formatter(&query_label)
+                .label_style(("sans-serif", 11))
+                .draw()?;
+            let weights = &map.weights[head * seq * seq..(head + 1) * seq * seq];
+            chart.draw_series((0..seq).flat_map(|query| {
+                (0..seq).map(move |key| {
+                    let w = weights[query * seq + key].clamp(0.0, 1.0) as f64;
+                    let shade = (255.0 * (1.0 - w)) as u8;
+                    let row = seq - 1 - query;
+                    Rectangle::new(
+                        [
+                            (SegmentValue::Exact(key), SegmentValue::Exact(row)),
+                            (SegmentValue::Exact(key + 1), SegmentValue::Exact(row + 1)),
+                        ],
+                        RGBColor(shade, shade, 255).filled(),
+                    )
+                })
+            }))?;
+        }
+        root.present()?;
+        Ok(())
+    };
+    finish_png(draw(), &tmp, path)
 }

@@ -1,6 +1,8 @@
 //! A record of the tensors' shapes at each stage of a forward pass, for teaching (the `shapes`
 //! example) and for tests that check every stage against the documented table.
 
+use burn::tensor::Tensor;
+
 /// One stage of a forward pass: where it is and the shape of the tensor it produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stage {
@@ -10,11 +12,14 @@ pub struct Stage {
     pub shape: Vec<usize>,
 }
 
-/// The stages of one forward pass, in the order they were computed.
+/// The stages of one forward pass, in the order they were computed; optionally also every
+/// layer's attention weights (for pictures of what each head looks at).
 #[derive(Clone, Debug, Default)]
 pub struct ShapeTrace {
     stages: Vec<Stage>,
     prefix: Vec<String>,
+    keep_weights: bool,
+    weights: Vec<(String, Tensor<4>)>,
 }
 
 impl ShapeTrace {
@@ -23,15 +28,44 @@ impl ShapeTrace {
         Self::default()
     }
 
-    /// Record `shape` under `name`, inside the current prefix.
-    pub fn record(&mut self, name: &str, shape: &[usize]) {
+    /// An empty trace that also keeps every attention layer's weights.
+    pub fn with_attention_weights() -> Self {
+        Self {
+            keep_weights: true,
+            ..Self::default()
+        }
+    }
+
+    /// Keep `weights` under `name` (inside the current prefix) if this trace keeps weights.
+    ///
+    /// # Shapes
+    /// - weights: `[B, H, T, S]`
+    pub fn record_weights(&mut self, name: &str, weights: &Tensor<4>) {
+        if self.keep_weights {
+            let path = self.path(name);
+            self.weights.push((path, weights.clone()));
+        }
+    }
+
+    /// The attention weights kept, in layer order, each `[B, H, T, S]`.
+    pub fn attention_weights(&self) -> &[(String, Tensor<4>)] {
+        &self.weights
+    }
+
+    fn path(&self, name: &str) -> String {
         let mut path = self.prefix.join(".");
         if !path.is_empty() {
             path.push('.');
         }
         path.push_str(name);
+        path
+    }
+
+    /// Record `shape` under `name`, inside the current prefix.
+    pub fn record(&mut self, name: &str, shape: &[usize]) {
+        let name = self.path(name);
         self.stages.push(Stage {
-            name: path,
+            name,
             shape: shape.to_vec(),
         });
     }

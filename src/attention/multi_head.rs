@@ -249,6 +249,9 @@ impl CausalSelfAttention {
             .attn_dropout
             .forward(masked_softmax(scores, self.mask_mode, padding));
         record(&mut trace, "weights", &weights.dims());
+        if let Some(trace) = trace {
+            trace.record_weights("weights", &weights);
+        }
         // [B, H, T, S] x [B, H, S, Dh] -> [B, H, T, Dh]
         (weights.clone().matmul(v), weights)
     }
