@@ -349,3 +349,18 @@ fn every_parameter_receives_a_gradient() {
     // A parameter without a gradient would never train (as zero-initialised biases once didn't).
     assert_eq!(grads.len(), count.0);
 }
+
+#[test]
+fn a_checkpoint_whose_files_disagree_is_a_clear_error() {
+    let dir = run_dir("mismatched");
+    run(&dir, MaskMode::Causal, &tiny_training(10), false).unwrap();
+    // A tokenizer from another text: its vocabulary no longer fits the model's.
+    let other = tinygpt::tokenizer::CharTokenizer::from_text("abc").unwrap();
+    std::fs::write(
+        dir.join("checkpoint/tokenizer.json"),
+        serde_json::to_string(&other).unwrap(),
+    )
+    .unwrap();
+    let err = checkpoint::load(&dir, &device()).unwrap_err().to_string();
+    assert!(err.contains("different runs"), "{err}");
+}
