@@ -148,14 +148,18 @@ fn stream(
         .map_err(|e| e.to_string())?;
     let _ = writeln!(out);
     let stats = &generation.stats;
+    // The first new token comes from the prefill's logits; decode steps make the rest.
+    let decode_rate = match stats.decode_tokens {
+        0 => "no decode steps".to_string(),
+        _ => format!("{:.0} tokens/s", stats.decode_tokens_per_s()),
+    };
     eprintln!(
-        "\n{} decoding: prefill {} tokens at {:.0} tokens/s; {} new tokens at {:.0} tokens/s; \
+        "\n{} decoding: prefill {} tokens at {:.0} tokens/s; {} new tokens, decode at {decode_rate}; \
          cache length {} after prefill, {} at the end; {} window slides",
         if args.no_cache { "naive" } else { "cached" },
         stats.prefill_tokens,
         stats.prefill_tokens_per_s(),
         generation.tokens[0].len(),
-        stats.decode_tokens_per_s(),
         stats.cache_len_after_prefill,
         stats.cache_len_after_decode,
         stats.window_slides
