@@ -183,8 +183,9 @@ pub fn train(
     resume: bool,
     observer: &mut dyn FnMut(TrainEvent) -> ControlFlow<()>,
 ) -> Result<TrainOutcome> {
-    model_config.validate()?;
+    // The training settings first: they are what a user types (`--seq-len` sets the context).
     config.validate(model_config)?;
+    model_config.validate()?;
     if model_config.vocab_size != dataset.tokenizer().vocab_size() {
         return Err(Error::Config(format!(
             "the model's vocab_size ({}) differs from the tokenizer's ({})",
