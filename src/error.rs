@@ -6,8 +6,8 @@ use thiserror::Error;
 /// Errors returned by tinygpt's library API.
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum Error {
-    /// A model configuration that cannot describe a working model.
-    #[error("invalid model config: {0}")]
+    /// A model, training or sampling configuration that cannot work.
+    #[error("invalid configuration: {0}")]
     Config(String),
 
     /// A backend name that is unknown or whose cargo feature was not compiled in.
