@@ -14,7 +14,8 @@
 
 use std::time::Instant;
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -133,22 +134,57 @@ impl Sampler {
         probs
     }
 
-    /// Choose a token for one row of logits.
-    pub fn sample(&mut self, logits: &[f32]) -> usize {
+    /// Choose one token per row, on the device: only the chosen ids need to come back.
+    ///
+    /// The same distribution as [`Sampler::distribution`], built with tensor ops: sort each
+    /// row's scaled logits, softmax, cut the tail (top-k by rank, top-p by the mass before each
+    /// token), renormalise, and pick the first token whose cumulative probability reaches a
+    /// uniform draw. The draws come from the sampler's seeded RNG, so runs are reproducible.
+    ///
+    /// # Shapes
+    /// - logits: `[B, V]`
+    /// - output: `[B]` token ids
+    pub fn sample(&mut self, logits: Tensor<2>) -> Tensor<1, Int> {
+        let [batch, vocab] = logits.dims();
         if self.config.temperature == 0.0 {
-            return argmax(logits);
+            return logits.argmax(1).reshape([batch]);
         }
-        let probs = self.distribution(logits);
-        let mut u: f32 = self.rng.random();
-        for (id, &p) in probs.iter().enumerate() {
-            if u < p {
-                return id;
-            }
-            u -= p;
+        let device = logits.device();
+        let (sorted, order) = logits
+            .div_scalar(self.config.temperature)
+            .sort_descending_with_indices(1);
+        let mut probs = softmax(sorted, 1);
+        if let Some(k) = self.config.top_k {
+            let rank = Tensor::<1, Int>::arange(0..vocab as i64, &device).reshape([1, vocab]);
+            probs = normalise(probs.mask_fill(rank.greater_equal_elem(k as i64), 0.0));
         }
-        // Rounding left a sliver of mass unspent: take the last token with any probability.
-        probs.iter().rposition(|&p| p > 0.0).unwrap_or(0)
+        if let Some(p) = self.config.top_p {
+            // Drop a token when the tokens ranked above it already hold at least `p`.
+            let mass_before = probs.clone().cumsum(1) - probs.clone();
+            probs = normalise(probs.mask_fill(mass_before.greater_equal_elem(p), 0.0));
+        }
+        let cumulative = probs.cumsum(1);
+        // Scale each draw by its row's total so rounding can never push it past the last token.
+        let total = cumulative.clone().slice([0..batch, vocab - 1..vocab]);
+        let draws: Vec<f32> = (0..batch).map(|_| self.rng.random()).collect();
+        let draws = Tensor::<2>::from_data(TensorData::new(draws, [batch, 1]), &device) * total;
+        // Tokens whose cumulative probability is still below the draw come before the choice;
+        // a token with zero probability never ends that run, so it is never chosen.
+        let rank = cumulative
+            .lower(draws.expand([batch, vocab]))
+            .int()
+            .sum_dim(1);
+        order.gather(1, rank).reshape([batch])
     }
+}
+
+/// Rescale each row to sum to one.
+///
+/// # Shapes
+/// - probs: `[B, V]`, output: `[B, V]`
+fn normalise(probs: Tensor<2>) -> Tensor<2> {
+    let total = probs.clone().sum_dim(1);
+    probs / total
 }
 
 fn argmax(values: &[f32]) -> usize {
@@ -427,8 +463,8 @@ impl<'m> Generator<'m> {
         Ok(last_position(logits))
     }
 
-    /// The next token of every row. Greedy decoding stays on the device and reads back only
-    /// the chosen ids; sampling reads the logits back (one row of `V` floats per sequence).
+    /// The next token of every row, chosen on the device; only the ids are read back (and the
+    /// logits too when they are being recorded).
     fn choose(
         &self,
         logits: Tensor<2>,
@@ -436,20 +472,11 @@ impl<'m> Generator<'m> {
         record: bool,
         recorded: &mut Vec<Vec<f32>>,
     ) -> Result<Vec<usize>> {
-        if sampler.config.temperature == 0.0 && !record {
-            let ids = ints(logits.argmax(1))?;
-            return Ok(ids.into_iter().map(|id| id as usize).collect());
-        }
-        let vocab = logits.dims()[1];
-        let values = floats(logits)?;
-        let ids = values
-            .chunks(vocab)
-            .map(|row| sampler.sample(row))
-            .collect();
         if record {
-            recorded.push(values);
+            recorded.push(floats(logits.clone())?);
         }
-        Ok(ids)
+        let ids = ints(sampler.sample(logits))?;
+        Ok(ids.into_iter().map(|id| id as usize).collect())
     }
 }
 

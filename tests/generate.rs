@@ -183,7 +183,7 @@ fn top_p_keeps_the_smallest_set_reaching_the_threshold() {
         with_p(0.9)
     );
     assert!(close(&with_p(1.0), &[0.5, 0.3, 0.15, 0.05]));
-    // And sampling never draws a token outside the kept set.
+    // And sampling (on the device) never draws a token outside the kept set.
     let mut sampler = Sampler::new(SamplingConfig {
         temperature: 1.0,
         top_k: None,
@@ -191,7 +191,46 @@ fn top_p_keeps_the_smallest_set_reaching_the_threshold() {
         seed: 4,
     })
     .unwrap();
-    assert!((0..500).all(|_| sampler.sample(&logits) < 2));
+    let device = device();
+    let rows = burn::tensor::Tensor::<2>::from_data(
+        burn::tensor::TensorData::new(logits.repeat(500), [500, 4]),
+        &device,
+    );
+    let drawn = tinygpt::host::ints(sampler.sample(rows)).unwrap();
+    assert!(drawn.iter().all(|&id| id < 2), "{drawn:?}");
+}
+
+#[test]
+fn device_sampling_draws_from_the_documented_distribution() {
+    // Logits with a clear order; temperature, top-k and top-p all shape the distribution.
+    let logits = [2.0f32, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0];
+    let config = SamplingConfig {
+        temperature: 0.8,
+        top_k: Some(6),
+        top_p: Some(0.9),
+        seed: 11,
+    };
+    let expected = Sampler::new(config.clone()).unwrap().distribution(&logits);
+    let mut sampler = Sampler::new(config).unwrap();
+    let draws = 4000;
+    let device = device();
+    let rows = burn::tensor::Tensor::<2>::from_data(
+        burn::tensor::TensorData::new(logits.repeat(draws), [draws, logits.len()]),
+        &device,
+    );
+    let drawn = tinygpt::host::ints(sampler.sample(rows)).unwrap();
+    for (id, &p) in expected.iter().enumerate() {
+        let share = drawn.iter().filter(|&&d| d as usize == id).count() as f32 / draws as f32;
+        // Four standard deviations of a binomial share, plus a little: fails on a real mismatch.
+        let bound = 4.0 * (p * (1.0 - p) / draws as f32).sqrt() + 1e-3;
+        assert!(
+            (share - p).abs() <= bound,
+            "token {id}: drawn {share}, expected {p}"
+        );
+        if p == 0.0 {
+            assert_eq!(share, 0.0, "token {id} was cut off but drawn");
+        }
+    }
 }
 
 #[test]
