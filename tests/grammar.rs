@@ -74,7 +74,7 @@ fn sentences_breaking_a_rule_are_rejected() {
             "determiner-noun agreement: `these` with a singular noun",
         ),
         ("a old cat sleeps .", "a/an: `a` before a vowel"),
-        ("an red ball falls .", "a/an: `an` before a consonant"),
+        ("an red ball sleeps .", "a/an: `an` before a consonant"),
         (
             "the dog sleeps the cat .",
             "an intransitive verb with an object",
