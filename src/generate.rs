@@ -429,16 +429,7 @@ impl<'m> Generator<'m> {
     /// - output: `[B, V]`
     fn prefill(&self, context: &Context, cache: Option<&mut KvCache>) -> Result<Tensor<2>> {
         let (batch, len) = (context.rows.len(), context.len());
-        let tokens = token_tensor(&context.padded(), batch, len, &self.device)?;
-        let logits = self.model.forward_with(
-            tokens,
-            ForwardOptions {
-                cache,
-                left_padding: Some(&context.padding()),
-                trace: None,
-            },
-        )?;
-        Ok(last_position(logits))
+        self.last_logits(&context.padded(), batch, len, context, cache)
     }
 
     /// Logits after feeding the newest token: one cached step, or the whole context again.
@@ -448,14 +439,27 @@ impl<'m> Generator<'m> {
         newest: &[usize],
         cache: Option<&mut KvCache>,
     ) -> Result<Tensor<2>> {
-        let Some(cache) = cache else {
-            return self.prefill(context, None);
-        };
-        let tokens = token_tensor(newest, newest.len(), 1, &self.device)?;
+        match cache {
+            Some(cache) => self.last_logits(newest, newest.len(), 1, context, Some(cache)),
+            None => self.prefill(context, None),
+        }
+    }
+
+    /// Run `ids` (`[batch, len]`) with the context's left padding and return the logits of the
+    /// last position, `[B, V]`.
+    fn last_logits(
+        &self,
+        ids: &[usize],
+        batch: usize,
+        len: usize,
+        context: &Context,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor<2>> {
+        let tokens = token_tensor(ids, batch, len, &self.device)?;
         let logits = self.model.forward_with(
             tokens,
             ForwardOptions {
-                cache: Some(cache),
+                cache,
                 left_padding: Some(&context.padding()),
                 trace: None,
             },

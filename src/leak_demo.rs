@@ -284,10 +284,7 @@ fn fixed_prompts(dataset: &TextDataset, count: usize, len: usize) -> Vec<Vec<usi
 /// The words of generated text, without the first and the last: the first may finish a word
 /// the prompt began, the last may be cut off by the length limit.
 fn inner_words(text: &str) -> Vec<&str> {
-    let words: Vec<&str> = text
-        .split(|c: char| c.is_whitespace() || c == '.')
-        .filter(|w| !w.is_empty())
-        .collect();
+    let words: Vec<&str> = words(text).collect();
     if words.len() <= 2 {
         Vec::new()
     } else {
@@ -296,10 +293,13 @@ fn inner_words(text: &str) -> Vec<&str> {
 }
 
 fn words_of(text: &str) -> BTreeSet<String> {
+    words(text).map(str::to_string).collect()
+}
+
+/// The words of `text`: runs of characters between whitespace and full stops.
+fn words(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| c.is_whitespace() || c == '.')
         .filter(|w| !w.is_empty())
-        .map(str::to_string)
-        .collect()
 }
 
 /// The plain-language verdict: which models leaked and what gave them away.

@@ -281,6 +281,9 @@ impl Gpt {
                 "left_padding needs one count per row ({batch})"
             )));
         }
+        // Without any padding the mask would hide nothing: skip building it, which also keeps
+        // the fused attention kernel available.
+        let left_padding = left_padding.filter(|pads| pads.iter().any(|&pad| pad > 0));
         let start = match cache.as_deref() {
             Some(cache) => {
                 let config = &self.config;
