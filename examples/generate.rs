@@ -70,15 +70,15 @@ fn main() {
 fn run(args: Args) -> Result<(), String> {
     let device = tinygpt::device::device_by_name(&args.device).map_err(|e| e.to_string())?;
     let checkpoint = load(&args.checkpoint, &device)?;
-    let backend = match args.device.as_str() {
-        "default" => tinygpt::device::default_backend_name().unwrap_or("none"),
-        name => name,
-    };
+    let backend = tinygpt::device::describe(&args.device, &device);
     let config = checkpoint.model.config();
     eprintln!(
-        "backend {backend} ({device:?}); checkpoint {} (step {}, {} mask, D={} H={} L={}, context {})",
+        "backend {backend}; checkpoint {} ({}, {} mask, D={} H={} L={}, context {})",
         checkpoint.dir.display(),
-        checkpoint.state.step,
+        match &checkpoint.state.origin {
+            Some(origin) => format!("imported from {origin}"),
+            None => format!("step {}", checkpoint.state.step),
+        },
         config.mask_mode,
         config.d_model,
         config.n_heads,

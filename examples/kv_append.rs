@@ -97,8 +97,11 @@ fn main() {
         }
     };
     println!(
-        "device {:?}; {LAYERS} layers x K and V of [1, {HEADS}, S, {HEAD_DIM}], {} decode steps (S = 1..={}), best of {}",
-        device, args.steps, args.steps, args.repeats
+        "backend {}; {LAYERS} layers x K and V of [1, {HEADS}, S, {HEAD_DIM}], {} decode steps (S = 1..={}), best of {}",
+        tinygpt::device::describe(&args.device, &device),
+        args.steps,
+        args.steps,
+        args.repeats
     );
     let best = |f: fn(usize, &Device) -> f64| {
         (0..args.repeats)

@@ -48,13 +48,14 @@ fn run(args: Args) -> tinygpt::Result<()> {
     let model = config.init(&device)?;
     let (b, t) = (args.batch, args.seq);
     println!(
-        "model: V={} D={} H={} Dh={} L={} context={}  |  input: B={b} T={t}  |  device: {device:?}\n",
+        "model: V={} D={} H={} Dh={} L={} context={}  |  input: B={b} T={t}  |  backend: {}\n",
         config.vocab_size,
         config.d_model,
         config.n_heads,
         config.head_dim(),
         config.n_layers,
-        config.max_seq_len
+        config.max_seq_len,
+        tinygpt::device::describe(&args.device, &device)
     );
 
     let ids: Vec<usize> = (0..b * t)

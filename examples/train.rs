@@ -135,7 +135,7 @@ fn run(args: Args) -> Result<(), String> {
     println!(
         "backend {}; training on {source} ({} characters); models: causal{}; {} steps each, \
          batch {} x {} tokens, D={} H={} L={}",
-        describe(&args.device),
+        tinygpt::device::describe(&args.device, &device),
         text.chars().count(),
         config
             .leaks
@@ -167,15 +167,6 @@ fn run(args: Args) -> Result<(), String> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-fn describe(device_arg: &str) -> String {
-    match device_arg {
-        "default" => tinygpt::device::default_backend_name()
-            .unwrap_or("none")
-            .to_string(),
-        name => name.to_string(),
-    }
 }
 
 /// A progress bar per model, or log lines with `--quiet`.

@@ -163,6 +163,15 @@ impl KvCache {
         }
     }
 
+    /// Forget every position from `len` on, keeping the first `len` (a no-op when the cache
+    /// holds fewer). Rewinding is free: later appends overwrite the forgotten slots. Used to
+    /// decode again from the same prefix, e.g. to time one decode step at a fixed context.
+    pub fn truncate(&mut self, len: usize) {
+        for layer in &mut self.layers {
+            layer.len = layer.len.min(len);
+        }
+    }
+
     /// Bytes held by the cached keys and values, measured from the tensors:
     /// `2 · L · B · H · Dh · len · bytes_per_element`.
     pub fn memory_bytes(&self) -> usize {

@@ -46,8 +46,13 @@ pub struct TrainState {
     pub format_version: u32,
     /// Optimizer steps taken so far.
     pub step: usize,
-    /// The training configuration the run was started with.
-    pub train_config: TrainConfig,
+    /// The training configuration the run was started with; `None` for weights imported
+    /// from elsewhere (see [`crate::weights`]), which cannot be resumed.
+    pub train_config: Option<TrainConfig>,
+    /// Where the weights came from when they were not trained by tinygpt, e.g.
+    /// `nanoGPT safetensors ckpt.safetensors`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// A loaded checkpoint.

@@ -103,6 +103,33 @@ pub fn device_by_name(name: &str) -> Result<Device> {
     })
 }
 
+/// What a run on backend `name` (as given to [`device_by_name`], `default` included) runs on,
+/// for the line the examples print at start: the backend's name and, for a GPU backend, the
+/// adapter it opened, e.g. `wgpu-cpu on llvmpipe (LLVM 15.0.6, 256 bits)`. Opens the device.
+pub fn describe(name: &str, device: &Device) -> String {
+    let wanted = name.trim().to_ascii_lowercase();
+    let backend = match wanted.as_str() {
+        "default" => default_backend_name().unwrap_or("none").to_string(),
+        _ => wanted,
+    };
+    match adapter_name(device) {
+        Some(adapter) => format!("{backend} on {adapter}"),
+        None if matches!(backend.as_str(), "flex" | "ndarray") => format!("{backend} on the CPU"),
+        None => backend,
+    }
+}
+
+/// The name the GPU runtime reports for the adapter behind `device` (`None` on CPU backends).
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn adapter_name(device: &Device) -> Option<String> {
+    device.identity().map(|identity| identity.name)
+}
+
+#[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+fn adapter_name(_device: &Device) -> Option<String> {
+    None
+}
+
 /// The device for `name` if its backend is compiled in.
 fn compiled_device(name: &str) -> Option<Device> {
     match name {

@@ -94,9 +94,19 @@ pub enum Error {
         message: String,
     },
 
+    /// A safetensors weight file that cannot be read or does not fit the model it is loaded
+    /// into; the message names the first tensor that does not fit.
+    #[error("weights {path}: {message}")]
+    Weights {
+        /// The weight file.
+        path: String,
+        /// What is wrong with it and what to do.
+        message: String,
+    },
+
     /// Training stopped because the loss stopped being a finite number.
     #[error(
-        "training diverged at step {step}: the loss is {loss}; the last good checkpoint (step          {last_good_step}) is kept; try a lower learning rate or stronger gradient clipping"
+        "training diverged at step {step}: the loss is {loss}; the last good checkpoint (step {last_good_step}) is kept; try a lower learning rate or stronger gradient clipping"
     )]
     Diverged {
         /// The step whose loss was not finite.

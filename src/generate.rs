@@ -462,6 +462,7 @@ impl<'m> Generator<'m> {
                 cache,
                 left_padding: Some(&context.padding()),
                 trace: None,
+                last_only: true,
             },
         )?;
         Ok(last_position(logits))

@@ -44,6 +44,7 @@ pub mod plot;
 pub mod tokenizer;
 pub mod trace;
 pub mod train;
+pub mod weights;
 
 pub use attention::MaskMode;
 pub use cache::KvCache;

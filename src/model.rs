@@ -120,6 +120,10 @@ pub struct ForwardOptions<'a> {
     pub left_padding: Option<&'a [usize]>,
     /// Record every stage's shape here (forces the readable attention path).
     pub trace: Option<&'a mut ShapeTrace>,
+    /// Compute logits for the last position only (`[B, 1, V]`): all that generation reads,
+    /// and it spares the LM head (`D × V` per position) and the final LayerNorm on every
+    /// other position of a prompt.
+    pub last_only: bool,
 }
 
 /// A GPT language model.
@@ -227,8 +231,8 @@ impl Gpt {
             new_tokens,
             ForwardOptions {
                 cache: Some(cache),
-                left_padding: None,
                 trace: Some(trace),
+                ..Default::default()
             },
         )
     }
@@ -269,6 +273,7 @@ impl Gpt {
             cache,
             left_padding,
             mut trace,
+            last_only,
         } = options;
         let [batch, seq] = tokens.dims();
         if seq == 0 || batch == 0 {
@@ -332,6 +337,13 @@ impl Gpt {
             leave(&mut trace);
         }
 
+        let x = if last_only && seq > 1 {
+            // LayerNorm and the head act on each position alone, so cutting first is exact.
+            let width = x.dims()[2];
+            x.slice([0..batch, seq - 1..seq, 0..width])
+        } else {
+            x
+        };
         let x = self.ln_f.forward(x);
         record(&mut trace, "ln_f", &x.dims());
         let logits = self.lm_head.forward(x);

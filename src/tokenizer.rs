@@ -12,8 +12,11 @@ use crate::error::{Error, Result};
 /// Maps characters to ids `0..vocab_size` and back. Saved as JSON beside every checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CharTokenizer {
-    /// The vocabulary in id order: `chars[id]` is the character for `id`, sorted by code point
-    /// so the same text always gives the same ids.
+    /// The vocabulary in id order: `chars[id]` is the character for `id`. [`from_text`]
+    /// sorts it by code point so the same text always gives the same ids; an imported
+    /// vocabulary keeps the order it came in.
+    ///
+    /// [`from_text`]: CharTokenizer::from_text
     chars: Vec<char>,
 }
 
@@ -34,6 +37,25 @@ impl CharTokenizer {
         })
     }
 
+    /// The tokenizer whose id `i` stands for `chars[i]`, e.g. a vocabulary imported with a
+    /// model trained elsewhere.
+    ///
+    /// # Errors
+    /// [`Error::Data`] when `chars` is empty or holds a character twice.
+    pub fn from_chars(chars: Vec<char>) -> Result<Self> {
+        if chars.is_empty() {
+            return Err(Error::Data("the vocabulary is empty".into()));
+        }
+        let mut seen = BTreeSet::new();
+        if let Some(repeated) = chars.iter().find(|&&c| !seen.insert(c)) {
+            return Err(Error::Data(format!(
+                "the vocabulary holds {repeated:?} twice; every id must stand for a different \
+                 character"
+            )));
+        }
+        Ok(Self { chars })
+    }
+
     /// Number of tokens, `V`.
     pub fn vocab_size(&self) -> usize {
         self.chars.len()
@@ -46,7 +68,9 @@ impl CharTokenizer {
 
     /// The id of `c`, if it is in the vocabulary.
     pub fn id(&self, c: char) -> Option<usize> {
-        self.chars.binary_search(&c).ok()
+        // A linear scan: vocabularies are tens of characters, and an imported one need not be
+        // sorted.
+        self.chars.iter().position(|&known| known == c)
     }
 
     /// Ids for every character of `text`.

@@ -257,7 +257,8 @@ pub fn train(
             let state = TrainState {
                 format_version: checkpoint::FORMAT_VERSION,
                 step: done,
-                train_config: config.clone(),
+                train_config: Some(config.clone()),
+                origin: None,
             };
             checkpoint::save(
                 run_dir,
@@ -282,9 +283,11 @@ pub fn train(
     })
 }
 
-/// AdamW over every parameter, with weight decay turned off for biases and LayerNorm scales
-/// and shifts: decaying those towards zero only fights the normalisation.
-fn new_optimizer(config: &TrainConfig) -> ModuleOptimizer {
+/// The optimizer [`train`] uses: AdamW (β₂ = 0.99) over every parameter, with `config`'s
+/// weight decay turned off for biases and LayerNorm scales and shifts (decaying those towards
+/// zero only fights the normalisation), and per-tensor gradient-norm clipping at
+/// `config.grad_clip`.
+pub fn new_optimizer(config: &TrainConfig) -> ModuleOptimizer {
     let adamw = AdamWConfig::new()
         .with_beta_2(0.99)
         .with_weight_decay(config.weight_decay as f32)
@@ -319,8 +322,15 @@ fn resume_from(
     if saved.tokenizer != *dataset.tokenizer() {
         return Err(mismatch("training text's vocabulary"));
     }
-    if saved.state.train_config.seed != config.seed || saved.state.train_config.steps > config.steps
-    {
+    let Some(saved_config) = &saved.state.train_config else {
+        return Err(Error::Checkpoint {
+            path: saved.dir.display().to_string(),
+            message: "cannot resume: these weights were imported, not trained by tinygpt; \
+                      start a new run in another directory"
+                .into(),
+        });
+    };
+    if saved_config.seed != config.seed || saved_config.steps > config.steps {
         return Err(mismatch("training config (seed or a shorter step count)"));
     }
     let optimizer = checkpoint::load_optimizer(&saved, new_optimizer(config))?;

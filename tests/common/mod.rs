@@ -74,3 +74,62 @@ pub fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// A tensor to write with [`write_safetensors`]: name, shape, row-major `f32` values.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
+/// Write `tensors` as a safetensors file (8-byte little-endian header length, JSON header,
+/// then the raw little-endian data), so tests can build files that are wrong in one chosen
+/// way without a second writer in the crate.
+pub fn write_safetensors(path: &std::path::Path, tensors: &[NamedTensor]) {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, shape, values) in tensors {
+        let start = data.len();
+        for value in values {
+            data.extend_from_slice(&value.to_le_bytes());
+        }
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let header = serde_json::to_vec(&header).expect("json");
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&header);
+    bytes.extend_from_slice(&data);
+    std::fs::write(path, bytes).expect("write the test file");
+}
+
+/// Every tensor of a safetensors file as `(name, shape, values)`, read through burn-store.
+pub fn read_safetensors(path: &std::path::Path) -> Vec<NamedTensor> {
+    use burn::store::ModuleStore;
+    let mut store = burn::store::SafetensorsStore::from_file(path);
+    store
+        .get_all_tensors()
+        .expect("a safetensors file")
+        .iter()
+        .map(|(name, tensor)| {
+            let data = burn::store::bridge::to_data(tensor).expect("tensor data");
+            let shape = data.shape().as_slice().to_vec();
+            (
+                name.clone(),
+                shape,
+                data.convert::<f32>().try_into_vec::<f32>().expect("f32"),
+            )
+        })
+        .collect()
+}
+
+/// A fresh, empty directory under the target dir (kept after the test for inspection).
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a temp dir");
+    dir
+}
+
+/// One row of token ids as a `[1, len]` tensor.
+pub fn row(ids: &[usize], device: &Device) -> Tensor<2, burn::tensor::Int> {
+    tinygpt::host::token_tensor(ids, 1, ids.len(), device).expect("ids fill one row")
+}

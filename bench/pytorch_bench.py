@@ -1,0 +1,247 @@
+"""tinygpt against PyTorch eager on the same CPU: same model, same workloads, same timing.
+
+Run by hand from the crate root (needs `torch`; CI does not run it):
+
+    python3 bench/pytorch_bench.py            # runs tinygpt's bench example, then PyTorch
+    python3 bench/pytorch_bench.py --quick    # a short smoke run of both
+    python3 bench/pytorch_bench.py --pytorch-only
+
+It first runs `cargo run --release --example bench -- --json` (tinygpt on its default
+backend), then the same workloads in PyTorch with `torch.set_num_threads(--threads)`, and
+prints both with the ratio tinygpt / PyTorch (above 1: tinygpt is faster), then every figure
+as a JSON line with a `framework` field.
+
+The PyTorch model is tinygpt's, layer for layer: learned token and position embeddings; 4
+pre-norm blocks of causal self-attention (separate query, key and value projections, 4 heads,
+`scaled_dot_product_attention`) and a 4x GELU MLP; a final LayerNorm; a bias-free head. D=128,
+V=64. The workloads mirror `benches/workloads.rs`:
+
+- train: forward, cross-entropy, backward, gradient clipping and AdamW on a [32, 128] batch;
+- prefill: a 128-token prompt into an empty, pre-allocated KV cache, last position's logits;
+- decode (cached): one token against `context - 1` cached positions, cache rewound after;
+- decode (naive): the whole context recomputed, last position's logits;
+
+inference under `torch.inference_mode()`. Each runs `warmup` times untimed, then `repeats`
+times timed one by one; the figure is from the median run, as in tinygpt's bench example.
+"""
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+VOCAB, D_MODEL, N_HEADS, N_LAYERS = 64, 128, 4, 4
+TRAIN_BATCH, TRAIN_SEQ, PREFILL = 32, 128, 128
+CONTEXTS = [128, 512, 2048]
+
+
+class Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.query = nn.Linear(D_MODEL, D_MODEL)
+        self.key = nn.Linear(D_MODEL, D_MODEL)
+        self.value = nn.Linear(D_MODEL, D_MODEL)
+        self.output = nn.Linear(D_MODEL, D_MODEL)
+
+    def heads(self, x):
+        batch, time, _ = x.shape
+        return x.view(batch, time, N_HEADS, D_MODEL // N_HEADS).transpose(1, 2)
+
+    def forward(self, x, cache=None):
+        batch, time, _ = x.shape
+        q, k, v = self.heads(self.query(x)), self.heads(self.key(x)), self.heads(self.value(x))
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            keys, values, start = cache
+            keys[:, :, start : start + time] = k
+            values[:, :, start : start + time] = v
+            k, v = keys[:, :, : start + time], values[:, :, : start + time]
+            if time == 1:
+                y = F.scaled_dot_product_attention(q, k, v)
+            else:
+                # Bottom-right causal mask: query i sees cached positions and new ones up to i.
+                mask = torch.ones(time, start + time, dtype=torch.bool).tril(start)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.output(y.transpose(1, 2).reshape(batch, time, D_MODEL))
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(D_MODEL)
+        self.attn = Attention()
+        self.ln_2 = nn.LayerNorm(D_MODEL)
+        self.fc = nn.Linear(D_MODEL, 4 * D_MODEL)
+        self.proj = nn.Linear(4 * D_MODEL, D_MODEL)
+
+    def forward(self, x, cache=None):
+        x = x + self.attn(self.ln_1(x), cache)
+        return x + self.proj(F.gelu(self.fc(self.ln_2(x))))
+
+
+class Gpt(nn.Module):
+    def __init__(self, max_seq_len):
+        super().__init__()
+        self.token_embedding = nn.Embedding(VOCAB, D_MODEL)
+        self.position_embedding = nn.Embedding(max_seq_len, D_MODEL)
+        self.blocks = nn.ModuleList(Block() for _ in range(N_LAYERS))
+        self.ln_f = nn.LayerNorm(D_MODEL)
+        self.lm_head = nn.Linear(D_MODEL, VOCAB, bias=False)
+
+    def forward(self, tokens, caches=None, start=0, last_only=False):
+        time = tokens.shape[1]
+        positions = torch.arange(start, start + time)
+        x = self.token_embedding(tokens) + self.position_embedding(positions)
+        for index, block in enumerate(self.blocks):
+            cache = None if caches is None else (*caches[index], start)
+            x = block(x, cache)
+        if last_only:
+            x = x[:, -1:]
+        return self.lm_head(self.ln_f(x))
+
+    def new_cache(self, capacity):
+        shape = (1, N_HEADS, capacity, D_MODEL // N_HEADS)
+        return [(torch.zeros(shape), torch.zeros(shape)) for _ in self.blocks]
+
+
+def median_seconds(warmup, repeats, work):
+    for _ in range(warmup):
+        work()
+    times = []
+    for _ in range(max(repeats, 1)):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def pytorch_figures(plan):
+    torch.manual_seed(1)
+    generator = torch.Generator().manual_seed(2)
+    figures = []
+
+    model = Gpt(TRAIN_SEQ)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [dict(params=decay, weight_decay=0.1), dict(params=no_decay, weight_decay=0.0)],
+        lr=3e-4,
+        betas=(0.9, 0.99),
+    )
+    tokens = torch.randint(0, VOCAB, (TRAIN_BATCH, TRAIN_SEQ + 1), generator=generator)
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+
+    def train_step():
+        logits = model(inputs)
+        loss = F.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        return loss.item()
+
+    seconds = median_seconds(plan["warmup"], plan["train_repeats"], train_step)
+    figures.append(dict(metric="train_tokens_per_s", value=TRAIN_BATCH * TRAIN_SEQ / seconds))
+
+    model = Gpt(CONTEXTS[-1]).eval()
+    ids = torch.randint(0, VOCAB, (1, CONTEXTS[-1]), generator=generator)
+    caches = model.new_cache(CONTEXTS[-1])
+    with torch.inference_mode():
+        prefill = lambda: model(ids[:, :PREFILL], caches, 0, last_only=True).tolist()
+        seconds = median_seconds(plan["warmup"], plan["repeats"], prefill)
+        figures.append(dict(metric="prefill_tokens_per_s", value=PREFILL / seconds))
+        for context in CONTEXTS:
+            for start in range(0, context - 1, 512):
+                end = min(start + 512, context - 1)
+                model(ids[:, start:end], caches, start)
+            # The cache is pre-allocated, so "rewinding" is decoding at the same position.
+            step = lambda: model(ids[:, context - 1 : context], caches, context - 1).tolist()
+            cached = 1 / median_seconds(plan["warmup"], plan["repeats"], step)
+            naive_repeats = -(-plan["repeats"] // 4) if context >= 2048 else plan["repeats"]
+            naive_step = lambda: model(ids[:, :context], last_only=True).tolist()
+            naive = 1 / median_seconds(min(plan["warmup"], 1), naive_repeats, naive_step)
+            figures.append(
+                dict(metric="decode_tokens_per_s", mode="cached", context=context, value=cached)
+            )
+            figures.append(
+                dict(metric="decode_tokens_per_s", mode="naive", context=context, value=naive)
+            )
+    return figures
+
+
+def tinygpt_figures(quick):
+    command = ["cargo", "run", "--release", "--quiet", "--example", "bench", "--", "--json"]
+    if quick:
+        command.append("--quick")
+    print("running:", " ".join(command), file=sys.stderr)
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def key(figure):
+    return (figure["metric"], figure.get("mode"), figure.get("context"))
+
+
+def label(figure):
+    metric, mode, context = key(figure)
+    names = dict(
+        train_tokens_per_s="training tokens/s",
+        prefill_tokens_per_s="prefill tokens/s",
+        decode_tokens_per_s=f"decode tokens/s, {mode}, context {context}",
+    )
+    return names[metric]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, for smoke checks")
+    parser.add_argument("--pytorch-only", action="store_true", help="skip tinygpt")
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    plan = (
+        dict(warmup=1, repeats=3, train_repeats=2)
+        if args.quick
+        else dict(warmup=3, repeats=20, train_repeats=10)
+    )
+
+    ours = {} if args.pytorch_only else {key(f): f for f in tinygpt_figures(args.quick)}
+    print(f"running PyTorch {torch.__version__} eager, {args.threads} threads", file=sys.stderr)
+    theirs = pytorch_figures(plan)
+
+    print(f"\n{'figure':<40} {'tinygpt':>11} {'PyTorch':>11} {'ratio':>7}")
+    for figure in theirs:
+        mine = ours.get(key(figure))
+        if mine is None:
+            print(f"{label(figure):<40} {'-':>11} {figure['value']:>11.1f}")
+        else:
+            ratio = mine["value"] / figure["value"]
+            print(f"{label(figure):<40} {mine['value']:>11.1f} {figure['value']:>11.1f} {ratio:>6.2f}x")
+    for context in CONTEXTS:
+        speedup = lambda figures: (
+            figures[("decode_tokens_per_s", "cached", context)]["value"]
+            / figures[("decode_tokens_per_s", "naive", context)]["value"]
+        )
+        pytorch = speedup({key(f): f for f in theirs})
+        tinygpt = f"{speedup(ours):.1f}x" if ours else "-"
+        print(f"{'cached / naive, context ' + str(context):<40} {tinygpt:>11} {pytorch:>10.1f}x")
+    print()
+    for figure in ours.values():
+        print(json.dumps(dict(framework="tinygpt", **figure)))
+    for figure in theirs:
+        print(json.dumps(dict(framework="pytorch", threads=args.threads, **figure)))
+
+
+if __name__ == "__main__":
+    main()
