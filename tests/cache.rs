@@ -209,3 +209,55 @@ fn a_full_forward_longer_than_the_context_is_a_typed_error() {
         }
     );
 }
+
+#[test]
+fn last_only_gives_the_last_row_of_the_full_logits() {
+    let device = device();
+    for (path, model) in small_models_both_paths(MaskMode::Causal, 21, &device) {
+        let ids = random_tokens(2 * 12, 23, 22);
+        let tokens = token_tensor(&ids, 2, 12, &device).unwrap();
+        let full = model.forward(tokens.clone()).unwrap();
+        let last = model
+            .forward_with(
+                tokens,
+                tinygpt::ForwardOptions {
+                    last_only: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(last.dims(), [2, 1, 23], "{path}");
+        let diff = max_abs_diff(full.slice([0..2, 11..12, 0..23]), last);
+        assert!(diff <= 1e-6, "{path}: max |Δ logit| = {diff}");
+    }
+}
+
+#[test]
+fn truncating_the_cache_rewinds_it_to_an_earlier_prefix() {
+    let device = device();
+    for (path, model) in small_models_both_paths(MaskMode::Causal, 23, &device) {
+        let ids = random_tokens(14, 23, 24);
+        let step = |cache: &mut tinygpt::KvCache, id: usize| {
+            let token = token_tensor(&[id], 1, 1, &device).unwrap();
+            model.forward_cached(token, cache).unwrap()
+        };
+        let mut cache = model.new_cache(1, &device);
+        let prefix = token_tensor(&ids[..10], 1, 10, &device).unwrap();
+        model.forward_cached(prefix, &mut cache).unwrap();
+        let first = step(&mut cache, ids[10]);
+        // Decode something else for three steps, rewind, and decode the same token again.
+        for &id in &ids[11..] {
+            step(&mut cache, id);
+        }
+        cache.truncate(10);
+        assert_eq!(cache.len(), 10, "{path}");
+        let again = step(&mut cache, ids[10]);
+        assert_eq!(max_abs_diff(first, again), 0.0, "{path}");
+        cache.truncate(50);
+        assert_eq!(
+            cache.len(),
+            11,
+            "{path}: truncating past the end keeps everything"
+        );
+    }
+}

@@ -4,6 +4,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Tensor};
@@ -193,6 +194,12 @@ impl CausalSelfAttention {
         record(&mut trace, "v_heads", &v.dims());
 
         let context = match padding {
+            // One new query against the cache: it may see every key, so no mask is needed, and
+            // two matmuls read the cache where it lies (the fused kernel would first copy the
+            // cache's strided slice into a contiguous buffer, O(S) every step).
+            None if trace.is_none() && self.can_fuse() && q.dims()[2] == 1 => {
+                single_query_attention(q, k, v)
+            }
             None if trace.is_none() && self.can_fuse() => fused_causal_attention(q, k, v),
             padding => {
                 self.masked_attention(q, k, v, padding, trace.as_deref_mut())
@@ -294,6 +301,19 @@ pub fn split_heads(x: Tensor<3>, n_heads: usize) -> Tensor<4> {
 pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
     let [batch, n_heads, seq, head_dim] = x.dims();
     x.swap_dims(1, 2).reshape([batch, seq, n_heads * head_dim])
+}
+
+/// Attention of a single query position (a decode step) over all `S` keys: with one query the
+/// causal mask hides nothing, so this is `softmax(q·Kᵀ / √Dh)·V` without one.
+///
+/// # Shapes
+/// - q: `[B, H, 1, Dh]`, k and v: `[B, H, S, Dh]`, output: `[B, H, 1, Dh]`
+pub fn single_query_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    let scale = (q.dims()[3] as f64).sqrt().recip();
+    // K·qᵀ rather than q·Kᵀ: the cache's rows are contiguous, so this is a row-major
+    // matrix-vector product, which the CPU backends run several times faster.
+    let scores = k.matmul(q.swap_dims(2, 3)).mul_scalar(scale); // [B, H, S, 1]
+    softmax(scores, 2).swap_dims(2, 3).matmul(v)
 }
 
 /// Causal attention through Burn's fused `attention` op, whose causal flag is aligned
