@@ -12,6 +12,7 @@ use common::{max_abs_diff, random_tokens, row, small_models_both_paths, values};
 use tinygpt::data::Batch;
 use tinygpt::device::{compiled_backends, device_by_name};
 use tinygpt::diagnostics::teacher_forced_loss_tensor;
+use tinygpt::generate::{DecodeMode, GenerateOptions, Generation, Generator};
 use tinygpt::{Gpt, MaskMode};
 
 /// Largest |Δ| allowed between a backend's logits and the reference backend's.
@@ -135,5 +136,49 @@ fn a_training_step_gives_the_same_loss_and_weights_on_every_backend() {
             diff <= TOLERANCE,
             "{name}: max |Δ logit| after a step = {diff}"
         );
+    }
+}
+
+/// Greedy generation with every step's logits recorded.
+fn generate(model: &Gpt, prompts: &[Vec<usize>], mode: DecodeMode, device: &Device) -> Generation {
+    let options = GenerateOptions {
+        mode,
+        record_logits: true,
+        ..GenerateOptions::greedy(80)
+    };
+    Generator::new(model, device)
+        .generate(prompts, &options, &mut |_, _| {})
+        .unwrap()
+}
+
+#[test]
+fn the_generator_gives_the_reference_tokens_on_every_backend() {
+    let (reference_name, reference_device) = reference();
+    // Two prompts of different lengths (left padding), 80 new tokens: past the 64-token
+    // context, so the window slides and the cache is rebuilt on the way.
+    let prompts = vec![tokens(3, 5), tokens(11, 6)];
+    let [(_, model), _] = small_models_both_paths(MaskMode::Causal, 14, &reference_device);
+    let expected = generate(&model, &prompts, DecodeMode::Cached, &reference_device);
+    for (name, device) in backends() {
+        let moved: Gpt = model.clone().to_device(&device);
+        for mode in [DecodeMode::Cached, DecodeMode::Naive] {
+            let generation = generate(&moved, &prompts, mode, &device);
+            let diff = expected
+                .step_logits
+                .iter()
+                .zip(&generation.step_logits)
+                .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+                .fold(0.0, f32::max);
+            eprintln!(
+                "{name} {mode:?} vs {reference_name} cached: {} steps, max |Δ logit| = {diff:.2e}",
+                generation.step_logits.len()
+            );
+            assert_eq!(
+                generation.tokens, expected.tokens,
+                "{name} {mode:?}: different tokens"
+            );
+            assert_eq!(generation.step_logits.len(), expected.step_logits.len());
+            assert!(diff <= TOLERANCE, "{name} {mode:?}: max |Δ logit| = {diff}");
+        }
     }
 }

@@ -1,13 +1,16 @@
 //! Generation: cached decoding equals naive decoding, the cache grows as it should, sampling is
 //! reproducible and honours its settings, batches of different lengths equal their rows alone,
 //! and generation runs on past the context window.
+//!
+//! Runs on flex unless `TINYGPT_TEST_DEVICE` says otherwise (see `common::end_to_end_device`);
+//! `tests/backends.rs` checks the generator on every compiled-in backend.
 
 mod common;
 
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use common::device;
+use common::end_to_end_device;
 use tinygpt::data::{BUNDLED_CORPUS, TextDataset};
 use tinygpt::generate::{
     DecodeMode, GenerateOptions, Generation, Generator, Sampler, SamplingConfig,
@@ -40,15 +43,21 @@ fn trained_model(name: &str) -> (Gpt, CharTokenizer) {
     };
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&dir);
-    let outcome = train(&dir, &model, &config, &data, &device(), false, &mut |_| {
-        ControlFlow::Continue(())
-    })
+    let outcome = train(
+        &dir,
+        &model,
+        &config,
+        &data,
+        &end_to_end_device(),
+        false,
+        &mut |_| ControlFlow::Continue(()),
+    )
     .unwrap();
     (outcome.model, data.tokenizer().clone())
 }
 
 fn generate(model: &Gpt, prompts: &[Vec<usize>], options: &GenerateOptions) -> Generation {
-    Generator::new(model, &device())
+    Generator::new(model, &end_to_end_device())
         .generate(prompts, options, &mut |_, _| {})
         .unwrap()
 }
@@ -90,7 +99,7 @@ fn greedy_cached_equals_greedy_naive_over_hundreds_of_tokens() {
 
 #[test]
 fn prefill_caches_the_prompt_and_each_decode_step_adds_one() {
-    let device = device();
+    let device = end_to_end_device();
     device.seed(3);
     let model = GptConfig::new(20)
         .with_d_model(32)
@@ -191,7 +200,7 @@ fn top_p_keeps_the_smallest_set_reaching_the_threshold() {
         seed: 4,
     })
     .unwrap();
-    let device = device();
+    let device = end_to_end_device();
     let rows = burn::tensor::Tensor::<2>::from_data(
         burn::tensor::TensorData::new(logits.repeat(500), [500, 4]),
         &device,
@@ -213,7 +222,7 @@ fn device_sampling_draws_from_the_documented_distribution() {
     let expected = Sampler::new(config.clone()).unwrap().distribution(&logits);
     let mut sampler = Sampler::new(config).unwrap();
     let draws = 4000;
-    let device = device();
+    let device = end_to_end_device();
     let rows = burn::tensor::Tensor::<2>::from_data(
         burn::tensor::TensorData::new(logits.repeat(draws), [draws, logits.len()]),
         &device,
@@ -285,7 +294,7 @@ fn stop_sequences_end_a_row() {
 
 #[test]
 fn bad_generation_input_is_a_clear_error() {
-    let device = device();
+    let device = end_to_end_device();
     let model = GptConfig::new(10)
         .with_d_model(16)
         .with_n_heads(2)

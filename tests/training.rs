@@ -1,12 +1,14 @@
 //! Training: the loss goes down, the leak shows, honest loss is honest, checkpoints round-trip,
 //! resume is exact, divergence is caught, and bad data is a clear error.
+//!
+//! Runs on flex unless `TINYGPT_TEST_DEVICE` says otherwise (see `common::end_to_end_device`).
 
 mod common;
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use common::{device, max_abs_diff};
+use common::{end_to_end_device, max_abs_diff};
 use tinygpt::data::{BUNDLED_CORPUS, Split, TextDataset, read_text, step_rng};
 use tinygpt::diagnostics::{honest_loss, teacher_forced_loss};
 use tinygpt::host::token_tensor;
@@ -71,7 +73,7 @@ fn run_model(
         model,
         config,
         &dataset(),
-        &device(),
+        &end_to_end_device(),
         resume,
         &mut |_| ControlFlow::Continue(()),
     )
@@ -140,7 +142,7 @@ fn the_unmasked_model_trains_lower_but_predicts_worse_honestly() {
 
     let data = dataset();
     let windows = data.batch(Split::Validation, 8, SEQ_LEN, &mut step_rng(1, 0));
-    let device = device();
+    let device = end_to_end_device();
     let honest_causal = honest_loss(&causal.model, &windows, &device).unwrap();
     let honest_leaky = honest_loss(&leaky.model, &windows, &device).unwrap();
     eprintln!("honest loss: leaky {honest_leaky} vs causal {honest_causal}");
@@ -156,7 +158,7 @@ fn honest_loss_equals_teacher_forced_loss_for_a_causal_model() {
     let outcome = run(&dir, MaskMode::Causal, &tiny_training(20), false).unwrap();
     let data = dataset();
     let windows = data.batch(Split::Validation, 8, SEQ_LEN, &mut step_rng(3, 0));
-    let device = device();
+    let device = end_to_end_device();
     let honest = honest_loss(&outcome.model, &windows, &device).unwrap();
     let forced = teacher_forced_loss(&outcome.model, &windows, &device).unwrap();
     assert!(
@@ -169,7 +171,7 @@ fn honest_loss_equals_teacher_forced_loss_for_a_causal_model() {
 fn checkpoint_round_trip_gives_identical_logits() {
     let dir = run_dir("round_trip");
     let outcome = run(&dir, MaskMode::Causal, &tiny_training(10), false).unwrap();
-    let device = device();
+    let device = end_to_end_device();
     let loaded = checkpoint::load(&dir, &device).unwrap();
     assert_eq!(loaded.state.step, 10);
     assert_eq!(loaded.tokenizer, *dataset().tokenizer());
@@ -194,7 +196,7 @@ fn resume_continues_the_step_count_and_matches_an_uninterrupted_run() {
     let dir = run_dir("resume_interrupted");
     let data = dataset();
     let model = tiny_model(data.tokenizer().vocab_size(), MaskMode::Causal);
-    let device = device();
+    let device = end_to_end_device();
     // Interrupt right after the evaluation (and checkpoint) at step 10.
     let first = train(
         &dir,
@@ -241,7 +243,7 @@ fn a_truncated_checkpoint_is_a_clear_error() {
     let weights = dir.join("checkpoint/model.bpk");
     let bytes = std::fs::read(&weights).unwrap();
     std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
-    match checkpoint::load(&dir, &device()) {
+    match checkpoint::load(&dir, &end_to_end_device()) {
         Err(Error::Checkpoint { path, message }) => {
             assert!(path.ends_with("model.bpk"), "{path}");
             assert!(message.contains("unreadable weights"), "{message}");
@@ -251,13 +253,15 @@ fn a_truncated_checkpoint_is_a_clear_error() {
 
     let state = dir.join("checkpoint/state.json");
     std::fs::write(&state, "{\"format_version\": 1, \"st").unwrap();
-    let err = checkpoint::load(&dir, &device()).unwrap_err().to_string();
+    let err = checkpoint::load(&dir, &end_to_end_device())
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("state.json") && err.contains("truncated"),
         "{err}"
     );
 
-    let err = checkpoint::load(&run_dir("no_checkpoint_here"), &device())
+    let err = checkpoint::load(&run_dir("no_checkpoint_here"), &end_to_end_device())
         .unwrap_err()
         .to_string();
     assert!(err.contains("--example train"), "{err}");
@@ -283,7 +287,10 @@ fn a_diverging_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint()
             assert!(!loss.is_finite());
             assert_eq!(last_good_step, step - 1);
             assert_eq!(
-                checkpoint::load(&dir, &device()).unwrap().state.step,
+                checkpoint::load(&dir, &end_to_end_device())
+                    .unwrap()
+                    .state
+                    .step,
                 last_good_step
             );
         }
@@ -336,7 +343,7 @@ fn every_parameter_receives_a_gradient() {
         }
     }
 
-    let device = device().autodiff();
+    let device = end_to_end_device().autodiff();
     let data = dataset();
     let model = tiny_model(data.tokenizer().vocab_size(), MaskMode::Causal)
         .init(&device)
@@ -361,6 +368,8 @@ fn a_checkpoint_whose_files_disagree_is_a_clear_error() {
         serde_json::to_string(&other).unwrap(),
     )
     .unwrap();
-    let err = checkpoint::load(&dir, &device()).unwrap_err().to_string();
+    let err = checkpoint::load(&dir, &end_to_end_device())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("different runs"), "{err}");
 }

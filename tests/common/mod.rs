@@ -15,6 +15,23 @@ pub fn device() -> Device {
     }
 }
 
+/// The backend of the end-to-end tests (training runs, long generations): `TINYGPT_TEST_DEVICE`
+/// if set, else flex when it is compiled in, else the build's default.
+///
+/// These tests run hundreds of training steps and thousands of decode steps. On wgpu without a
+/// GPU (CI's software Vulkan) that costs about ten minutes and checks nothing more than the
+/// parity tests do: `tests/backends.rs` runs the forward pass, cached decoding, a training step
+/// and the generator on every compiled-in backend against flex. `TINYGPT_TEST_DEVICE=wgpu`
+/// runs them on wgpu as well.
+pub fn end_to_end_device() -> Device {
+    if std::env::var("TINYGPT_TEST_DEVICE").is_err()
+        && tinygpt::device::compiled_backends().contains(&"flex")
+    {
+        return tinygpt::device::device_by_name("flex").expect("flex is compiled in");
+    }
+    device()
+}
+
 /// A small model: 2 layers, 4 heads of width 8, context 64.
 pub fn small_config(mask_mode: MaskMode) -> GptConfig {
     GptConfig::new(23)
