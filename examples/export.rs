@@ -4,10 +4,14 @@
 //!
 //! `cargo run --release --example export -- [--checkpoint DIR] [--out FILE.safetensors]`
 
-use std::path::PathBuf;
+mod common;
 
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
 use clap::Parser;
-use tinygpt::checkpoint;
+use tinygpt::train::checkpoint;
 use tinygpt::weights::{export_safetensors, tensor_layout};
 
 #[derive(Parser)]
@@ -21,19 +25,16 @@ struct Args {
     out: PathBuf,
 }
 
-fn main() {
-    if let Err(message) = run(Args::parse()) {
-        eprintln!("error: {message}");
-        std::process::exit(1);
-    }
+fn main() -> ExitCode {
+    common::report(run())
 }
 
-fn run(args: Args) -> Result<(), String> {
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
     // Weights are read back to the host to be written, so the CPU backend is all it needs.
-    let device = tinygpt::device::default_device().map_err(|e| e.to_string())?;
-    let saved = checkpoint::load(&args.checkpoint, &device).map_err(|e| e.to_string())?;
-    export_safetensors(&saved.model, Some(&saved.tokenizer), &args.out)
-        .map_err(|e| e.to_string())?;
+    let device = tinygpt::device::default_device()?;
+    let saved = checkpoint::load(&args.checkpoint, &device).context("--checkpoint")?;
+    export_safetensors(&saved.model, Some(&saved.tokenizer), &args.out).context("--out")?;
 
     let layout = tensor_layout(saved.model.config());
     let parameters: usize = layout
@@ -44,7 +45,7 @@ fn run(args: Args) -> Result<(), String> {
     for (name, shape) in &layout {
         println!("{name:<36} {shape:?}");
     }
-    let bytes = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
+    let bytes = std::fs::metadata(&args.out)?.len();
     println!(
         "\nwrote {} ({} tensors, {parameters} parameters, {bytes} bytes) from {}",
         args.out.display(),

@@ -5,23 +5,26 @@
 //!  [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop TEXT] [--no-cache]
 //!  [--compare [--json]] [--heatmap FILE.png] [--checkpoint DIR] [--device NAME]`
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use burn::tensor::Device;
 use clap::Parser;
-use serde::Serialize;
-use tinygpt::ShapeTrace;
-use tinygpt::checkpoint::{self, Checkpoint};
-use tinygpt::generate::{DecodeMode, GenerateOptions, Generation, Generator, SamplingConfig};
-use tinygpt::host::{floats, token_tensor};
-use tinygpt::plot::{AttentionMap, plot_attention};
+use tinygpt::generate::{
+    DecodeMode, GenerationConfig, Generator, SamplingConfig, compare_decoding,
+};
+use tinygpt::plot::attention_heatmap;
+use tinygpt::train::checkpoint::{self, Checkpoint};
 
 #[derive(Parser)]
 #[command(about = "Generate text from a tinygpt checkpoint, with or without the KV cache")]
 struct Args {
     /// Run directory (or checkpoint directory) written by the train example.
     #[arg(long, default_value = "runs/causal")]
-    checkpoint: PathBuf,
+    checkpoint: std::path::PathBuf,
     /// Text to continue.
     #[arg(long, default_value = "the ")]
     prompt: String,
@@ -54,22 +57,25 @@ struct Args {
     json: bool,
     /// Write the prompt's attention weights (every layer and head) to this PNG.
     #[arg(long)]
-    heatmap: Option<PathBuf>,
+    heatmap: Option<std::path::PathBuf>,
     /// Backend: flex, ndarray, wgpu, wgpu-cpu, cuda, ... (compiled-in ones only).
     #[arg(long, default_value = "default")]
     device: String,
 }
 
-fn main() {
-    if let Err(message) = run(Args::parse()) {
-        eprintln!("error: {message}");
-        std::process::exit(1);
-    }
+fn main() -> ExitCode {
+    common::report(run())
 }
 
-fn run(args: Args) -> Result<(), String> {
-    let device = tinygpt::device::device_by_name(&args.device).map_err(|e| e.to_string())?;
-    let checkpoint = load(&args.checkpoint, &device)?;
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let device = tinygpt::device::device_by_name(&args.device).context("--device")?;
+    let checkpoint = checkpoint::load(&args.checkpoint, &device).with_context(|| {
+        format!(
+            "--checkpoint {} (write one with `cargo run --release --example train`)",
+            args.checkpoint.display()
+        )
+    })?;
     let backend = tinygpt::device::describe(&args.device, &device);
     let config = checkpoint.model.config();
     eprintln!(
@@ -88,15 +94,19 @@ fn run(args: Args) -> Result<(), String> {
     let prompt = checkpoint
         .tokenizer
         .encode(&args.prompt)
-        .map_err(|e| format!("--prompt: {e}"))?;
+        .context("--prompt")?;
     if prompt.is_empty() {
-        return Err(
-            "--prompt is empty; this model has no start token, so give at least one character"
-                .into(),
-        );
+        bail!("--prompt is empty; this model has no start token, so give at least one character");
     }
     if let Some(path) = &args.heatmap {
-        heatmap(&checkpoint, &prompt, path, &device)?;
+        attention_heatmap(
+            &checkpoint.model,
+            &checkpoint.tokenizer,
+            &prompt,
+            path,
+            &device,
+        )
+        .context("--heatmap")?;
         eprintln!("wrote the attention heatmaps to {}", path.display());
     }
     if args.compare {
@@ -106,46 +116,45 @@ fn run(args: Args) -> Result<(), String> {
     }
 }
 
-fn load(path: &Path, device: &burn::tensor::Device) -> Result<Checkpoint, String> {
-    checkpoint::load(path, device).map_err(|err| err.to_string())
-}
-
 fn stream(
     checkpoint: &Checkpoint,
     prompt: &[usize],
     args: &Args,
-    device: &burn::tensor::Device,
-) -> Result<(), String> {
+    device: &Device,
+) -> anyhow::Result<()> {
     let tokenizer = &checkpoint.tokenizer;
     let stop = args
         .stop
         .iter()
-        .map(|text| tokenizer.encode(text).map_err(|e| format!("--stop: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    let options = GenerateOptions {
-        max_new_tokens: args.max_new_tokens,
-        sampling: SamplingConfig {
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
-            seed: args.seed,
-        },
-        stop,
-        mode: if args.no_cache {
-            DecodeMode::Naive
-        } else {
-            DecodeMode::Cached
-        },
-        record_logits: false,
+        .map(|text| tokenizer.encode(text).context("--stop"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let sampling = SamplingConfig::new()
+        .with_temperature(args.temperature)
+        .with_top_k(args.top_k)
+        .with_top_p(args.top_p)
+        .with_seed(args.seed);
+    sampling
+        .validate()
+        .context("check --temperature, --top-k and --top-p")?;
+    let mode = if args.no_cache {
+        DecodeMode::Naive
+    } else {
+        DecodeMode::Cached
     };
+    let config = GenerationConfig::new(args.max_new_tokens)
+        .with_sampling(sampling)
+        .with_stop(stop)
+        .with_mode(mode);
     let mut out = std::io::stdout().lock();
     let _ = write!(out, "{}", args.prompt);
-    let generation = Generator::new(&checkpoint.model, device)
-        .generate(&[prompt.to_vec()], &options, &mut |_, id| {
+    let generation = Generator::new(&checkpoint.model, device).generate(
+        &[prompt.to_vec()],
+        &config,
+        &mut |_, id| {
             let _ = write!(out, "{}", tokenizer.decode(&[id]));
             let _ = out.flush();
-        })
-        .map_err(|e| e.to_string())?;
+        },
+    )?;
     let _ = writeln!(out);
     let stats = &generation.stats;
     // The first new token comes from the prefill's logits; decode steps make the rest.
@@ -167,72 +176,18 @@ fn stream(
     Ok(())
 }
 
-/// What `--compare --json` prints.
-#[derive(Serialize)]
-struct Comparison {
-    identical_tokens: bool,
-    max_abs_logit_diff: f32,
-    cache_len_after_prefill: usize,
-    cache_len_after_decode: usize,
-    cached_tokens_per_s: f64,
-    naive_tokens_per_s: f64,
-    speedup: f64,
-    new_tokens: usize,
-    window_slides: usize,
-    prefill_tokens_per_s: f64,
-    backend: String,
-}
-
 fn compare(
     checkpoint: &Checkpoint,
     prompt: &[usize],
     args: &Args,
-    device: &burn::tensor::Device,
-) -> Result<(), String> {
-    let generator = Generator::new(&checkpoint.model, device);
-    let run = |mode| -> Result<Generation, String> {
-        let options = GenerateOptions {
-            mode,
-            record_logits: true,
-            ..GenerateOptions::greedy(args.max_new_tokens)
-        };
-        generator
-            .generate(&[prompt.to_vec()], &options, &mut |_, _| {})
-            .map_err(|e| e.to_string())
-    };
-    let cached = run(DecodeMode::Cached)?;
-    let naive = run(DecodeMode::Naive)?;
-    let max_abs_logit_diff = cached
-        .step_logits
-        .iter()
-        .zip(&naive.step_logits)
-        .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
-        .fold(0.0f32, f32::max);
-    // Throughput of the whole generation, prefill included, so both modes are timed alike.
-    let tokens_per_s = |g: &Generation| {
-        g.tokens[0].len() as f64 / (g.stats.prefill_seconds + g.stats.decode_seconds).max(1e-12)
-    };
-    let report = Comparison {
-        identical_tokens: cached.tokens == naive.tokens,
-        max_abs_logit_diff,
-        cache_len_after_prefill: cached.stats.cache_len_after_prefill,
-        cache_len_after_decode: cached.stats.cache_len_after_decode,
-        cached_tokens_per_s: tokens_per_s(&cached),
-        naive_tokens_per_s: tokens_per_s(&naive),
-        speedup: tokens_per_s(&cached) / tokens_per_s(&naive),
-        new_tokens: cached.tokens[0].len(),
-        window_slides: cached.stats.window_slides,
-        prefill_tokens_per_s: cached.stats.prefill_tokens_per_s(),
-        backend: format!("{device:?}"),
-    };
+    device: &Device,
+) -> anyhow::Result<()> {
+    let report = compare_decoding(&checkpoint.model, prompt, args.max_new_tokens, device)?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).map_err(|e| e.to_string())?
-        );
+        println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
-    let text = checkpoint.tokenizer.decode(&cached.tokens[0]);
+    let text = checkpoint.tokenizer.decode(&report.tokens);
     println!(
         "greedy continuation of {:?}:\n{}{}\n",
         args.prompt, args.prompt, text
@@ -259,49 +214,4 @@ fn compare(
     );
     println!("speedup:                   {:>8.2}x", report.speedup);
     Ok(())
-}
-
-fn heatmap(
-    checkpoint: &Checkpoint,
-    prompt: &[usize],
-    path: &Path,
-    device: &burn::tensor::Device,
-) -> Result<(), String> {
-    let context = checkpoint.model.config().max_seq_len;
-    let prompt = &prompt[prompt.len().saturating_sub(context)..];
-    let tokens = token_tensor(prompt, 1, prompt.len(), device).map_err(|e| e.to_string())?;
-    let mut trace = ShapeTrace::with_attention_weights();
-    checkpoint
-        .model
-        .forward_traced(tokens, &mut trace)
-        .map_err(|e| e.to_string())?;
-    let layers = trace
-        .attention_weights()
-        .iter()
-        .map(|(name, weights)| {
-            let heads = weights.dims()[1];
-            floats(weights.clone())
-                .map(|values| (name.trim_end_matches(".weights").to_string(), heads, values))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    let maps: Vec<AttentionMap> = layers
-        .iter()
-        .map(|(name, heads, weights)| AttentionMap {
-            name,
-            weights,
-            heads: *heads,
-        })
-        .collect();
-    let labels: Vec<String> = checkpoint
-        .tokenizer
-        .decode(prompt)
-        .chars()
-        .map(|c| match c {
-            ' ' => "␣".to_string(),
-            '\n' => "⏎".to_string(),
-            c => c.to_string(),
-        })
-        .collect();
-    plot_attention(path, &labels, &maps).map_err(|e| e.to_string())
 }

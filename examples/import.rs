@@ -4,12 +4,16 @@
 //! `cargo run --release --example import -- --nanogpt FILE.safetensors --vocab META.json
 //!  --n-heads H [--out DIR] [--force]`
 
-use std::path::PathBuf;
+mod common;
 
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
 use clap::Parser;
-use tinygpt::checkpoint::{self, TrainState};
-use tinygpt::weights::nanogpt::import_nanogpt;
-use tinygpt::weights::parse_vocabulary;
+use tinygpt::text::CharTokenizer;
+use tinygpt::train::checkpoint::{self, TrainState};
+use tinygpt::weights::import_nanogpt;
 
 #[derive(Parser)]
 #[command(about = "Import a nanoGPT safetensors checkpoint as a tinygpt checkpoint")]
@@ -32,43 +36,36 @@ struct Args {
     force: bool,
 }
 
-fn main() {
-    if let Err(message) = run(Args::parse()) {
-        eprintln!("error: {message}");
-        std::process::exit(1);
-    }
+fn main() -> ExitCode {
+    common::report(run())
 }
 
-fn run(args: Args) -> Result<(), String> {
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
     if checkpoint::exists(&args.out) && !args.force {
-        return Err(format!(
+        bail!(
             "{} already holds a checkpoint; pick another --out, or pass --force to replace it",
             args.out.display()
-        ));
+        );
     }
     let vocab_text = std::fs::read_to_string(&args.vocab)
-        .map_err(|err| format!("{}: {err}", args.vocab.display()))?;
-    let tokenizer =
-        parse_vocabulary(&vocab_text).map_err(|err| format!("{}: {err}", args.vocab.display()))?;
-    let device = tinygpt::device::default_device().map_err(|e| e.to_string())?;
-    let model = import_nanogpt(&args.nanogpt, args.n_heads, &device).map_err(|e| e.to_string())?;
+        .with_context(|| format!("--vocab {}", args.vocab.display()))?;
+    let tokenizer = CharTokenizer::from_json_vocabulary(&vocab_text)
+        .with_context(|| format!("--vocab {}", args.vocab.display()))?;
+    let device = tinygpt::device::default_device()?;
+    let model = import_nanogpt(&args.nanogpt, args.n_heads, &device).context("--nanogpt")?;
     let config = model.config();
     if tokenizer.vocab_size() != config.vocab_size {
-        return Err(format!(
+        bail!(
             "{} has {} characters but the weights have a vocabulary of {}; use the meta file \
              of the same nanoGPT run",
             args.vocab.display(),
             tokenizer.vocab_size(),
             config.vocab_size
-        ));
+        );
     }
-    let state = TrainState {
-        format_version: checkpoint::FORMAT_VERSION,
-        step: 0,
-        train_config: None,
-        origin: Some(format!("nanoGPT safetensors {}", args.nanogpt.display())),
-    };
-    checkpoint::save(&args.out, &model, &tokenizer, &state, None).map_err(|e| e.to_string())?;
+    let state = TrainState::imported(format!("nanoGPT safetensors {}", args.nanogpt.display()));
+    checkpoint::save(&args.out, &model, &tokenizer, &state, None).context("--out")?;
     println!(
         "imported {}: V={} D={} H={} L={} context {}\nwrote the checkpoint to {}; generate with\n  \
          cargo run --release --example generate -- --checkpoint {}",

@@ -1,5 +1,5 @@
 //! Measures the two ways a KV cache can grow by one position per decode step, on the same
-//! shapes, so the choice in `src/cache.rs` rests on figures rather than taste:
+//! shapes, so the choice in `src/model/cache.rs` rests on figures rather than taste:
 //!
 //! - **pre-allocated**: one `[B, H, capacity, Dh]` buffer per layer, the new row written with
 //!   `slice_assign`, the prefix read with `slice`;
@@ -10,8 +10,12 @@
 //!
 //! `cargo run --release --example kv_append -- [--device NAME] [--steps N]`
 
+mod common;
+
+use std::process::ExitCode;
 use std::time::Instant;
 
+use anyhow::Context;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 use clap::Parser;
@@ -87,15 +91,13 @@ fn run_concatenated(steps: usize, device: &Device) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
-fn main() {
+fn main() -> ExitCode {
+    common::report(run())
+}
+
+fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    let device = match tinygpt::device::device_by_name(&args.device) {
-        Ok(device) => device,
-        Err(err) => {
-            eprintln!("error: {err}");
-            std::process::exit(2);
-        }
-    };
+    let device = tinygpt::device::device_by_name(&args.device).context("--device")?;
     println!(
         "backend {}; {LAYERS} layers x K and V of [1, {HEADS}, S, {HEAD_DIM}], {} decode steps (S = 1..={}), best of {}",
         tinygpt::device::describe(&args.device, &device),
@@ -120,4 +122,5 @@ fn main() {
         per_step(concat)
     );
     println!("concatenation / pre-allocated: {:.2}x", concat / prealloc);
+    Ok(())
 }

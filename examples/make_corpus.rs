@@ -1,22 +1,26 @@
-//! Regenerate the bundled toy corpus from the grammar in `src/grammar.rs`.
+//! Regenerate the bundled toy corpus from the grammar in `src/text/grammar.rs`.
 //!
 //! `cargo run --release --example make_corpus -- data/corpus.txt` writes it (atomically: a
 //! temporary file renamed into place); with no argument it prints the corpus to stdout.
 
+mod common;
+
 use std::path::Path;
+use std::process::ExitCode;
 
-use tinygpt::checkpoint::write_atomically;
-use tinygpt::grammar::{CORPUS_SEED, CORPUS_TARGET_BYTES, generate_corpus};
+use tinygpt::fs::write_atomically;
+use tinygpt::text::grammar::{CORPUS_SEED, CORPUS_TARGET_BYTES, generate_corpus};
 
-fn main() {
+fn main() -> ExitCode {
+    common::report(run())
+}
+
+fn run() -> anyhow::Result<()> {
     let corpus = generate_corpus(CORPUS_SEED, CORPUS_TARGET_BYTES);
     match std::env::args().nth(1) {
         None => print!("{corpus}"),
         Some(path) => {
-            if let Err(err) = write_atomically(Path::new(&path), corpus.as_bytes()) {
-                eprintln!("error: {err}");
-                std::process::exit(1);
-            }
+            write_atomically(Path::new(&path), corpus.as_bytes())?;
             eprintln!(
                 "wrote {} bytes, {} sentences to {path}",
                 corpus.len(),
@@ -24,4 +28,5 @@ fn main() {
             );
         }
     }
+    Ok(())
 }

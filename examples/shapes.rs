@@ -3,9 +3,14 @@
 //!
 //! `cargo run --release --example shapes -- [--device NAME] [--batch B] [--seq T]`
 
+mod common;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
 use clap::Parser;
-use tinygpt::host::token_tensor;
-use tinygpt::{GptConfig, ShapeTrace};
+use tinygpt::device::token_tensor;
+use tinygpt::{ForwardOptions, GptConfig, KvCache, ShapeTrace};
 
 #[derive(Parser)]
 #[command(about = "Print the tensor shapes of one forward pass and of the KV cache")]
@@ -24,13 +29,6 @@ struct Args {
     vocab: usize,
 }
 
-fn main() {
-    if let Err(err) = run(Args::parse()) {
-        eprintln!("error: {err}");
-        std::process::exit(1);
-    }
-}
-
 fn shape(dims: &[usize]) -> String {
     let parts: Vec<String> = dims.iter().map(usize::to_string).collect();
     format!("[{}]", parts.join(", "))
@@ -42,8 +40,13 @@ fn is_detail_of_a_later_block(name: &str) -> bool {
     parts[0] == "blocks" && parts[1] != "0" && parts[2..] != ["output"]
 }
 
-fn run(args: Args) -> tinygpt::Result<()> {
-    let device = tinygpt::device::device_by_name(&args.device)?;
+fn main() -> ExitCode {
+    common::report(run())
+}
+
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let device = tinygpt::device::device_by_name(&args.device).context("--device")?;
     let config = GptConfig::new(args.vocab);
     let model = config.init(&device)?;
     let (b, t) = (args.batch, args.seq);
@@ -62,7 +65,8 @@ fn run(args: Args) -> tinygpt::Result<()> {
         .map(|i| (i * 7 + 3) % config.vocab_size)
         .collect();
     let mut trace = ShapeTrace::new();
-    model.forward_traced(token_tensor(&ids, b, t, &device)?, &mut trace)?;
+    let options = ForwardOptions::default().with_trace(&mut trace);
+    model.forward_with(token_tensor(&ids, b, t, &device)?, options)?;
     println!("one forward pass (layer 0 in full; the other layers repeat it):");
     for stage in trace.stages() {
         if is_detail_of_a_later_block(&stage.name) {
@@ -74,7 +78,7 @@ fn run(args: Args) -> tinygpt::Result<()> {
     println!("\nKV cache (per layer, K and V each [B, H, S, Dh]):");
     let mut cache = model.new_cache(b, &device);
     let logits = model.forward_cached(token_tensor(&ids, b, t, &device)?, &mut cache)?;
-    let report = |phase: &str, new: usize, logits: &[usize], cache: &tinygpt::KvCache| {
+    let report = |phase: &str, new: usize, logits: &[usize], cache: &KvCache| {
         println!(
             "  {phase:<14} new tokens {new:>2}  logits {:<14} cache len {:>2}  K {}  {:>7} bytes",
             shape(logits),

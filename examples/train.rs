@@ -1,25 +1,30 @@
 //! Train a causal model and a leaky-mask twin side by side, then show with numbers and samples
 //! why the leaky one's lower training loss is a lie.
 //!
-//! `cargo run --release --example train -- [--leak none|flipped|off-by-one|after-softmax|all]
+//! `cargo run --release --example train -- [--leak unmasked|flipped|off-by-one|after-softmax|all|off]
 //!  [--data PATH] [--out DIR] [--steps N] [--device NAME] [--quiet] [--resume]`
+
+mod common;
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Instant;
 
+use anyhow::{Context, bail};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use tinygpt::leak_demo::{self, DemoConfig, DemoSummary, SUMMARY_FILE};
+use tinygpt::leak::{self, DemoConfig, DemoSummary, SUMMARY_FILE};
+use tinygpt::text::{BUNDLED_CORPUS, read_text};
 use tinygpt::train::{TrainConfig, TrainEvent};
 use tinygpt::{GptConfig, MaskMode};
 
 #[derive(Parser)]
 #[command(about = "Train causal and leaky-mask GPTs on the same data and compare them honestly")]
 struct Args {
-    /// Leaky variant(s) to train beside the causal model: none, flipped, off-by-one,
-    /// after-softmax, or all.
-    #[arg(long, default_value = "none")]
+    /// Leaky twin(s) to train beside the causal model: unmasked, flipped, off-by-one,
+    /// after-softmax (comma-separated), all of them, or off for the causal model alone.
+    #[arg(long, default_value = "unmasked")]
     leak: String,
     /// UTF-8 text to train on (default: the bundled toy corpus, see data/README.md).
     #[arg(long)]
@@ -71,77 +76,42 @@ struct Args {
     quiet: bool,
 }
 
-fn main() {
-    if let Err(message) = run(Args::parse()) {
-        eprintln!("error: {message}");
-        std::process::exit(1);
-    }
+fn main() -> ExitCode {
+    common::report(run())
 }
 
-fn parse_leaks(arg: &str) -> Result<Vec<MaskMode>, String> {
-    if arg == "all" {
-        return Ok(MaskMode::LEAKY.to_vec());
-    }
-    arg.split(',')
-        .map(|name| match MaskMode::from_name(name.trim()) {
-            Some(mode) if mode.is_leaky() => Ok(mode),
-            _ => Err(format!(
-                "--leak {name}: unknown leaky mask; choose from none, flipped, off-by-one, after-softmax, all"
-            )),
-        })
-        .collect()
-}
-
-fn run(args: Args) -> Result<(), String> {
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
     let leaks = parse_leaks(&args.leak)?;
-    let device = tinygpt::device::device_by_name(&args.device).map_err(|e| e.to_string())?;
+    let device = tinygpt::device::device_by_name(&args.device).context("--device")?;
     let (text, grammar_check) = match &args.data {
-        Some(path) => (
-            tinygpt::data::read_text(path).map_err(|e| e.to_string())?,
-            false,
-        ),
-        None => (tinygpt::data::BUNDLED_CORPUS.to_string(), true),
+        Some(path) => (read_text(path).context("--data")?, false),
+        None => (BUNDLED_CORPUS.to_string(), true),
     };
-    let config = DemoConfig {
-        out_dir: args.out.clone(),
-        model: GptConfig::new(1)
-            .with_d_model(args.d_model)
-            .with_n_heads(args.n_heads)
-            .with_n_layers(args.n_layers)
-            .with_max_seq_len(args.seq_len),
-        train: TrainConfig {
-            steps: args.steps,
-            batch_size: args.batch_size,
-            seq_len: args.seq_len,
-            learning_rate: args.lr,
-            min_learning_rate: args.lr / 10.0,
-            warmup_steps: (args.steps / 10).clamp(1, 100),
-            eval_interval: (args.steps / 10).max(1),
-            seed: args.seed,
-            ..TrainConfig::default()
-        },
-        leaks,
-        samples: args.samples,
-        sample_chars: args.sample_chars,
-        temperature: args.temperature,
-        honest_windows: 16,
-        resume: args.resume,
-        grammar_check,
-    };
+    let config = demo_config(&args, leaks, grammar_check);
+    // Settings are checked before any training, so a typo costs seconds, not a trained model.
+    config
+        .train
+        .validate(&config.model)
+        .context("check --steps, --batch-size, --seq-len and --lr")?;
+    config
+        .model
+        .validate()
+        .context("check --d-model, --n-heads and --n-layers")?;
+    config.sampling().validate().context("--temperature")?;
     let source = match &args.data {
         Some(path) => path.display().to_string(),
         None => "the bundled toy corpus".to_string(),
     };
+    let models: String = std::iter::once("causal".to_string())
+        .chain(config.leaks.iter().map(|&mode| leak::run_name(mode)))
+        .collect::<Vec<_>>()
+        .join(", ");
     println!(
-        "backend {}; training on {source} ({} characters); models: causal{}; {} steps each, \
+        "backend {}; training on {source} ({} characters); models: {models}; {} steps each, \
          batch {} x {} tokens, D={} H={} L={}",
         tinygpt::device::describe(&args.device, &device),
         text.chars().count(),
-        config
-            .leaks
-            .iter()
-            .map(|m| format!(", leak-{m}"))
-            .collect::<String>(),
         args.steps,
         args.batch_size,
         args.seq_len,
@@ -152,11 +122,11 @@ fn run(args: Args) -> Result<(), String> {
 
     let started = Instant::now();
     let mut progress = Progress::new(args.quiet);
-    let summary = leak_demo::run(&text, &config, &device, &mut |name, event| {
+    let summary = leak::run(&text, &config, &device, &mut |name, event| {
         progress.on_event(name, event);
         ControlFlow::Continue(())
     })
-    .map_err(|e| e.to_string())?;
+    .with_context(|| format!("training into --out {}", args.out.display()))?;
     progress.finish();
     print_summary(&summary);
     println!(
@@ -167,6 +137,54 @@ fn run(args: Args) -> Result<(), String> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The leaky modes `--leak` names.
+fn parse_leaks(arg: &str) -> anyhow::Result<Vec<MaskMode>> {
+    match arg {
+        "all" => return Ok(MaskMode::LEAKY.to_vec()),
+        "off" => return Ok(Vec::new()),
+        // `none` named the unmasked model before 0.2; read as "no leaky twin" it would now
+        // silently train something else, so it is refused with both meanings spelled out.
+        "none" => bail!(
+            "--leak none is ambiguous: use --leak unmasked for the twin with no mask (what \
+             `none` meant before 0.2), or --leak off to train the causal model alone"
+        ),
+        _ => {}
+    }
+    arg.split(',')
+        .map(|name| match MaskMode::from_name(name.trim()) {
+            Some(mode) if mode.is_leaky() => Ok(mode),
+            _ => bail!(
+                "--leak {name}: unknown leaky mask; choose from unmasked, flipped, off-by-one, \
+                 after-softmax, all, or off"
+            ),
+        })
+        .collect()
+}
+
+fn demo_config(args: &Args, leaks: Vec<MaskMode>, grammar_check: bool) -> DemoConfig {
+    let model = GptConfig::new(1)
+        .with_d_model(args.d_model)
+        .with_n_heads(args.n_heads)
+        .with_n_layers(args.n_layers)
+        .with_max_seq_len(args.seq_len);
+    let train = TrainConfig::new()
+        .with_steps(args.steps)
+        .with_batch_size(args.batch_size)
+        .with_seq_len(args.seq_len)
+        .with_learning_rate(args.lr)
+        .with_min_learning_rate(args.lr / 10.0)
+        .with_warmup_steps((args.steps / 10).clamp(1, 100))
+        .with_eval_interval((args.steps / 10).max(1))
+        .with_seed(args.seed);
+    DemoConfig::new(args.out.clone(), model, train)
+        .with_leaks(leaks)
+        .with_samples(args.samples)
+        .with_sample_chars(args.sample_chars)
+        .with_temperature(args.temperature)
+        .with_resume(args.resume)
+        .with_grammar_check(grammar_check)
 }
 
 /// A progress bar per model, or log lines with `--quiet`.

@@ -1,10 +1,18 @@
 //! The crate's error type: every failure a user can cause is one of these variants, with a
-//! message that says what was wrong and what to do about it.
+//! message that states what was wrong. Where a lower-level error caused it (the operating
+//! system's, a parser's, Burn's store), that error is kept as the [`std::error::Error::source`],
+//! so a binary can print the whole chain (`anyhow` does). Messages name library items, never a
+//! command-line flag: the examples add those hints.
+
+use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+/// A lower-level error kept as the cause of an [`Error`](enum@Error).
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Errors returned by tinygpt's library API.
-#[derive(Debug, Error, Clone, PartialEq)]
+#[derive(Debug, Error)]
 pub enum Error {
     /// A model, training or sampling configuration that cannot work.
     #[error("invalid configuration: {0}")]
@@ -75,38 +83,57 @@ pub enum Error {
         vocabulary: String,
     },
 
-    /// A file that could not be read or written.
-    #[error("{path}: {message}")]
+    /// A file or directory that could not be read, written, created, moved or removed.
+    #[error("{}: cannot {action}", path.display())]
     Io {
         /// The file or directory.
-        path: String,
-        /// What went wrong and what to do.
+        path: PathBuf,
+        /// What was being done, e.g. `write` or `create the directory`.
+        action: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A chart that could not be drawn.
+    #[error("{}: cannot draw the picture: {message}", path.display())]
+    Picture {
+        /// The PNG file.
+        path: PathBuf,
+        /// What the drawing library reported.
         message: String,
     },
 
     /// A checkpoint that is missing, truncated, from another format version or otherwise
     /// unusable.
-    #[error("checkpoint {path}: {message}")]
+    #[error("checkpoint {}: {message}", path.display())]
     Checkpoint {
         /// The checkpoint directory or file.
-        path: String,
+        path: PathBuf,
         /// What is wrong with it.
         message: String,
+        /// The lower-level error behind it, if any.
+        #[source]
+        source: Option<Cause>,
     },
 
     /// A safetensors weight file that cannot be read or does not fit the model it is loaded
     /// into; the message names the first tensor that does not fit.
-    #[error("weights {path}: {message}")]
+    #[error("weights {}: {message}", path.display())]
     Weights {
         /// The weight file.
-        path: String,
-        /// What is wrong with it and what to do.
+        path: PathBuf,
+        /// What is wrong with it.
         message: String,
+        /// The lower-level error behind it, if any.
+        #[source]
+        source: Option<Cause>,
     },
 
     /// Training stopped because the loss stopped being a finite number.
     #[error(
-        "training diverged at step {step}: the loss is {loss}; the last good checkpoint (step {last_good_step}) is kept; try a lower learning rate or stronger gradient clipping"
+        "training diverged at step {step}: the loss is {loss}; the last good checkpoint (step \
+         {last_good_step}) is kept; try a lower learning rate or stronger gradient clipping"
     )]
     Diverged {
         /// The step whose loss was not finite.
@@ -120,6 +147,61 @@ pub enum Error {
     /// Token ids or a token batch that the model cannot take.
     #[error("invalid tokens: {0}")]
     Tokens(String),
+}
+
+impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub fn io(path: impl AsRef<Path>, action: &'static str, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            action,
+            source,
+        }
+    }
+
+    /// An [`Error::Checkpoint`] for `path` with no lower-level cause.
+    pub fn checkpoint(path: impl AsRef<Path>, message: impl Into<String>) -> Self {
+        Error::Checkpoint {
+            path: path.as_ref().to_path_buf(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An [`Error::Checkpoint`] for `path` caused by `source`.
+    pub fn checkpoint_caused(
+        path: impl AsRef<Path>,
+        message: impl Into<String>,
+        source: impl Into<Cause>,
+    ) -> Self {
+        Error::Checkpoint {
+            path: path.as_ref().to_path_buf(),
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// An [`Error::Weights`] for `path` with no lower-level cause.
+    pub fn weights(path: impl AsRef<Path>, message: impl Into<String>) -> Self {
+        Error::Weights {
+            path: path.as_ref().to_path_buf(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An [`Error::Weights`] for `path` caused by `source`.
+    pub fn weights_caused(
+        path: impl AsRef<Path>,
+        message: impl Into<String>,
+        source: impl Into<Cause>,
+    ) -> Self {
+        Error::Weights {
+            path: path.as_ref().to_path_buf(),
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
 }
 
 /// Shorthand for `Result<T, tinygpt::Error>`.

@@ -23,31 +23,48 @@
 //! model width, `H` heads, `Dh = D / H`, `V` vocabulary.
 //!
 //! The backend is chosen at run time through a Burn [`burn::tensor::Device`]; see [`device`].
+//!
+//! ## Where things are
+//!
+//! | module       | what it holds                                                            |
+//! |--------------|--------------------------------------------------------------------------|
+//! | [`model`]    | the network, read first: mask, heads, attention, MLP, block, cache, GPT   |
+//! | [`generate`] | prefill and cached decoding, sampling, windows past the context           |
+//! | [`text`]     | the character tokenizer, training text and batches, the toy grammar       |
+//! | [`train`]    | the training loop, its config, loss, metrics and checkpoints              |
+//! | [`leak`]     | the mask-leak demonstration: causality probe, honest loss, the report     |
+//! | [`weights`]  | safetensors export and load, nanoGPT import                               |
+//! | [`bench`](mod@bench) | the workloads the benchmarks time                                         |
+//! | [`device`]   | cargo features to devices, host transfers                                 |
+//! | [`fs`], [`plot`], [`error`] | atomic writes, PNG charts, the error type                  |
+//!
+//! ```no_run
+//! use tinygpt::{GptConfig, device};
+//!
+//! # fn main() -> tinygpt::Result<()> {
+//! let device = device::default_device()?;
+//! let model = GptConfig::new(65).init(&device)?;
+//! let mut cache = model.new_cache(1, &device);
+//! let prompt = device::token_tensor(&[1, 2, 3], 1, 3, &device)?;
+//! let logits = model.forward_cached(prompt, &mut cache)?; // [1, 3, 65]
+//! let next = device::token_tensor(&[4], 1, 1, &device)?;
+//! let logits = model.forward_cached(next, &mut cache)?; // [1, 1, 65], one new position
+//! # let _ = logits;
+//! # Ok(())
+//! # }
+//! ```
 
-pub mod attention;
-pub mod block;
-pub mod cache;
-pub mod checkpoint;
-pub mod data;
+pub mod bench;
 pub mod device;
-pub mod diagnostics;
 pub mod error;
-pub mod feed_forward;
+pub mod fs;
 pub mod generate;
-pub mod grammar;
-pub mod host;
-pub mod init;
-pub mod leak_demo;
-pub mod loss;
+pub mod leak;
 pub mod model;
 pub mod plot;
-pub mod tokenizer;
-pub mod trace;
+pub mod text;
 pub mod train;
 pub mod weights;
 
-pub use attention::MaskMode;
-pub use cache::KvCache;
 pub use error::{Error, Result};
-pub use model::{ForwardOptions, Gpt, GptConfig};
-pub use trace::ShapeTrace;
+pub use model::{ForwardOptions, Gpt, GptConfig, KvCache, MaskMode, ShapeTrace};

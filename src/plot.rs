@@ -6,7 +6,13 @@ use std::sync::Once;
 
 use plotters::prelude::*;
 
+use burn::tensor::Device;
+
+use crate::device::{floats, token_tensor};
 use crate::error::{Error, Result};
+use crate::fs::write_atomically_with;
+use crate::model::{ForwardOptions, Gpt, ShapeTrace};
+use crate::text::CharTokenizer;
 use crate::train::EvalRecord;
 
 /// One model's evaluations, drawn as a solid training-loss line and a dashed validation line.
@@ -58,10 +64,8 @@ pub fn plot_losses(path: &Path, title: &str, series: &[LossSeries]) -> Result<()
     });
     register_font()?;
 
-    // The image encoder picks the format from the extension, so the temporary name keeps it.
-    let tmp = path.with_extension("tmp.png");
-    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
-        let root = BitMapBackend::new(&tmp, (900, 560)).into_drawing_area();
+    let draw = |tmp: &Path| -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let root = BitMapBackend::new(tmp, (900, 560)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 22))
@@ -101,22 +105,19 @@ pub fn plot_losses(path: &Path, title: &str, series: &[LossSeries]) -> Result<()
         root.present()?;
         Ok(())
     };
-    finish_png(draw(), &tmp, path)
+    write_png(path, draw)
 }
 
-/// Report a drawing error, or move the finished temporary PNG into place.
-fn finish_png(
-    drawn: std::result::Result<(), Box<dyn std::error::Error>>,
-    tmp: &Path,
+/// Draw a PNG at a temporary path with `draw`, then move it into place (see [`crate::fs`]).
+fn write_png(
     path: &Path,
+    draw: impl FnOnce(&Path) -> std::result::Result<(), Box<dyn std::error::Error>>,
 ) -> Result<()> {
-    drawn.map_err(|err| Error::Io {
-        path: tmp.display().to_string(),
-        message: format!("cannot draw the picture: {err}"),
-    })?;
-    std::fs::rename(tmp, path).map_err(|err| Error::Io {
-        path: path.display().to_string(),
-        message: format!("cannot move the picture into place: {err}"),
+    write_atomically_with(path, |tmp| {
+        draw(tmp).map_err(|err| Error::Picture {
+            path: path.to_path_buf(),
+            message: err.to_string(),
+        })
     })
 }
 
@@ -152,9 +153,8 @@ pub fn plot_attention(path: &Path, labels: &[String], maps: &[AttentionMap]) -> 
     }
     register_font()?;
     let cell = 110 + 14 * seq as u32;
-    let tmp = path.with_extension("tmp.png");
-    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
-        let root = BitMapBackend::new(&tmp, (cell * heads as u32, cell * maps.len() as u32 + 40))
+    let draw = |tmp: &Path| -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let root = BitMapBackend::new(tmp, (cell * heads as u32, cell * maps.len() as u32 + 40))
             .into_drawing_area();
         root.fill(&WHITE)?;
         let (title, grid) = root.split_vertically(40);
@@ -166,48 +166,115 @@ pub fn plot_attention(path: &Path, labels: &[String], maps: &[AttentionMap]) -> 
         for (index, panel) in panels.iter().enumerate() {
             let (layer, head) = (index / heads, index % heads);
             let map = &maps[layer];
-            let mut chart = ChartBuilder::on(panel)
-                .caption(format!("{} head {head}", map.name), ("sans-serif", 13))
-                .margin(4)
-                .x_label_area_size(18)
-                .y_label_area_size(18)
-                .build_cartesian_2d((0..seq).into_segmented(), (0..seq).into_segmented())?;
-            // Only segment centres carry a token; query 0 is drawn at the top.
-            let key_label = |v: &SegmentValue<usize>| match v {
-                SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
-                _ => String::new(),
-            };
-            let query_label = |v: &SegmentValue<usize>| match v {
-                SegmentValue::CenterOf(i) if *i < seq => labels[seq - 1 - i].clone(),
-                _ => String::new(),
-            };
-            chart
-                .configure_mesh()
-                .disable_mesh()
-                .x_labels(seq)
-                .y_labels(seq)
-                .x_label_formatter(&key_label)
-                .y_label_formatter(&query_label)
-                .label_style(("sans-serif", 11))
-                .draw()?;
             let weights = &map.weights[head * seq * seq..(head + 1) * seq * seq];
-            chart.draw_series((0..seq).flat_map(|query| {
-                (0..seq).map(move |key| {
-                    let w = weights[query * seq + key].clamp(0.0, 1.0) as f64;
-                    let shade = (255.0 * (1.0 - w)) as u8;
-                    let row = seq - 1 - query;
-                    Rectangle::new(
-                        [
-                            (SegmentValue::Exact(key), SegmentValue::Exact(row)),
-                            (SegmentValue::Exact(key + 1), SegmentValue::Exact(row + 1)),
-                        ],
-                        RGBColor(shade, shade, 255).filled(),
-                    )
-                })
-            }))?;
+            draw_heatmap(panel, &format!("{} head {head}", map.name), labels, weights)?;
         }
         root.present()?;
         Ok(())
     };
-    finish_png(draw(), &tmp, path)
+    write_png(path, draw)
+}
+
+/// One head's `[T, T]` weights as a grid of shaded cells on `panel`, query 0 at the top.
+fn draw_heatmap(
+    panel: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    caption: &str,
+    labels: &[String],
+    weights: &[f32],
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let seq = labels.len();
+    let mut chart = ChartBuilder::on(panel)
+        .caption(caption, ("sans-serif", 13))
+        .margin(4)
+        .x_label_area_size(18)
+        .y_label_area_size(18)
+        .build_cartesian_2d((0..seq).into_segmented(), (0..seq).into_segmented())?;
+    // Only segment centres carry a token; query 0 is drawn at the top.
+    let key_label = |v: &SegmentValue<usize>| match v {
+        SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+        _ => String::new(),
+    };
+    let query_label = |v: &SegmentValue<usize>| match v {
+        SegmentValue::CenterOf(i) if *i < seq => labels[seq - 1 - i].clone(),
+        _ => String::new(),
+    };
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(seq)
+        .y_labels(seq)
+        .x_label_formatter(&key_label)
+        .y_label_formatter(&query_label)
+        .label_style(("sans-serif", 11))
+        .draw()?;
+    chart.draw_series((0..seq).flat_map(|query| {
+        (0..seq).map(move |key| {
+            let w = weights[query * seq + key].clamp(0.0, 1.0) as f64;
+            let shade = (255.0 * (1.0 - w)) as u8;
+            let row = seq - 1 - query;
+            Rectangle::new(
+                [
+                    (SegmentValue::Exact(key), SegmentValue::Exact(row)),
+                    (SegmentValue::Exact(key + 1), SegmentValue::Exact(row + 1)),
+                ],
+                RGBColor(shade, shade, 255).filled(),
+            )
+        })
+    }))?;
+    Ok(())
+}
+
+/// Draw what every head of `model` looks at while reading `prompt`: run it once with the
+/// readable attention (the only kernel that materialises the weights), keep each layer's
+/// weights, and draw them with [`plot_attention`], labelled with the prompt's characters
+/// (`␣` for a space, `⏎` for a newline). A prompt longer than the context keeps its end.
+///
+/// # Errors
+/// [`Error::Tokens`] for an empty prompt, the model's errors, and [`plot_attention`]'s.
+pub fn attention_heatmap(
+    model: &Gpt,
+    tokenizer: &CharTokenizer,
+    prompt: &[usize],
+    path: &Path,
+    device: &Device,
+) -> Result<()> {
+    if prompt.is_empty() {
+        return Err(Error::Tokens(
+            "an attention heatmap needs at least one token".into(),
+        ));
+    }
+    let prompt = &prompt[prompt.len().saturating_sub(model.config().max_seq_len)..];
+    let readable = model.clone().with_fused_attention(false);
+    let mut trace = ShapeTrace::with_attention_weights();
+    readable.forward_with(
+        token_tensor(prompt, 1, prompt.len(), device)?,
+        ForwardOptions::default().with_trace(&mut trace),
+    )?;
+    let layers = trace
+        .attention_weights()
+        .iter()
+        .map(|(name, weights)| {
+            let heads = weights.dims()[1];
+            let name = name.trim_end_matches(".weights").to_string();
+            Ok((name, heads, floats(weights.clone())?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let maps: Vec<AttentionMap> = layers
+        .iter()
+        .map(|(name, heads, weights)| AttentionMap {
+            name,
+            weights,
+            heads: *heads,
+        })
+        .collect();
+    let labels: Vec<String> = tokenizer
+        .decode(prompt)
+        .chars()
+        .map(|c| match c {
+            ' ' => "␣".to_string(),
+            '\n' => "⏎".to_string(),
+            c => c.to_string(),
+        })
+        .collect();
+    plot_attention(path, &labels, &maps)
 }

@@ -9,10 +9,10 @@ use burn::module::Module;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::Device;
 use common::{max_abs_diff, random_tokens, row, small_models_both_paths, values};
-use tinygpt::data::Batch;
 use tinygpt::device::{compiled_backends, device_by_name};
-use tinygpt::diagnostics::teacher_forced_loss_tensor;
-use tinygpt::generate::{DecodeMode, GenerateOptions, Generation, Generator};
+use tinygpt::generate::{DecodeMode, Generation, GenerationConfig, Generator};
+use tinygpt::text::Batch;
+use tinygpt::train::teacher_forced_loss_tensor;
 use tinygpt::{Gpt, MaskMode};
 
 /// Largest |Δ| allowed between a backend's logits and the reference backend's.
@@ -141,10 +141,10 @@ fn a_training_step_gives_the_same_loss_and_weights_on_every_backend() {
 
 /// Greedy generation with every step's logits recorded.
 fn generate(model: &Gpt, prompts: &[Vec<usize>], mode: DecodeMode, device: &Device) -> Generation {
-    let options = GenerateOptions {
+    let options = GenerationConfig {
         mode,
         record_logits: true,
-        ..GenerateOptions::greedy(80)
+        ..GenerationConfig::new(80)
     };
     Generator::new(model, device)
         .generate(prompts, &options, &mut |_, _| {})
@@ -167,7 +167,7 @@ fn the_generator_gives_the_reference_tokens_on_every_backend() {
                 .step_logits
                 .iter()
                 .zip(&generation.step_logits)
-                .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+                .map(|(a, b)| tinygpt::generate::max_abs_diff(a, b))
                 .fold(0.0, f32::max);
             eprintln!(
                 "{name} {mode:?} vs {reference_name} cached: {} steps, max |Δ logit| = {diff:.2e}",

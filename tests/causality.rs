@@ -5,7 +5,7 @@ mod common;
 
 use common::{device, random_tokens, small_model, small_models_both_paths};
 use tinygpt::MaskMode;
-use tinygpt::diagnostics::causality_probe;
+use tinygpt::leak::causality_probe;
 
 #[test]
 fn causal_model_never_lets_a_later_token_change_earlier_logits() {

@@ -10,12 +10,13 @@ mod common;
 use std::ops::ControlFlow;
 use std::path::Path;
 
+use burn::tensor::{Tensor, TensorData};
 use common::end_to_end_device;
-use tinygpt::data::{BUNDLED_CORPUS, TextDataset};
+use tinygpt::device::{floats, ints};
 use tinygpt::generate::{
-    DecodeMode, GenerateOptions, Generation, Generator, Sampler, SamplingConfig,
+    DecodeMode, Generation, GenerationConfig, Generator, Sampler, SamplingConfig, max_abs_diff,
 };
-use tinygpt::tokenizer::CharTokenizer;
+use tinygpt::text::{BUNDLED_CORPUS, CharTokenizer, TextDataset};
 use tinygpt::train::{TrainConfig, train};
 use tinygpt::{Error, Gpt, GptConfig, MaskMode};
 
@@ -39,7 +40,7 @@ fn trained_model(name: &str) -> (Gpt, CharTokenizer) {
         warmup_steps: 5,
         eval_interval: 60,
         eval_batches: 1,
-        ..TrainConfig::default()
+        ..TrainConfig::new()
     };
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&dir);
@@ -56,17 +57,17 @@ fn trained_model(name: &str) -> (Gpt, CharTokenizer) {
     (outcome.model, data.tokenizer().clone())
 }
 
-fn generate(model: &Gpt, prompts: &[Vec<usize>], options: &GenerateOptions) -> Generation {
+fn generate(model: &Gpt, prompts: &[Vec<usize>], options: &GenerationConfig) -> Generation {
     Generator::new(model, &end_to_end_device())
         .generate(prompts, options, &mut |_, _| {})
         .unwrap()
 }
 
-fn recorded(mode: DecodeMode, max_new_tokens: usize) -> GenerateOptions {
-    GenerateOptions {
+fn recorded(mode: DecodeMode, max_new_tokens: usize) -> GenerationConfig {
+    GenerationConfig {
         mode,
         record_logits: true,
-        ..GenerateOptions::greedy(max_new_tokens)
+        ..GenerationConfig::new(max_new_tokens)
     }
 }
 
@@ -75,8 +76,40 @@ fn max_step_diff(a: &Generation, b: &Generation) -> f32 {
     a.step_logits
         .iter()
         .zip(&b.step_logits)
-        .flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs()))
+        .map(|(x, y)| max_abs_diff(x, y))
         .fold(0.0, f32::max)
+}
+
+/// Rows of logits as a `[rows, V]` tensor on the test device.
+fn logit_rows(logits: &[f32], rows: usize) -> Tensor<2> {
+    let data = TensorData::new(logits.repeat(rows), [rows, logits.len()]);
+    Tensor::from_data(data, &end_to_end_device())
+}
+
+/// The distribution the sampler documents, computed here on the host independently of the
+/// library's tensor code: softmax of the logits over the temperature, keep the `top_k` most
+/// likely, then the smallest most-likely set whose mass reaches `top_p`, renormalised.
+fn reference_distribution(config: &SamplingConfig, logits: &[f32]) -> Vec<f32> {
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    order.truncate(config.top_k.unwrap_or(order.len()));
+    let max = logits[order[0]];
+    let weights: Vec<f32> = order
+        .iter()
+        .map(|&id| ((logits[id] - max) / config.temperature).exp())
+        .collect();
+    let total: f32 = weights.iter().sum();
+    let mut probs = vec![0.0; logits.len()];
+    let mut kept_mass = 0.0;
+    for (&id, weight) in order.iter().zip(weights) {
+        if config.top_p.is_some_and(|p| kept_mass >= p) {
+            break;
+        }
+        probs[id] = weight / total;
+        kept_mass += weight / total;
+    }
+    probs.iter_mut().for_each(|p| *p /= kept_mass);
+    probs
 }
 
 #[test]
@@ -109,7 +142,7 @@ fn prefill_caches_the_prompt_and_each_decode_step_adds_one() {
         .unwrap();
     let prompt = vec![vec![1, 2, 3, 4, 5, 6, 7]];
     for new in [1, 2, 10, 30] {
-        let out = generate(&model, &prompt, &GenerateOptions::greedy(new));
+        let out = generate(&model, &prompt, &GenerationConfig::new(new));
         assert_eq!(out.stats.cache_len_after_prefill, 7, "prefill length");
         // The last token is chosen but never fed back, so `new - 1` decode steps ran.
         assert_eq!(
@@ -126,14 +159,14 @@ fn the_same_seed_gives_the_same_text() {
     let (model, tokenizer) = trained_model("gen_seed");
     let prompt = vec![tokenizer.encode("a ").unwrap()];
     let sampled = |seed| {
-        let options = GenerateOptions {
+        let options = GenerationConfig {
             sampling: SamplingConfig {
                 temperature: 1.0,
                 top_k: Some(10),
                 top_p: Some(0.95),
                 seed,
             },
-            ..GenerateOptions::greedy(80)
+            ..GenerationConfig::new(80)
         };
         generate(&model, &prompt, &options).tokens
     };
@@ -145,18 +178,18 @@ fn the_same_seed_gives_the_same_text() {
 fn top_k_of_one_is_greedy() {
     let (model, tokenizer) = trained_model("gen_topk");
     let prompt = vec![tokenizer.encode("these ").unwrap()];
-    let top1 = GenerateOptions {
+    let top1 = GenerationConfig {
         sampling: SamplingConfig {
             temperature: 1.0,
             top_k: Some(1),
             top_p: None,
             seed: 9,
         },
-        ..GenerateOptions::greedy(60)
+        ..GenerationConfig::new(60)
     };
     assert_eq!(
         generate(&model, &prompt, &top1).tokens,
-        generate(&model, &prompt, &GenerateOptions::greedy(60)).tokens
+        generate(&model, &prompt, &GenerationConfig::new(60)).tokens
     );
 }
 
@@ -164,15 +197,14 @@ fn top_k_of_one_is_greedy() {
 fn top_p_keeps_the_smallest_set_reaching_the_threshold() {
     // Probabilities 0.5, 0.3, 0.15, 0.05 (logits are their logs).
     let logits: Vec<f32> = [0.5f32, 0.3, 0.15, 0.05].iter().map(|p| p.ln()).collect();
+    let sampling = |p| {
+        SamplingConfig::new()
+            .with_temperature(1.0)
+            .with_top_p(Some(p))
+    };
     let with_p = |p| {
-        Sampler::new(SamplingConfig {
-            temperature: 1.0,
-            top_k: None,
-            top_p: Some(p),
-            seed: 0,
-        })
-        .unwrap()
-        .distribution(&logits)
+        let sampler = Sampler::new(sampling(p)).unwrap();
+        floats(sampler.probabilities(logit_rows(&logits, 1))).unwrap()
     };
     let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
     // 0.5 alone does not reach 0.6; 0.5 + 0.3 does: the two, renormalised.
@@ -192,20 +224,9 @@ fn top_p_keeps_the_smallest_set_reaching_the_threshold() {
         with_p(0.9)
     );
     assert!(close(&with_p(1.0), &[0.5, 0.3, 0.15, 0.05]));
-    // And sampling (on the device) never draws a token outside the kept set.
-    let mut sampler = Sampler::new(SamplingConfig {
-        temperature: 1.0,
-        top_k: None,
-        top_p: Some(0.6),
-        seed: 4,
-    })
-    .unwrap();
-    let device = end_to_end_device();
-    let rows = burn::tensor::Tensor::<2>::from_data(
-        burn::tensor::TensorData::new(logits.repeat(500), [500, 4]),
-        &device,
-    );
-    let drawn = tinygpt::host::ints(sampler.sample(rows)).unwrap();
+    // And sampling never draws a token outside the kept set.
+    let mut sampler = Sampler::new(sampling(0.6).with_seed(4)).unwrap();
+    let drawn = ints(sampler.sample(logit_rows(&logits, 500))).unwrap();
     assert!(drawn.iter().all(|&id| id < 2), "{drawn:?}");
 }
 
@@ -213,21 +234,20 @@ fn top_p_keeps_the_smallest_set_reaching_the_threshold() {
 fn device_sampling_draws_from_the_documented_distribution() {
     // Logits with a clear order; temperature, top-k and top-p all shape the distribution.
     let logits = [2.0f32, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0];
-    let config = SamplingConfig {
-        temperature: 0.8,
-        top_k: Some(6),
-        top_p: Some(0.9),
-        seed: 11,
-    };
-    let expected = Sampler::new(config.clone()).unwrap().distribution(&logits);
+    let config = SamplingConfig::new()
+        .with_temperature(0.8)
+        .with_top_k(Some(6))
+        .with_top_p(Some(0.9))
+        .with_seed(11);
+    let expected = reference_distribution(&config, &logits);
     let mut sampler = Sampler::new(config).unwrap();
-    let draws = 4000;
-    let device = end_to_end_device();
-    let rows = burn::tensor::Tensor::<2>::from_data(
-        burn::tensor::TensorData::new(logits.repeat(draws), [draws, logits.len()]),
-        &device,
+    let probabilities = floats(sampler.probabilities(logit_rows(&logits, 1))).unwrap();
+    assert!(
+        max_abs_diff(&probabilities, &expected) <= 1e-6,
+        "{probabilities:?} vs {expected:?}"
     );
-    let drawn = tinygpt::host::ints(sampler.sample(rows)).unwrap();
+    let draws = 4000;
+    let drawn = ints(sampler.sample(logit_rows(&logits, draws))).unwrap();
     for (id, &p) in expected.iter().enumerate() {
         let share = drawn.iter().filter(|&&d| d as usize == id).count() as f32 / draws as f32;
         // Four standard deviations of a binomial share, plus a little: fails on a real mismatch.
@@ -243,6 +263,14 @@ fn device_sampling_draws_from_the_documented_distribution() {
 }
 
 #[test]
+fn greedy_probabilities_put_all_the_mass_on_the_argmax() {
+    let logits = [0.1f32, 2.0, -1.0, 1.9];
+    let sampler = Sampler::new(SamplingConfig::new()).unwrap();
+    let probabilities = floats(sampler.probabilities(logit_rows(&logits, 2))).unwrap();
+    assert_eq!(probabilities, [0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]);
+}
+
+#[test]
 fn batched_prompts_of_lengths_1_5_and_17_equal_each_prompt_alone() {
     let (model, tokenizer) = trained_model("gen_batch");
     let prompts: Vec<Vec<usize>> = ["t", "some ", "the big dog sees "]
@@ -251,9 +279,9 @@ fn batched_prompts_of_lengths_1_5_and_17_equal_each_prompt_alone() {
         .collect();
     assert_eq!(prompts.iter().map(Vec::len).collect::<Vec<_>>(), [1, 5, 17]);
     for mode in [DecodeMode::Cached, DecodeMode::Naive] {
-        let options = GenerateOptions {
+        let options = GenerationConfig {
             mode,
-            ..GenerateOptions::greedy(40)
+            ..GenerationConfig::new(40)
         };
         let together = generate(&model, &prompts, &options).tokens;
         for (row, prompt) in prompts.iter().enumerate() {
@@ -283,9 +311,9 @@ fn stop_sequences_end_a_row() {
     let (model, tokenizer) = trained_model("gen_stop");
     let prompt = vec![tokenizer.encode("the ").unwrap()];
     let stop = tokenizer.encode(".").unwrap();
-    let options = GenerateOptions {
+    let options = GenerationConfig {
         stop: vec![stop.clone()],
-        ..GenerateOptions::greedy(200)
+        ..GenerationConfig::new(200)
     };
     let out = generate(&model, &prompt, &options).tokens.remove(0);
     assert!(out.ends_with(&stop), "{}", tokenizer.decode(&out));
@@ -302,7 +330,7 @@ fn bad_generation_input_is_a_clear_error() {
         .init(&device)
         .unwrap();
     let generator = Generator::new(&model, &device);
-    let options = GenerateOptions::greedy(5);
+    let options = GenerationConfig::new(5);
     let err = generator
         .generate(&[vec![]], &options, &mut |_, _| {})
         .unwrap_err();
@@ -311,7 +339,7 @@ fn bad_generation_input_is_a_clear_error() {
         .generate(&[vec![3, 99]], &options, &mut |_, _| {})
         .unwrap_err();
     assert!(err.to_string().contains("99"), "{err}");
-    let bad_sampling = GenerateOptions {
+    let bad_sampling = GenerationConfig {
         sampling: SamplingConfig {
             temperature: -1.0,
             top_k: None,

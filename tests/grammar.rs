@@ -3,7 +3,7 @@
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tinygpt::grammar::{
+use tinygpt::text::grammar::{
     CORPUS_SEED, CORPUS_TARGET_BYTES, complete_sentences, generate_corpus, generate_sentence,
     is_grammatical, vocabulary,
 };

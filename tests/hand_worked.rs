@@ -7,7 +7,7 @@ use std::f32::consts::E;
 use burn::tensor::{Tensor, TensorData};
 use common::{device, values};
 use tinygpt::MaskMode;
-use tinygpt::attention::single_head_attention;
+use tinygpt::model::single_head_attention;
 
 fn matrix(rows: &[&[f32]], device: &burn::tensor::Device) -> Tensor<3> {
     let (n, m) = (rows.len(), rows[0].len());

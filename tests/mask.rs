@@ -5,7 +5,7 @@ mod common;
 
 use burn::tensor::{Bool, Tensor};
 use common::{device, random_tensor, values};
-use tinygpt::attention::{MaskMode, causal_mask, masked_softmax};
+use tinygpt::model::{MaskMode, causal_mask, masked_softmax};
 
 fn bools(mask: Tensor<2, Bool>) -> Vec<Vec<bool>> {
     let [rows, cols] = mask.dims();
@@ -102,7 +102,7 @@ fn one_token_decode_sees_every_cached_key() {
 
 #[test]
 fn no_mask_sees_everything() {
-    assert_eq!(visible(MaskMode::None, 4, 4), vec![vec![true; 4]; 4]);
+    assert_eq!(visible(MaskMode::Unmasked, 4, 4), vec![vec![true; 4]; 4]);
 }
 
 #[test]

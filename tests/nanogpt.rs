@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Tensor;
 use common::{NamedTensor, device, read_safetensors, row, temp_dir, values, write_safetensors};
 use serde::Deserialize;
-use tinygpt::checkpoint::{self, TrainState};
-use tinygpt::weights::nanogpt::import_nanogpt;
-use tinygpt::weights::parse_vocabulary;
+use tinygpt::text::CharTokenizer;
+use tinygpt::train::checkpoint::{self, TrainState};
+use tinygpt::weights::import_nanogpt;
 use tinygpt::{Error, Gpt};
 
 const TOLERANCE: f32 = 1e-4;
@@ -117,16 +117,11 @@ fn an_imported_model_saves_as_a_checkpoint_that_generates_but_cannot_resume() {
     let expected = fixture("nanogpt_tied");
     let model = import("nanogpt_tied");
     let meta = std::fs::read_to_string(fixture_path("nanogpt_meta.json")).unwrap();
-    let tokenizer = parse_vocabulary(&meta).unwrap();
+    let tokenizer = CharTokenizer::from_json_vocabulary(&meta).unwrap();
     let vocabulary: String = expected.vocabulary.concat();
     assert_eq!(tokenizer.chars().iter().collect::<String>(), vocabulary);
     let dir = temp_dir("nanogpt_checkpoint");
-    let state = TrainState {
-        format_version: checkpoint::FORMAT_VERSION,
-        step: 0,
-        train_config: None,
-        origin: Some("nanoGPT test fixture".into()),
-    };
+    let state = TrainState::imported("nanoGPT test fixture");
     checkpoint::save(&dir, &model, &tokenizer, &state, None).unwrap();
 
     let loaded = checkpoint::load(&dir, &device).unwrap();
@@ -147,10 +142,16 @@ fn vocabulary_files_in_the_accepted_forms_agree() {
     let list = r#"["a", "b", "\n"]"#;
     let itos_map = r#"{"vocab_size": 3, "itos": {"2": "\n", "0": "a", "1": "b"}}"#;
     let tinygpt_form = r#"{"chars": ["a", "b", "\n"]}"#;
-    let expected = parse_vocabulary(list).unwrap();
+    let expected = CharTokenizer::from_json_vocabulary(list).unwrap();
     assert_eq!(expected.chars(), &['a', 'b', '\n']);
-    assert_eq!(parse_vocabulary(itos_map).unwrap(), expected);
-    assert_eq!(parse_vocabulary(tinygpt_form).unwrap(), expected);
+    assert_eq!(
+        CharTokenizer::from_json_vocabulary(itos_map).unwrap(),
+        expected
+    );
+    assert_eq!(
+        CharTokenizer::from_json_vocabulary(tinygpt_form).unwrap(),
+        expected
+    );
 
     for (bad, says) in [
         (r#"["a", "bc"]"#, "not one character"),
@@ -159,7 +160,9 @@ fn vocabulary_files_in_the_accepted_forms_agree() {
         (r#"{"stoi": {}}"#, "`chars` or `itos`"),
         ("not json", "not JSON"),
     ] {
-        let err = parse_vocabulary(bad).unwrap_err();
+        let err = CharTokenizer::from_json_vocabulary(bad)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(says), "{bad}: {err}");
     }
 }

@@ -4,9 +4,9 @@
 mod common;
 
 use common::{device, random_tensor, random_tokens, small_model, values};
-use tinygpt::attention::{merge_heads, split_heads};
-use tinygpt::host::token_tensor;
-use tinygpt::{MaskMode, ShapeTrace};
+use tinygpt::device::token_tensor;
+use tinygpt::model::{merge_heads, split_heads};
+use tinygpt::{ForwardOptions, MaskMode, ShapeTrace};
 
 #[test]
 fn merge_heads_inverts_split_heads_exactly() {
@@ -49,8 +49,6 @@ fn every_stage_has_the_documented_shape() {
     let (b, t, d, h, v) = (2, 9, config.d_model, config.n_heads, config.vocab_size);
     let dh = d / h;
     let tokens = token_tensor(&random_tokens(b * t, v, 3), b, t, &device).unwrap();
-    let mut trace = ShapeTrace::new();
-    model.forward_traced(tokens, &mut trace).unwrap();
 
     let expected: Vec<(&str, Vec<usize>)> = vec![
         ("ids", vec![b, t]),
@@ -65,7 +63,7 @@ fn every_stage_has_the_documented_shape() {
         ("blocks.0.attn.v_heads", vec![b, h, t, dh]),
         ("blocks.0.attn.scores", vec![b, h, t, t]),
         ("blocks.0.attn.weights", vec![b, h, t, t]),
-        ("blocks.0.attn.context", vec![b, h, t, dh]),
+        ("blocks.0.attn.attended", vec![b, h, t, dh]),
         ("blocks.0.attn.merged", vec![b, t, d]),
         ("blocks.0.attn.output", vec![b, t, d]),
         ("blocks.0.after_attn", vec![b, t, d]),
@@ -74,8 +72,21 @@ fn every_stage_has_the_documented_shape() {
         ("ln_f", vec![b, t, d]),
         ("logits", vec![b, t, v]),
     ];
-    for (name, shape) in expected {
-        assert_eq!(trace.shape_of(name), Some(shape.as_slice()), "stage {name}");
+    // The readable kernel records the tensors it computes; the fast ones must report the same.
+    for (path, model) in [
+        ("fast path", model.clone()),
+        ("readable path", model.with_fused_attention(false)),
+    ] {
+        let mut trace = ShapeTrace::new();
+        let options = ForwardOptions::default().with_trace(&mut trace);
+        model.forward_with(tokens.clone(), options).unwrap();
+        for (name, shape) in &expected {
+            assert_eq!(
+                trace.shape_of(name),
+                Some(shape.as_slice()),
+                "{path}: stage {name}"
+            );
+        }
     }
 }
 
@@ -91,9 +102,10 @@ fn cached_stages_attend_over_cached_plus_new_keys() {
 
     let step = token_tensor(&[1, 2], b, 1, &device).unwrap();
     let mut trace = ShapeTrace::new();
-    model
-        .forward_cached_traced(step, &mut cache, &mut trace)
-        .unwrap();
+    let options = ForwardOptions::default()
+        .with_cache(&mut cache)
+        .with_trace(&mut trace);
+    model.forward_with(step, options).unwrap();
     // One new query against six cached keys plus its own.
     assert_eq!(
         trace.shape_of("blocks.1.attn.q_heads"),

@@ -9,11 +9,11 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use common::{end_to_end_device, max_abs_diff};
-use tinygpt::data::{BUNDLED_CORPUS, Split, TextDataset, read_text, step_rng};
-use tinygpt::diagnostics::{honest_loss, teacher_forced_loss};
-use tinygpt::host::token_tensor;
-use tinygpt::train::{TrainConfig, TrainOutcome, train};
-use tinygpt::{Error, GptConfig, MaskMode, checkpoint};
+use tinygpt::device::token_tensor;
+use tinygpt::leak::honest_loss;
+use tinygpt::text::{BUNDLED_CORPUS, Split, TextDataset, read_text, step_rng};
+use tinygpt::train::{TrainConfig, TrainOutcome, checkpoint, teacher_forced_loss, train};
+use tinygpt::{Error, GptConfig, MaskMode};
 
 const SEQ_LEN: usize = 24;
 
@@ -37,7 +37,7 @@ fn tiny_training(steps: usize) -> TrainConfig {
         eval_interval: 10,
         eval_batches: 4,
         seed: 7,
-        ..TrainConfig::default()
+        ..TrainConfig::new()
     }
 }
 
@@ -124,8 +124,8 @@ fn the_unmasked_model_trains_lower_but_predicts_worse_honestly() {
     )
     .unwrap();
     let leaky = run_model(
-        &run_dir("leak_none"),
-        &model(MaskMode::None),
+        &run_dir("leak_unmasked"),
+        &model(MaskMode::Unmasked),
         &config,
         false,
     )
@@ -244,8 +244,8 @@ fn a_truncated_checkpoint_is_a_clear_error() {
     let bytes = std::fs::read(&weights).unwrap();
     std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
     match checkpoint::load(&dir, &end_to_end_device()) {
-        Err(Error::Checkpoint { path, message }) => {
-            assert!(path.ends_with("model.bpk"), "{path}");
+        Err(Error::Checkpoint { path, message, .. }) => {
+            assert!(path.ends_with("model.bpk"), "{path:?}");
             assert!(message.contains("unreadable weights"), "{message}");
         }
         other => panic!("expected a checkpoint error, got {other:?}"),
@@ -264,7 +264,11 @@ fn a_truncated_checkpoint_is_a_clear_error() {
     let err = checkpoint::load(&run_dir("no_checkpoint_here"), &end_to_end_device())
         .unwrap_err()
         .to_string();
-    assert!(err.contains("--example train"), "{err}");
+    // The library states the fact; the examples add how to make a checkpoint.
+    assert!(
+        err.contains("no checkpoint here") && err.contains("state.json"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -310,8 +314,14 @@ fn bad_training_data_is_a_clear_error() {
     let dir = run_dir("bad_data");
     std::fs::create_dir_all(&dir).unwrap();
 
-    let missing = data_error(read_text(&dir.join("missing.txt")));
-    assert!(missing.contains("no such file"), "{missing}");
+    match read_text(&dir.join("missing.txt")) {
+        Err(err @ Error::Io { .. }) => {
+            let source = std::error::Error::source(&err).expect("the OS error is kept");
+            assert!(err.to_string().contains("missing.txt"), "{err}");
+            assert!(source.to_string().contains("No such file"), "{source}");
+        }
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
 
     let empty = dir.join("empty.txt");
     std::fs::write(&empty, "").unwrap();
@@ -349,7 +359,7 @@ fn every_parameter_receives_a_gradient() {
         .init(&device)
         .unwrap();
     let batch = data.batch(Split::Train, 2, SEQ_LEN, &mut step_rng(0, 0));
-    let loss = tinygpt::diagnostics::teacher_forced_loss_tensor(&model, &batch, &device).unwrap();
+    let loss = tinygpt::train::teacher_forced_loss_tensor(&model, &batch, &device).unwrap();
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let mut count = CountParams(0);
     model.visit(&mut count);
@@ -362,7 +372,7 @@ fn a_checkpoint_whose_files_disagree_is_a_clear_error() {
     let dir = run_dir("mismatched");
     run(&dir, MaskMode::Causal, &tiny_training(10), false).unwrap();
     // A tokenizer from another text: its vocabulary no longer fits the model's.
-    let other = tinygpt::tokenizer::CharTokenizer::from_text("abc").unwrap();
+    let other = tinygpt::text::CharTokenizer::from_text("abc").unwrap();
     std::fs::write(
         dir.join("checkpoint/tokenizer.json"),
         serde_json::to_string(&other).unwrap(),

@@ -7,7 +7,7 @@ use common::{
     NamedTensor, device, max_abs_diff, random_tokens, read_safetensors, row, small_model, temp_dir,
     write_safetensors,
 };
-use tinygpt::tokenizer::CharTokenizer;
+use tinygpt::text::CharTokenizer;
 use tinygpt::weights::{export_safetensors, load_safetensors, tensor_layout};
 use tinygpt::{Error, MaskMode};
 

@@ -33,9 +33,9 @@ use std::path::Path;
 
 use burn::tensor::{Device, TensorData};
 
-use crate::error::Result;
+use super::file::{TensorSpec, apply_pytorch_layout, check_layout, read_tensors};
+use crate::error::{Error, Result};
 use crate::model::{Gpt, GptConfig};
-use crate::weights::{TensorSpec, apply_pytorch_layout, check_layout, read_tensors, weights_error};
 
 const WTE: &str = "transformer.wte.weight";
 const LM_HEAD: &str = "lm_head.weight";
@@ -82,39 +82,50 @@ pub fn import_nanogpt(path: &Path, n_heads: usize, device: &Device) -> Result<Gp
     let wpe = source.take("transformer.wpe.weight");
     converted.insert("position_embedding.weight".into(), wpe);
     for i in 0..config.n_layers {
-        let (from, to) = (format!("transformer.h.{i}"), format!("blocks.{i}"));
-        for (nano, ours, width) in [
-            ("ln_1", "ln_1", d),
-            ("ln_2", "ln_2", d),
-            ("attn.c_proj", "attn.output", d),
-            ("mlp.c_fc", "mlp.fc", 4 * d),
-            ("mlp.c_proj", "mlp.proj", d),
-        ] {
-            let weight = source.take(&format!("{from}.{nano}.weight"));
-            let bias = source.bias(&format!("{from}.{nano}.bias"), width);
-            converted.insert(format!("{to}.{ours}.weight"), weight);
-            converted.insert(format!("{to}.{ours}.bias"), bias);
-        }
-        // c_attn computes q, k and v in one [3D, D] product; tinygpt keeps three projections,
-        // whose weights are the three consecutive blocks of D rows.
-        let qkv_weight = floats(source.take(&format!("{from}.attn.c_attn.weight")));
-        let qkv_bias = floats(source.bias(&format!("{from}.attn.c_attn.bias"), 3 * d));
-        for (part, projection) in ["query", "key", "value"].into_iter().enumerate() {
-            let weight = &qkv_weight[part * d * d..(part + 1) * d * d];
-            let bias = &qkv_bias[part * d..(part + 1) * d];
-            converted.insert(
-                format!("{to}.attn.{projection}.weight"),
-                TensorData::new(weight.to_vec(), [d, d]),
-            );
-            converted.insert(
-                format!("{to}.attn.{projection}.bias"),
-                TensorData::new(bias.to_vec(), [d]),
-            );
-        }
+        convert_block(&mut source, i, d, &mut converted);
     }
     converted.insert("ln_f.weight".into(), source.take("transformer.ln_f.weight"));
     converted.insert("ln_f.bias".into(), source.bias("transformer.ln_f.bias", d));
     apply_pytorch_layout(path, &config, converted, device)
+}
+
+/// Block `i`'s tensors under tinygpt's names: the LayerNorms, MLP and output projection keep
+/// their shapes; the fused `c_attn` is split into the query, key and value projections.
+fn convert_block(
+    source: &mut Source,
+    i: usize,
+    d: usize,
+    converted: &mut BTreeMap<String, TensorData>,
+) {
+    let (from, to) = (format!("transformer.h.{i}"), format!("blocks.{i}"));
+    for (nano, ours, width) in [
+        ("ln_1", "ln_1", d),
+        ("ln_2", "ln_2", d),
+        ("attn.c_proj", "attn.output", d),
+        ("mlp.c_fc", "mlp.fc", 4 * d),
+        ("mlp.c_proj", "mlp.proj", d),
+    ] {
+        let weight = source.take(&format!("{from}.{nano}.weight"));
+        let bias = source.bias(&format!("{from}.{nano}.bias"), width);
+        converted.insert(format!("{to}.{ours}.weight"), weight);
+        converted.insert(format!("{to}.{ours}.bias"), bias);
+    }
+    // c_attn computes q, k and v in one [3D, D] product; tinygpt keeps three projections,
+    // whose weights are the three consecutive blocks of D rows.
+    let qkv_weight = floats(source.take(&format!("{from}.attn.c_attn.weight")));
+    let qkv_bias = floats(source.bias(&format!("{from}.attn.c_attn.bias"), 3 * d));
+    for (part, projection) in ["query", "key", "value"].into_iter().enumerate() {
+        let weight = &qkv_weight[part * d * d..(part + 1) * d * d];
+        let bias = &qkv_bias[part * d..(part + 1) * d];
+        converted.insert(
+            format!("{to}.attn.{projection}.weight"),
+            TensorData::new(weight.to_vec(), [d, d]),
+        );
+        converted.insert(
+            format!("{to}.attn.{projection}.bias"),
+            TensorData::new(bias.to_vec(), [d]),
+        );
+    }
 }
 
 /// The tensors of a nanoGPT file, handed out once each as they are converted.
@@ -159,7 +170,7 @@ fn infer_config(
             .map(|data| data.shape().as_slice().to_vec())
             .filter(|shape| shape.len() == 2)
             .ok_or_else(|| {
-                weights_error(
+                Error::weights(
                     path,
                     format!(
                         "no 2-D tensor `{name}`, so this is not a nanoGPT model (its tensors \
@@ -181,7 +192,7 @@ fn infer_config(
         .with_n_layers(n_layers)
         .with_max_seq_len(wpe[0]);
     config.validate().map_err(|err| {
-        weights_error(
+        Error::weights(
             path,
             format!("the shapes give a model that cannot work: {err}"),
         )

@@ -79,17 +79,13 @@ pub fn random_tensor<const D: usize>(shape: [usize; D], seed: u64, device: &Devi
 }
 
 pub fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
-    tinygpt::host::floats(tensor).expect("read back")
+    tinygpt::device::floats(tensor).expect("read back")
 }
 
-/// max |a - b| over two tensors of the same shape.
+/// max |a - b| over two tensors of the same shape (a NaN counts as an infinite difference).
 pub fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");
-    values(a)
-        .iter()
-        .zip(values(b))
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    tinygpt::generate::max_abs_diff(&values(a), &values(b))
 }
 
 /// A tensor to write with [`write_safetensors`]: name, shape, row-major `f32` values.
@@ -148,5 +144,5 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
 
 /// One row of token ids as a `[1, len]` tensor.
 pub fn row(ids: &[usize], device: &Device) -> Tensor<2, burn::tensor::Int> {
-    tinygpt::host::token_tensor(ids, 1, ids.len(), device).expect("ids fill one row")
+    tinygpt::device::token_tensor(ids, 1, ids.len(), device).expect("ids fill one row")
 }

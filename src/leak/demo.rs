@@ -9,23 +9,23 @@
 
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use burn::config::Config;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::attention::MaskMode;
-use crate::data::{Batch, Split, TextDataset, step_rng};
-use crate::diagnostics::{causality_probe, honest_loss};
+use super::probe::{causality_probe, honest_loss};
 use crate::error::Result;
-use crate::generate::{DecodeMode, GenerateOptions, Generator, SamplingConfig};
-use crate::grammar;
-use crate::model::GptConfig;
+use crate::fs::write_json;
+use crate::generate::{DecodeMode, GenerationConfig, Generator, SamplingConfig};
+use crate::model::{Gpt, GptConfig, MaskMode};
 use crate::plot::{LossSeries, plot_losses};
-use crate::train::{EvalRecord, TrainConfig, TrainEvent, train};
+use crate::text::{Batch, Split, TextDataset, grammar, step_rng};
+use crate::train::{EvalRecord, TrainConfig, TrainEvent, TrainOutcome, train};
 
 /// What to train and how to measure it.
-#[derive(Clone, Debug)]
+#[derive(Config, Debug)]
 pub struct DemoConfig {
     /// Where the runs go: `out/causal`, `out/leak-<mode>`, and `out/summary.json`.
     pub out_dir: PathBuf,
@@ -33,20 +33,36 @@ pub struct DemoConfig {
     pub model: GptConfig,
     /// The training settings, identical for every model.
     pub train: TrainConfig,
-    /// The leaky modes to train beside the causal model.
+    /// The leaky modes to train beside the causal model (none: the causal model alone).
+    #[config(default = "vec![MaskMode::Unmasked]")]
     pub leaks: Vec<MaskMode>,
     /// Generated samples per model.
+    #[config(default = 20)]
     pub samples: usize,
     /// Characters generated per sample.
+    #[config(default = 200)]
     pub sample_chars: usize,
     /// Sampling temperature for the samples.
+    #[config(default = 0.5)]
     pub temperature: f32,
     /// Validation windows used for the honest loss.
+    #[config(default = 16)]
     pub honest_windows: usize,
     /// Continue runs from their checkpoints instead of starting afresh.
+    #[config(default = false)]
     pub resume: bool,
     /// Score complete sentences with the toy grammar's recognizer (for the bundled corpus).
+    #[config(default = true)]
     pub grammar_check: bool,
+}
+
+impl DemoConfig {
+    /// The sampling the demo's samples use.
+    pub fn sampling(&self) -> SamplingConfig {
+        SamplingConfig::new()
+            .with_temperature(self.temperature)
+            .with_seed(self.train.seed)
+    }
 }
 
 /// One model's row of the report.
@@ -148,30 +164,8 @@ pub fn run(
                 records: &outcome.history,
             }],
         )?;
-        let last = outcome.history.last().cloned().unwrap_or(EvalRecord {
-            step: outcome.steps,
-            train_loss: f32::NAN,
-            val_loss: f32::NAN,
-            lr: 0.0,
-            tokens_per_s: 0.0,
-        });
         let measured = measure(&outcome.model, &dataset, config, &known_words, device)?;
-        reports.push(ModelReport {
-            name: name.clone(),
-            mask_mode: mode,
-            train_loss: last.train_loss,
-            val_loss: last.val_loss,
-            honest_loss: measured.honest_loss,
-            causality_violations: measured.causality_violations,
-            positions_probed: measured.positions_probed,
-            word_validity: measured.word_validity,
-            sentence_validity: measured.sentence_validity,
-            sentences: measured.sentences,
-            sample: measured.sample,
-            sample_prompt: measured.sample_prompt,
-            steps: outcome.steps,
-            seconds: outcome.seconds,
-        });
+        reports.push(report(&name, mode, &outcome, measured));
         histories.push((name, outcome.history));
     }
 
@@ -188,8 +182,36 @@ pub fn run(
         verdict: verdict(&reports),
         models: reports,
     };
-    write_summary(&config.out_dir, &summary)?;
+    write_json(&config.out_dir.join(SUMMARY_FILE), &summary)?;
     Ok(summary)
+}
+
+/// One model's row of the report: its last evaluation and what [`measure`] found.
+fn report(
+    name: &str,
+    mode: MaskMode,
+    outcome: &TrainOutcome,
+    measured: Measurements,
+) -> ModelReport {
+    let (train_loss, val_loss) = outcome.history.last().map_or((f32::NAN, f32::NAN), |last| {
+        (last.train_loss, last.val_loss)
+    });
+    ModelReport {
+        name: name.to_string(),
+        mask_mode: mode,
+        train_loss,
+        val_loss,
+        honest_loss: measured.honest_loss,
+        causality_violations: measured.causality_violations,
+        positions_probed: measured.positions_probed,
+        word_validity: measured.word_validity,
+        sentence_validity: measured.sentence_validity,
+        sentences: measured.sentences,
+        sample: measured.sample,
+        sample_prompt: measured.sample_prompt,
+        steps: outcome.steps,
+        seconds: outcome.seconds,
+    }
 }
 
 /// What a trained model does when it must predict from the past only.
@@ -206,7 +228,7 @@ struct Measurements {
 
 /// Honest loss, causality probe and generated samples of one trained model.
 fn measure(
-    model: &crate::model::Gpt,
+    model: &Gpt,
     dataset: &TextDataset,
     config: &DemoConfig,
     known_words: &BTreeSet<String>,
@@ -226,13 +248,9 @@ fn measure(
     let prompts = fixed_prompts(dataset, config.samples, 16.min(seq_len));
     // Naive decoding: every step recomputes the context, which is what the model computes
     // when it has to produce text, whatever its mask (a leaky model's cache would differ).
-    let options = GenerateOptions {
-        max_new_tokens: config.sample_chars,
-        sampling: SamplingConfig::with_temperature(config.temperature, config.train.seed),
-        stop: Vec::new(),
-        mode: DecodeMode::Naive,
-        record_logits: false,
-    };
+    let options = GenerationConfig::new(config.sample_chars)
+        .with_sampling(config.sampling())
+        .with_mode(DecodeMode::Naive);
     let generated = Generator::new(model, device)
         .generate(&prompts, &options, &mut |_, _| {})?
         .tokens;
@@ -344,9 +362,4 @@ pub fn verdict(reports: &[ModelReport]) -> String {
     } else {
         lines.join(" ")
     }
-}
-
-fn write_summary(out_dir: &Path, summary: &DemoSummary) -> Result<()> {
-    let json = serde_json::to_string_pretty(summary).expect("the summary holds plain values");
-    crate::checkpoint::write_atomically(&out_dir.join(SUMMARY_FILE), (json + "\n").as_bytes())
 }

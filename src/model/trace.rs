@@ -28,7 +28,10 @@ impl ShapeTrace {
         Self::default()
     }
 
-    /// An empty trace that also keeps every attention layer's weights.
+    /// An empty trace that also keeps every attention layer's weights. Only the readable
+    /// attention kernel materialises them, so a model traced this way must run it
+    /// ([`super::Gpt::with_fused_attention`]`(false)`); [`super::Gpt::forward_with`] refuses
+    /// a fast model rather than return no weights.
     pub fn with_attention_weights() -> Self {
         Self {
             keep_weights: true,
@@ -45,6 +48,11 @@ impl ShapeTrace {
             let path = self.path(name);
             self.weights.push((path, weights.clone()));
         }
+    }
+
+    /// Whether this trace keeps attention weights (see [`ShapeTrace::with_attention_weights`]).
+    pub fn keeps_attention_weights(&self) -> bool {
+        self.keep_weights
     }
 
     /// The attention weights kept, in layer order, each `[B, H, T, S]`.

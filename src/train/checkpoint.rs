@@ -24,10 +24,11 @@ use burn::optim::ModuleOptimizer;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use super::config::TrainConfig;
 use crate::error::{Error, Result};
+use crate::fs::{ensure_dir, remove_dir_if_present, rename, write_json};
 use crate::model::{Gpt, GptConfig};
-use crate::tokenizer::CharTokenizer;
-use crate::train::TrainConfig;
+use crate::text::CharTokenizer;
 
 /// Version of the checkpoint layout; bumped whenever a file's meaning changes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -53,6 +54,29 @@ pub struct TrainState {
     /// `nanoGPT safetensors ckpt.safetensors`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+}
+
+impl TrainState {
+    /// The state of a tinygpt run after `step` steps of training with `config`.
+    pub fn trained(step: usize, config: TrainConfig) -> Self {
+        Self {
+            format_version: FORMAT_VERSION,
+            step,
+            train_config: Some(config),
+            origin: None,
+        }
+    }
+
+    /// The state of weights imported from elsewhere (`origin` says where), which cannot be
+    /// resumed.
+    pub fn imported(origin: impl Into<String>) -> Self {
+        Self {
+            format_version: FORMAT_VERSION,
+            step: 0,
+            train_config: None,
+            origin: Some(origin.into()),
+        }
+    }
 }
 
 /// A loaded checkpoint.
@@ -86,18 +110,16 @@ pub fn save(
     remove_dir_if_present(&tmp_dir)?;
     ensure_dir(&tmp_dir)?;
 
-    let io = |path: &Path, err: &dyn std::fmt::Display| Error::Io {
-        path: path.display().to_string(),
-        message: format!("cannot write the checkpoint: {err}"),
-    };
     let model_path = tmp_dir.join(MODEL_FILE);
     model
         .clone()
         .save_file(&model_path)
-        .map_err(|err| io(&model_path, &err))?;
+        .map_err(|err| Error::checkpoint_caused(&model_path, "cannot write the weights", err))?;
     if let Some(optimizer) = optimizer {
         let path = tmp_dir.join(OPTIMIZER_FILE);
-        optimizer.save(&path).map_err(|err| io(&path, &err))?;
+        optimizer.save(&path).map_err(|err| {
+            Error::checkpoint_caused(&path, "cannot write the optimizer state", err)
+        })?;
     }
     write_json(&tmp_dir.join(CONFIG_FILE), model.config())?;
     write_json(&tmp_dir.join(TOKENIZER_FILE), tokenizer)?;
@@ -122,34 +144,34 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
     let dir = resolve_dir(path)?;
     let state: TrainState = read_json(&dir.join(STATE_FILE))?;
     if state.format_version != FORMAT_VERSION {
-        return Err(Error::Checkpoint {
-            path: dir.display().to_string(),
-            message: format!(
+        return Err(Error::checkpoint(
+            &dir,
+            format!(
                 "written in format version {}, this build reads version {FORMAT_VERSION}; \
                  retrain the model with this version",
                 state.format_version
             ),
-        });
+        ));
     }
     let config: GptConfig = read_json(&dir.join(CONFIG_FILE))?;
     let tokenizer: CharTokenizer = read_json(&dir.join(TOKENIZER_FILE))?;
     if tokenizer.vocab_size() != config.vocab_size {
-        return Err(Error::Checkpoint {
-            path: dir.display().to_string(),
-            message: format!(
+        return Err(Error::checkpoint(
+            &dir,
+            format!(
                 "the tokenizer has {} characters but the model a vocabulary of {}; the files \
                  come from different runs",
                 tokenizer.vocab_size(),
                 config.vocab_size
             ),
-        });
+        ));
     }
     let model_path = dir.join(MODEL_FILE);
     let model = config
         .init(device)
-        .map_err(|err| checkpoint_error(&dir.join(CONFIG_FILE), &err))?
+        .map_err(|err| Error::checkpoint_caused(dir.join(CONFIG_FILE), "unusable config", err))?
         .try_load_file(&model_path)
-        .map_err(|err| checkpoint_error(&model_path, &format!("unreadable weights ({err})")))?;
+        .map_err(|err| Error::checkpoint_caused(&model_path, "unreadable weights", err))?;
     Ok(Checkpoint {
         model,
         tokenizer,
@@ -168,14 +190,14 @@ pub fn load_optimizer(
 ) -> Result<ModuleOptimizer> {
     let path = checkpoint.dir.join(OPTIMIZER_FILE);
     if !path.exists() {
-        return Err(checkpoint_error(
+        return Err(Error::checkpoint(
             &path,
-            &"missing: this checkpoint cannot resume training",
+            "missing: this checkpoint cannot resume training",
         ));
     }
     optimizer
         .load(&path)
-        .map_err(|err| checkpoint_error(&path, &format!("unreadable optimizer state ({err})")))
+        .map_err(|err| Error::checkpoint_caused(&path, "unreadable optimizer state", err))
 }
 
 /// Whether `run_dir` holds a checkpoint.
@@ -193,79 +215,17 @@ fn resolve_dir(path: &Path) -> Result<PathBuf> {
     candidates
         .into_iter()
         .find(|dir| dir.join(STATE_FILE).is_file())
-        .ok_or_else(|| Error::Checkpoint {
-            path: path.display().to_string(),
-            message: "no checkpoint here (expected a run directory with checkpoint/state.json); \
-                      create one with `cargo run --release --example train`"
-                .into(),
+        .ok_or_else(|| {
+            Error::checkpoint(
+                path,
+                "no checkpoint here (expected a run directory with checkpoint/state.json)",
+            )
         })
-}
-
-fn checkpoint_error(path: &Path, message: &dyn std::fmt::Display) -> Error {
-    Error::Checkpoint {
-        path: path.display().to_string(),
-        message: message.to_string(),
-    }
-}
-
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|err| Error::Io {
-        path: path.display().to_string(),
-        message: format!("cannot serialise: {err}"),
-    })?;
-    std::fs::write(path, text + "\n").map_err(|err| Error::Io {
-        path: path.display().to_string(),
-        message: format!("cannot write: {err}"),
-    })
 }
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path)
-        .map_err(|err| checkpoint_error(path, &format!("cannot read: {err}")))?;
+        .map_err(|err| Error::checkpoint_caused(path, "cannot read", err))?;
     serde_json::from_str(&text)
-        .map_err(|err| checkpoint_error(path, &format!("damaged or truncated JSON ({err})")))
-}
-
-/// Write `contents` to `path` through a temporary file in the same directory and a rename, so
-/// readers see the old file or the new one, never a partial one.
-///
-/// # Errors
-/// [`Error::Io`] when the file cannot be written.
-pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, contents).map_err(|err| Error::Io {
-        path: tmp.display().to_string(),
-        message: format!("cannot write: {err}"),
-    })?;
-    rename(&tmp, path)
-}
-
-/// Create `path` and its parents.
-///
-/// # Errors
-/// [`Error::Io`] when it cannot be created.
-pub fn ensure_dir(path: &Path) -> Result<()> {
-    std::fs::create_dir_all(path).map_err(|err| Error::Io {
-        path: path.display().to_string(),
-        message: format!("cannot create the directory: {err}"),
-    })
-}
-
-fn rename(from: &Path, to: &Path) -> Result<()> {
-    std::fs::rename(from, to).map_err(|err| Error::Io {
-        path: to.display().to_string(),
-        message: format!("cannot move {} here: {err}", from.display()),
-    })
-}
-
-fn remove_dir_if_present(path: &Path) -> Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
-            path: path.display().to_string(),
-            message: format!("cannot remove the stale directory: {err}"),
-        }),
-        _ => Ok(()),
-    }
+        .map_err(|err| Error::checkpoint_caused(path, "damaged or truncated JSON", err))
 }

@@ -1,6 +1,6 @@
 //! The workloads tinygpt is measured on, shared by the criterion benches (`cargo bench`) and
 //! the bench example (`cargo run --release --example bench`), and mirrored shape for shape by
-//! `bench/pytorch_bench.py`:
+//! `scripts/pytorch_bench.py`:
 //!
 //! - one training step: forward, backward and AdamW on a `[32, 128]` batch;
 //! - prefill: one forward pass over a 128-token prompt into an empty KV cache;
@@ -10,23 +10,23 @@
 //! all on the default model (D = 128, H = 4, L = 4, vocabulary 64) with a context window of
 //! 2048 so the longest decode fits. Every workload reads its result back to the host, so a
 //! backend that queues work cannot look faster than it is.
-#![allow(dead_code)] // each user runs its own subset
 
-use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tinygpt::data::Batch;
-use tinygpt::diagnostics::teacher_forced_loss_tensor;
-use tinygpt::host::{floats, token_tensor};
-use tinygpt::train::{TrainConfig, new_optimizer};
-use tinygpt::{ForwardOptions, Gpt, GptConfig, KvCache};
+
+use crate::device::{floats, token_tensor};
+use crate::error::Result;
+use crate::model::{ForwardOptions, Gpt, GptConfig, KvCache};
+use crate::text::Batch;
+use crate::train::{TrainConfig, new_optimizer, teacher_forced_loss_tensor};
 
 /// Vocabulary of the benchmark model (a character-level vocabulary's size).
 pub const VOCAB: usize = 64;
-/// Training batch: rows and tokens per row.
+/// Training batch: rows.
 pub const TRAIN_BATCH: usize = 32;
+/// Training batch: tokens per row.
 pub const TRAIN_SEQ: usize = 128;
 /// Prompt length of the prefill benchmark.
 pub const PREFILL: usize = 128;
@@ -45,8 +45,8 @@ pub fn token_ids(len: usize, seed: u64) -> Vec<usize> {
     (0..len).map(|_| rng.random_range(0..VOCAB)).collect()
 }
 
-fn row(ids: &[usize], device: &Device) -> Tensor<2, Int> {
-    token_tensor(ids, 1, ids.len(), device).expect("ids fill one row")
+fn row(ids: &[usize], device: &Device) -> Result<Tensor<2, Int>> {
+    token_tensor(ids, 1, ids.len(), device)
 }
 
 /// One optimizer step of the train example's kind (AdamW with its defaults), repeated on the
@@ -59,10 +59,15 @@ pub struct TrainStep {
 }
 
 impl TrainStep {
-    pub fn new(device: &Device) -> Self {
+    /// A freshly initialised model, its optimizer and one fixed batch, on `device` with
+    /// autodiff.
+    ///
+    /// # Errors
+    /// The model's errors.
+    pub fn new(device: &Device) -> Result<Self> {
         let device = device.clone().autodiff();
         device.seed(1);
-        let model = model_config(TRAIN_SEQ).init(&device).expect("valid config");
+        let model = model_config(TRAIN_SEQ).init(&device)?;
         let tokens = token_ids(TRAIN_BATCH * (TRAIN_SEQ + 1), 2);
         let rows: Vec<&[usize]> = tokens.chunks(TRAIN_SEQ + 1).collect();
         let batch = Batch {
@@ -71,12 +76,12 @@ impl TrainStep {
             batch_size: TRAIN_BATCH,
             seq_len: TRAIN_SEQ,
         };
-        Self {
+        Ok(Self {
             model: Some(model),
-            optimizer: new_optimizer(&TrainConfig::default()),
+            optimizer: new_optimizer(&TrainConfig::new()),
             batch,
             device,
-        }
+        })
     }
 
     /// Tokens one step trains on.
@@ -85,101 +90,112 @@ impl TrainStep {
     }
 
     /// One step; returns the loss before it.
-    pub fn run(&mut self) -> f32 {
-        let model = self.model.take().expect("a model between steps");
-        let loss = teacher_forced_loss_tensor(&model, &self.batch, &self.device).expect("loss");
+    ///
+    /// # Errors
+    /// The model's errors.
+    pub fn run(&mut self) -> Result<f32> {
+        // The optimizer consumes the model and returns the stepped one, so it is held in an
+        // `Option` between steps.
+        let model = self.model.take().expect("every step puts the model back");
+        let loss = match teacher_forced_loss_tensor(&model, &self.batch, &self.device) {
+            Ok(loss) => loss,
+            Err(err) => {
+                self.model = Some(model);
+                return Err(err);
+            }
+        };
         let value: f32 = loss.clone().into_scalar();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         self.model = Some(self.optimizer.step(3e-4, model, grads));
-        value
-    }
-
-    /// The trained model, for inference.
-    pub fn model(&self) -> Gpt {
-        self.model.clone().expect("a model").valid()
+        Ok(value)
     }
 }
 
 /// An inference model with a 2048-token window and the cache and ids to decode with it.
 pub struct Decoder {
-    pub model: Gpt,
+    model: Gpt,
     cache: KvCache,
     ids: Vec<usize>,
     device: Device,
 }
 
 impl Decoder {
-    pub fn new(device: &Device) -> Self {
+    /// A freshly initialised model with a window of the longest of [`CONTEXTS`] on `device`.
+    ///
+    /// # Errors
+    /// The model's errors.
+    pub fn new(device: &Device) -> Result<Self> {
         device.seed(3);
-        let max = *CONTEXTS.last().expect("contexts");
-        let model = model_config(max).init(device).expect("valid config");
-        Self {
+        let max = CONTEXTS[CONTEXTS.len() - 1];
+        let model = model_config(max).init(device)?;
+        Ok(Self {
             cache: model.new_cache(1, device),
             model,
             ids: token_ids(max, 4),
             device: device.clone(),
-        }
+        })
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &GptConfig {
+        self.model.config()
     }
 
     /// Forward the 128-token prompt into an emptied cache, logits of the last position read
     /// back (what generation does before its first token).
-    pub fn prefill(&mut self) -> Vec<f32> {
+    ///
+    /// # Errors
+    /// The model's errors.
+    pub fn prefill(&mut self) -> Result<Vec<f32>> {
         self.cache.reset();
+        let options = ForwardOptions::default()
+            .with_cache(&mut self.cache)
+            .with_last_only(true);
         let logits = self
             .model
-            .forward_with(
-                row(&self.ids[..PREFILL], &self.device),
-                ForwardOptions {
-                    cache: Some(&mut self.cache),
-                    last_only: true,
-                    ..Default::default()
-                },
-            )
-            .expect("prefill");
-        floats(logits).expect("read back")
+            .forward_with(row(&self.ids[..PREFILL], &self.device)?, options)?;
+        floats(logits)
     }
 
     /// Fill the emptied cache with the first `len` ids (`len - 1` before
     /// [`Decoder::cached_step`] at context `len`).
-    pub fn fill(&mut self, len: usize) {
+    ///
+    /// # Errors
+    /// The model's errors.
+    pub fn fill(&mut self, len: usize) -> Result<()> {
         self.cache.reset();
         // In chunks, as long prompts are prefilled; one chunk would do as well.
         for chunk in self.ids[..len].chunks(512) {
             self.model
-                .forward_cached(row(chunk, &self.device), &mut self.cache)
-                .expect("fill the cache");
+                .forward_cached(row(chunk, &self.device)?, &mut self.cache)?;
         }
+        Ok(())
     }
 
     /// One cached decode step at `context` (the cache must hold `context - 1` positions from
     /// [`Decoder::fill`]`(context - 1)`); the cache is rewound afterwards so the step can be repeated.
-    pub fn cached_step(&mut self, context: usize) -> Vec<f32> {
+    ///
+    /// # Errors
+    /// The model's errors.
+    pub fn cached_step(&mut self, context: usize) -> Result<Vec<f32>> {
         debug_assert_eq!(self.cache.len(), context - 1);
-        let logits = self
-            .model
-            .forward_cached(
-                row(&self.ids[context - 1..context], &self.device),
-                &mut self.cache,
-            )
-            .expect("decode step");
+        let newest = row(&self.ids[context - 1..context], &self.device)?;
+        let logits = self.model.forward_cached(newest, &mut self.cache)?;
         self.cache.truncate(context - 1);
-        floats(logits).expect("read back")
+        floats(logits)
     }
 
     /// One naive decode step at `context`: the whole context recomputed, logits of the last
     /// position only.
-    pub fn naive_step(&self, context: usize) -> Vec<f32> {
+    ///
+    /// # Errors
+    /// The model's errors.
+    pub fn naive_step(&self, context: usize) -> Result<Vec<f32>> {
+        let options = ForwardOptions::default().with_last_only(true);
         let logits = self
             .model
-            .forward_with(
-                row(&self.ids[..context], &self.device),
-                ForwardOptions {
-                    last_only: true,
-                    ..Default::default()
-                },
-            )
-            .expect("naive step");
-        floats(logits).expect("read back")
+            .forward_with(row(&self.ids[..context], &self.device)?, options)?;
+        floats(logits)
     }
 
     /// Bytes the cache's keys and values hold at its current length, measured from the tensors.

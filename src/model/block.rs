@@ -6,14 +6,15 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig};
-use burn::tensor::{Bool, Device, Tensor};
+use burn::tensor::{Device, Tensor};
 
-use crate::attention::{CausalSelfAttention, CausalSelfAttentionConfig, MaskMode};
-use crate::cache::LayerKv;
+use super::attention::{CausalSelfAttention, CausalSelfAttentionConfig};
+use super::init::INIT_STD;
+use super::layer_input::LayerInput;
+use super::mask::MaskMode;
+use super::mlp::{Mlp, MlpConfig};
+use super::trace::{enter, leave, record};
 use crate::error::Result;
-use crate::feed_forward::{FeedForward, FeedForwardConfig};
-use crate::init::INIT_STD;
-use crate::trace::{ShapeTrace, enter, leave, record};
 
 /// Configuration of a [`Block`].
 #[derive(Config, Debug)]
@@ -46,7 +47,7 @@ impl BlockConfig {
             .with_init_std(INIT_STD)
             .with_output_init_std(self.residual_init_std)
             .init(device)?;
-        let mlp = FeedForwardConfig::new(self.d_model, 4 * self.d_model)
+        let mlp = MlpConfig::new(self.d_model, 4 * self.d_model)
             .with_dropout(self.dropout)
             .with_init_std(INIT_STD)
             .with_output_init_std(self.residual_init_std)
@@ -73,40 +74,33 @@ pub struct Block {
     pub attn: CausalSelfAttention,
     /// LayerNorm before the feed-forward network.
     pub ln_2: LayerNorm,
-    /// The feed-forward network.
-    pub mlp: FeedForward,
+    /// The feed-forward network (named `mlp` as in GPT-2 and nanoGPT, whose weight names the
+    /// checkpoints and safetensors files share).
+    pub mlp: Mlp,
 }
 
 impl Block {
-    /// The block without a cache.
+    /// The block for the `T` new positions of `input`: attention (appending to the cache and
+    /// hiding padding when given) and the feed-forward network, each around a residual; stage
+    /// shapes go into the trace when given. `block.forward(x)` runs without a cache.
     ///
     /// # Shapes
-    /// - input: `[B, T, D]`, output: `[B, T, D]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.forward_with(x, None, None, None)
-    }
-
-    /// The block for `T` new positions, appending their keys and values to `cache` when given,
-    /// hiding left padding when `padding` is given, and recording stage shapes into `trace`
-    /// when given.
-    ///
-    /// # Shapes
-    /// - input: `[B, T, D]`, output: `[B, T, D]`
-    /// - padding: `[B, 1, T, S]` (see [`crate::attention::padding_mask`])
-    pub fn forward_with(
-        &self,
-        x: Tensor<3>,
-        cache: Option<&mut LayerKv>,
-        padding: Option<Tensor<4, Bool>>,
-        mut trace: Option<&mut ShapeTrace>,
-    ) -> Tensor<3> {
-        enter(&mut trace, "attn");
-        let attended = self.attn.forward_with(
-            self.ln_1.forward(x.clone()),
+    /// - input.x: `[B, T, D]`, output: `[B, T, D]`
+    /// - input.padding: `[B, 1, T, S]` (see [`super::mask::padding_mask`])
+    pub fn forward<'a>(&self, input: impl Into<LayerInput<'a>>) -> Tensor<3> {
+        let LayerInput {
+            x,
             cache,
             padding,
-            trace.as_deref_mut(),
-        );
+            mut trace,
+        } = input.into();
+        enter(&mut trace, "attn");
+        let attended = self.attn.forward(LayerInput {
+            x: self.ln_1.forward(x.clone()),
+            cache,
+            padding,
+            trace: trace.as_deref_mut(),
+        });
         leave(&mut trace);
         let x = x + attended;
         record(&mut trace, "after_attn", &x.dims());

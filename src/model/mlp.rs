@@ -1,15 +1,17 @@
-//! The position-wise feed-forward network of a GPT block: widen, GELU, project back.
+//! The position-wise feed-forward network of a GPT block: widen, GELU, project back. GPT-2 and
+//! nanoGPT call it the MLP, and so do the weight names this crate shares with them.
 
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Gelu, Linear};
 
-use crate::init::normal_linear;
 use burn::tensor::{Device, Tensor};
 
-/// Configuration of a [`FeedForward`] network.
+use super::init::normal_linear;
+
+/// Configuration of an [`Mlp`].
 #[derive(Config, Debug)]
-pub struct FeedForwardConfig {
+pub struct MlpConfig {
     /// Width of the residual stream, `D`.
     pub d_model: usize,
     /// Hidden width; GPT uses `4 · D`.
@@ -26,10 +28,10 @@ pub struct FeedForwardConfig {
     pub output_init_std: f64,
 }
 
-impl FeedForwardConfig {
+impl MlpConfig {
     /// Build the network: normal weights, zero biases.
-    pub fn init(&self, device: &Device) -> FeedForward {
-        FeedForward {
+    pub fn init(&self, device: &Device) -> Mlp {
+        Mlp {
             fc: normal_linear(self.d_model, self.d_hidden, self.init_std, device),
             gelu: Gelu::new(),
             proj: normal_linear(self.d_hidden, self.d_model, self.output_init_std, device),
@@ -45,7 +47,7 @@ impl FeedForwardConfig {
 /// - hidden: `[B, T, 4D]`
 /// - output: `[B, T, D]`
 #[derive(Module, Debug)]
-pub struct FeedForward {
+pub struct Mlp {
     /// Widening layer, `D -> 4D`.
     pub fc: Linear,
     gelu: Gelu,
@@ -54,7 +56,7 @@ pub struct FeedForward {
     dropout: Dropout,
 }
 
-impl FeedForward {
+impl Mlp {
     /// # Shapes
     /// - input: `[B, T, D]`, output: `[B, T, D]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {

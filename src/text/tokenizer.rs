@@ -56,6 +56,18 @@ impl CharTokenizer {
         Ok(Self { chars })
     }
 
+    /// The tokenizer of a vocabulary written as JSON: an array of one-character strings in id
+    /// order, an object with such an array under `chars` (tinygpt's `tokenizer.json`), or an
+    /// object with `itos` as that array or as an id-to-character map (nanoGPT's `meta.pkl`,
+    /// written out as JSON, e.g. by `scripts/nanogpt_to_safetensors.py`).
+    ///
+    /// # Errors
+    /// [`Error::Data`] saying what in the JSON does not describe a character vocabulary.
+    pub fn from_json_vocabulary(json: &str) -> Result<Self> {
+        let chars = parse_vocabulary(json).map_err(Error::Data)?;
+        Self::from_chars(chars)
+    }
+
     /// Number of tokens, `V`.
     pub fn vocab_size(&self) -> usize {
         self.chars.len()
@@ -111,4 +123,75 @@ impl CharTokenizer {
             })
             .collect()
     }
+}
+
+/// The vocabulary in a JSON text: an array of one-character strings in id order, an object with
+/// such an array under `chars` (tinygpt's `tokenizer.json`), or an object with `itos` as that
+/// array or as an id-to-character map (nanoGPT's `meta.pkl`, written out as JSON).
+fn parse_vocabulary(json: &str) -> std::result::Result<Vec<char>, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|err| format!("not JSON ({err})"))?;
+    let list = match &value {
+        serde_json::Value::Array(_) => &value,
+        serde_json::Value::Object(object) => object
+            .get("chars")
+            .or_else(|| object.get("itos"))
+            .ok_or("expected an array of characters, or an object with `chars` or `itos`")?,
+        _ => return Err("expected an array of characters or an object".into()),
+    };
+    let strings: Vec<String> = match list {
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|item| {
+                item.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("{item} is not a string"))
+            })
+            .collect::<std::result::Result<_, _>>()?,
+        serde_json::Value::Object(map) => itos_map(map)?,
+        _ => return Err("the vocabulary must be an array or an id-to-character map".into()),
+    };
+    let chars = strings
+        .iter()
+        .map(|item| {
+            let mut chars = item.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => Ok(c),
+                _ => Err(format!(
+                    "token {item:?} is not one character; tinygpt's tokenizer is character-level"
+                )),
+            }
+        })
+        .collect::<std::result::Result<Vec<char>, String>>()?;
+    Ok(chars)
+}
+
+/// nanoGPT's `itos` as an id-to-character map (`{"0": "\n", "1": " ", ...}`), as a list in id
+/// order; the ids must run `0..V`.
+fn itos_map(
+    map: &serde_json::Map<String, serde_json::Value>,
+) -> std::result::Result<Vec<String>, String> {
+    let mut by_id: Vec<(usize, String)> = map
+        .iter()
+        .map(|(id, item)| {
+            let id = id
+                .parse::<usize>()
+                .map_err(|_| format!("`itos` key {id:?} is not a token id"))?;
+            let item = item
+                .as_str()
+                .ok_or_else(|| format!("`itos` value {item} is not a string"))?;
+            Ok((id, item.to_string()))
+        })
+        .collect::<std::result::Result<_, String>>()?;
+    by_id.sort();
+    if let Some((position, (id, _))) = by_id
+        .iter()
+        .enumerate()
+        .find(|(position, (id, _))| position != id)
+    {
+        return Err(format!(
+            "`itos` has no token {position} (the next id is {id}); ids must run 0..V"
+        ));
+    }
+    Ok(by_id.into_iter().map(|(_, item)| item).collect())
 }

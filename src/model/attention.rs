@@ -1,5 +1,16 @@
 //! Multi-head causal self-attention with the head bookkeeping spelled out: project to Q, K, V,
 //! `split_heads`, scores, mask, softmax, weights · V, `merge_heads`, output projection `W_O`.
+//!
+//! The attention core (scores to mixed values) has three implementations that compute the same
+//! thing where more than one applies; [`CausalSelfAttention`] picks one per call from the mask
+//! mode, the dropout, the padding and the number of new queries, never from whether a trace is
+//! being recorded:
+//!
+//! | kernel                       | used for                                                  |
+//! |------------------------------|-----------------------------------------------------------|
+//! | readable (`masked_attention`)| leaky masks, attention dropout, padding, or when forced   |
+//! | single query                 | one new position (a decode step): no mask needed          |
+//! | Burn's fused `attention`     | every other causal call (training, prefill)               |
 
 use burn::config::Config;
 use burn::module::Module;
@@ -9,11 +20,11 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Tensor};
 
+use super::init::normal_linear;
+use super::layer_input::LayerInput;
 use super::mask::{MaskMode, masked_softmax};
-use crate::cache::LayerKv;
+use super::trace::{ShapeTrace, record};
 use crate::error::{Error, Result};
-use crate::init::normal_linear;
-use crate::trace::{ShapeTrace, record};
 
 /// Configuration of a [`CausalSelfAttention`] layer.
 #[derive(Config, Debug)]
@@ -96,6 +107,14 @@ fn largest_divisor_at_most(n: usize, at_most: usize) -> usize {
         .unwrap_or(1)
 }
 
+/// The implementations of the attention core; see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    Readable,
+    SingleQuery,
+    Fused,
+}
+
 /// Multi-head causal self-attention.
 ///
 /// # Shapes
@@ -111,7 +130,7 @@ fn largest_divisor_at_most(n: usize, at_most: usize) -> usize {
 /// | split_heads      | `[B, H, T, Dh]`  |
 /// | keys with cache  | `[B, H, S, Dh]`  |
 /// | scores, weights  | `[B, H, T, S]`   |
-/// | context          | `[B, H, T, Dh]`  |
+/// | attended         | `[B, H, T, Dh]`  |
 /// | merge_heads      | `[B, T, D]`      |
 /// | output (W_O)     | `[B, T, D]`      |
 #[derive(Module, Debug)]
@@ -144,35 +163,30 @@ impl CausalSelfAttention {
         self.mask_mode
     }
 
-    /// Allow (the default) or forbid Burn's fused attention kernel. Forbidding it sends every
-    /// call through the readable path, which tests use to check both paths.
+    /// Allow (the default) or forbid the fast kernels (Burn's fused attention and the
+    /// single-query decode step). Forbidding them sends every call through the readable kernel,
+    /// which tests use to check both, and which keeps the attention weights for a trace.
     pub fn set_fused(&mut self, enabled: bool) {
         self.fused = enabled;
     }
 
-    /// Self-attention over the whole input, no cache.
+    /// Self-attention for the `T` new positions of `input`. With a cache, their keys and values
+    /// are appended to it and the queries attend over everything cached so far; with a padding
+    /// mask, left-padding keys are hidden; with a trace, every stage's shape is recorded (the
+    /// attention weights too, on the readable kernel).
+    ///
+    /// A bare tensor converts into a [`LayerInput`], so `attn.forward(x)` runs without a cache.
     ///
     /// # Shapes
-    /// - input: `[B, T, D]`, output: `[B, T, D]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.forward_with(x, None, None, None)
-    }
-
-    /// Self-attention for `T` new positions. With a cache, their keys and values are appended
-    /// to it and the queries attend over everything cached so far; with a padding mask (see
-    /// [`super::mask::padding_mask`]) left-padding keys are hidden; with a trace, every stage's
-    /// shape is recorded.
-    ///
-    /// # Shapes
-    /// - input: `[B, T, D]`, output: `[B, T, D]`
-    /// - padding: `[B, 1, T, S]`
-    pub fn forward_with(
-        &self,
-        x: Tensor<3>,
-        cache: Option<&mut LayerKv>,
-        padding: Option<Tensor<4, Bool>>,
-        mut trace: Option<&mut ShapeTrace>,
-    ) -> Tensor<3> {
+    /// - input.x: `[B, T, D]`, output: `[B, T, D]`
+    /// - input.padding: `[B, 1, T, S]`
+    pub fn forward<'a>(&self, input: impl Into<LayerInput<'a>>) -> Tensor<3> {
+        let LayerInput {
+            x,
+            cache,
+            padding,
+            mut trace,
+        } = input.into();
         let q = self.query.forward(x.clone());
         let k = self.key.forward(x.clone());
         let v = self.value.forward(x);
@@ -193,32 +207,53 @@ impl CausalSelfAttention {
         record(&mut trace, "k_heads", &k.dims());
         record(&mut trace, "v_heads", &v.dims());
 
-        let context = match padding {
-            // One new query against the cache: it may see every key, so no mask is needed, and
-            // two matmuls read the cache where it lies (the fused kernel would first copy the
-            // cache's strided slice into a contiguous buffer, O(S) every step).
-            None if trace.is_none() && self.can_fuse() && q.dims()[2] == 1 => {
-                single_query_attention(q, k, v)
-            }
-            None if trace.is_none() && self.can_fuse() => fused_causal_attention(q, k, v),
-            padding => {
+        let attended = match self.kernel(q.dims()[2], padding.is_some()) {
+            Kernel::Readable => {
                 self.masked_attention(q, k, v, padding, trace.as_deref_mut())
                     .0
             }
+            kernel => {
+                // The fast kernels never hold the scores or weights; their shapes are what the
+                // readable kernel would record.
+                let [batch, heads, queries, _] = q.dims();
+                let scores = [batch, heads, queries, k.dims()[2]];
+                record(&mut trace, "scores", &scores);
+                record(&mut trace, "weights", &scores);
+                match kernel {
+                    Kernel::SingleQuery => single_query_attention(q, k, v),
+                    _ => fused_causal_attention(q, k, v),
+                }
+            }
         };
-        record(&mut trace, "context", &context.dims());
+        record(&mut trace, "attended", &attended.dims());
 
-        let merged = merge_heads(context);
+        let merged = merge_heads(attended);
         record(&mut trace, "merged", &merged.dims());
         let out = self.resid_dropout.forward(self.output.forward(merged));
         record(&mut trace, "output", &out.dims());
         out
     }
 
-    /// Burn's fused kernel is used only where it computes exactly the same thing as the
-    /// readable path: the correct causal mask and no dropout on the weights (the kernel has
-    /// none). The test `fused_attention_matches_readable_attention` holds it to that.
-    fn can_fuse(&self) -> bool {
+    /// Which kernel computes the attention core for `queries` new positions (see the module
+    /// docs).
+    fn kernel(&self, queries: usize, padded: bool) -> Kernel {
+        if padded || !self.uses_fast_kernels() {
+            Kernel::Readable
+        } else if queries == 1 {
+            // One new query against the cache may see every key, so no mask is needed, and two
+            // matmuls read the cache where it lies (the fused kernel would first copy the
+            // cache's strided slice into a contiguous buffer, O(S) every step).
+            Kernel::SingleQuery
+        } else {
+            Kernel::Fused
+        }
+    }
+
+    /// Whether unpadded calls take a fast kernel. They do only where it computes exactly what
+    /// the readable kernel does: the correct causal mask and no dropout on the weights (the
+    /// fast kernels have none), unless [`Self::set_fused`] forbade them. The test
+    /// `fused_attention_matches_readable_attention` holds them to that.
+    pub fn uses_fast_kernels(&self) -> bool {
         self.fused && self.mask_mode == MaskMode::Causal && self.attn_dropout.prob == 0.0
     }
 
@@ -226,7 +261,7 @@ impl CausalSelfAttention {
     ///
     /// # Shapes
     /// - q: `[B, H, T, Dh]`, k and v: `[B, H, S, Dh]`
-    /// - returns context `[B, H, T, Dh]` and weights `[B, H, T, S]`
+    /// - returns the mixed values `[B, H, T, Dh]` and the weights `[B, H, T, S]`
     pub fn readable_attention(
         &self,
         q: Tensor<4>,

@@ -5,10 +5,8 @@
 //! Each layer owns one key and one value buffer of shape `[B, H, capacity, Dh]`, allocated once;
 //! a step writes its new rows with `slice_assign` at `len..len + T` and attention reads the
 //! prefix `0..len + T`. The alternative, concatenating the new rows onto the old tensor, copies
-//! the whole cache at every step. `cargo run --release --example kv_append -- --steps N` times
-//! both on the same shapes (4 layers, `[1, 4, S, 32]`, attention reads included); on `flex`, 2
-//! cores, concatenation cost 1.35x the pre-allocated time per step at N = 128, 1.9x at 512 and
-//! 2.3x at 2048, so the cache pre-allocates. The price is memory held up front for the whole
+//! the whole cache at every step; `cargo run --release --example kv_append` times both on the
+//! same shapes (the README has the figures). The price is memory held up front for the whole
 //! context ([`KvCache::allocated_bytes`]), which at this model size is small.
 //!
 //! # Invariants
@@ -96,8 +94,8 @@ impl LayerKv {
 
 /// Per-layer keys and values for a batch of sequences being decoded.
 ///
-/// Build one with [`crate::Gpt::new_cache`] (or [`KvCache::new`]), pass it to
-/// [`crate::Gpt::forward_cached`], and [`KvCache::reset`] it to start over.
+/// Build one with [`super::Gpt::new_cache`] (or [`KvCache::new`]), pass it to
+/// [`super::Gpt::forward_cached`], and [`KvCache::reset`] it to start over.
 #[derive(Debug, Clone)]
 pub struct KvCache {
     layers: Vec<LayerKv>,

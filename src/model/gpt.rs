@@ -13,13 +13,15 @@ use burn::nn::{
 };
 use burn::tensor::{Device, Int, Tensor};
 
-use crate::attention::{CausalSelfAttentionConfig, MaskMode, padding_mask};
-use crate::block::{Block, BlockConfig};
-use crate::cache::KvCache;
+use super::attention::CausalSelfAttentionConfig;
+use super::block::{Block, BlockConfig};
+use super::cache::KvCache;
+use super::init::{INIT_STD, normal_linear, residual_init_std};
+use super::layer_input::LayerInput;
+use super::mask::{MaskMode, padding_mask};
+use super::trace::{ShapeTrace, enter, leave, record};
+use crate::device::token_tensor;
 use crate::error::{Error, Result};
-use crate::host::token_tensor;
-use crate::init::{INIT_STD, normal_linear, residual_init_std};
-use crate::trace::{ShapeTrace, enter, leave, record};
 
 /// Configuration of a [`Gpt`]; serialises to JSON with serde (it is saved beside every
 /// checkpoint).
@@ -110,7 +112,8 @@ impl GptConfig {
     }
 }
 
-/// Options of [`Gpt::forward_with`]; all off by default.
+/// Options of [`Gpt::forward_with`]; all off by default, set with the `with_*` methods or as
+/// fields.
 #[derive(Debug, Default)]
 pub struct ForwardOptions<'a> {
     /// A cache to extend: positions continue from its length and the new keys and values are
@@ -118,12 +121,38 @@ pub struct ForwardOptions<'a> {
     pub cache: Option<&'a mut KvCache>,
     /// Per row, how many leading tokens are padding (for prompts of different lengths).
     pub left_padding: Option<&'a [usize]>,
-    /// Record every stage's shape here (forces the readable attention path).
+    /// Record every stage's shape here. It does not change which attention kernel runs.
     pub trace: Option<&'a mut ShapeTrace>,
     /// Compute logits for the last position only (`[B, 1, V]`): all that generation reads,
     /// and it spares the LM head (`D × V` per position) and the final LayerNorm on every
     /// other position of a prompt.
     pub last_only: bool,
+}
+
+impl<'a> ForwardOptions<'a> {
+    /// Extend `cache`.
+    pub fn with_cache(mut self, cache: &'a mut KvCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Treat the first `left_padding[b]` tokens of row `b` as padding.
+    pub fn with_left_padding(mut self, left_padding: &'a [usize]) -> Self {
+        self.left_padding = Some(left_padding);
+        self
+    }
+
+    /// Record every stage's shape into `trace`.
+    pub fn with_trace(mut self, trace: &'a mut ShapeTrace) -> Self {
+        self.trace = Some(trace);
+        self
+    }
+
+    /// Compute the logits of the last position only.
+    pub fn with_last_only(mut self, last_only: bool) -> Self {
+        self.last_only = last_only;
+        self
+    }
 }
 
 /// A GPT language model.
@@ -154,9 +183,10 @@ impl Gpt {
         &self.config
     }
 
-    /// Allow (the default) or forbid Burn's fused attention kernel in every block. The fused
-    /// kernel is only used where it is exact (causal mask, no attention dropout); forbidding it
-    /// runs the readable attention everywhere, e.g. to test or time both.
+    /// Allow (the default) or forbid the fast attention kernels in every block. They are only
+    /// used where they are exact (causal mask, no attention dropout); forbidding them runs the
+    /// readable attention everywhere, e.g. to test or time both, or to keep the attention
+    /// weights in a [`ShapeTrace`].
     pub fn with_fused_attention(mut self, enabled: bool) -> Self {
         for block in &mut self.blocks {
             block.attn.set_fused(enabled);
@@ -190,51 +220,7 @@ impl Gpt {
         new_tokens: Tensor<2, Int>,
         cache: &mut KvCache,
     ) -> Result<Tensor<3>> {
-        self.forward_with(
-            new_tokens,
-            ForwardOptions {
-                cache: Some(cache),
-                ..Default::default()
-            },
-        )
-    }
-
-    /// [`Gpt::forward`] that also records the shape of every stage into `trace`.
-    ///
-    /// # Errors
-    /// As [`Gpt::forward`].
-    pub fn forward_traced(
-        &self,
-        tokens: Tensor<2, Int>,
-        trace: &mut ShapeTrace,
-    ) -> Result<Tensor<3>> {
-        self.forward_with(
-            tokens,
-            ForwardOptions {
-                trace: Some(trace),
-                ..Default::default()
-            },
-        )
-    }
-
-    /// [`Gpt::forward_cached`] that also records the shape of every stage into `trace`.
-    ///
-    /// # Errors
-    /// As [`Gpt::forward_cached`].
-    pub fn forward_cached_traced(
-        &self,
-        new_tokens: Tensor<2, Int>,
-        cache: &mut KvCache,
-        trace: &mut ShapeTrace,
-    ) -> Result<Tensor<3>> {
-        self.forward_with(
-            new_tokens,
-            ForwardOptions {
-                cache: Some(cache),
-                trace: Some(trace),
-                ..Default::default()
-            },
-        )
+        self.forward_with(new_tokens, ForwardOptions::default().with_cache(cache))
     }
 
     /// An empty KV cache sized for this model and `batch` sequences.
@@ -251,19 +237,21 @@ impl Gpt {
     }
 
     /// The forward pass with every option: a KV cache to extend, left padding of a batch of
-    /// prompts of different lengths, and a shape trace. The other `forward*` methods are this
-    /// with some options left out.
+    /// prompts of different lengths, a shape trace, and logits for the last position only.
+    /// [`Gpt::forward`] and [`Gpt::forward_cached`] are this with some options left out.
     ///
     /// With `left_padding[b] = p`, row `b`'s first `p` tokens are padding: no real position
     /// attends to them, and the row's positions count from its first real token, so the row
     /// computes exactly what it would alone.
     ///
     /// # Shapes
-    /// - tokens: `[B, T]`, logits: `[B, T, V]`; `left_padding`: `B` counts
+    /// - tokens: `[B, T]`, logits: `[B, T, V]` (`[B, 1, V]` with `last_only`); `left_padding`:
+    ///   `B` counts
     ///
     /// # Errors
     /// As [`Gpt::forward`] and [`Gpt::forward_cached`]; [`Error::Tokens`] when `left_padding`
-    /// does not have one entry per row.
+    /// does not have one entry per row; [`Error::Config`] when the trace keeps attention
+    /// weights but this model runs the fast kernels, which never hold them.
     pub fn forward_with(
         &self,
         tokens: Tensor<2, Int>,
@@ -276,50 +264,15 @@ impl Gpt {
             last_only,
         } = options;
         let [batch, seq] = tokens.dims();
-        if seq == 0 || batch == 0 {
-            return Err(Error::Tokens(format!(
-                "a batch of shape [{batch}, {seq}] has no tokens; give at least one"
-            )));
-        }
-        if left_padding.is_some_and(|pads| pads.len() != batch) {
-            return Err(Error::Tokens(format!(
-                "left_padding needs one count per row ({batch})"
-            )));
-        }
+        let start =
+            self.check_call(batch, seq, cache.as_deref(), left_padding, trace.as_deref())?;
         // Without any padding the mask would hide nothing: skip building it, which also keeps
-        // the fused attention kernel available.
+        // the fast attention kernels available.
         let left_padding = left_padding.filter(|pads| pads.iter().any(|&pad| pad > 0));
-        let start = match cache.as_deref() {
-            Some(cache) => {
-                let config = &self.config;
-                cache.check_model(config.n_layers, config.n_heads, config.head_dim())?;
-                cache.check_append(batch, seq)?;
-                cache.len()
-            }
-            None if seq > self.config.max_seq_len => {
-                return Err(Error::SequenceTooLong {
-                    len: seq,
-                    max_seq_len: self.config.max_seq_len,
-                });
-            }
-            None => 0,
-        };
         record(&mut trace, "ids", &[batch, seq]);
 
         let device = tokens.device();
-        // Absolute positions: a cached call continues where the cache left off, and a padded
-        // row counts from its first real token.
-        let positions = match left_padding {
-            None => Tensor::<1, Int>::arange(start as i64..(start + seq) as i64, &device)
-                .reshape([1, seq]),
-            Some(pads) => {
-                let ids: Vec<usize> = pads
-                    .iter()
-                    .flat_map(|&pad| (start..start + seq).map(move |pos| pos.saturating_sub(pad)))
-                    .collect();
-                token_tensor(&ids, batch, seq, &device)?
-            }
-        };
+        let positions = positions(start, batch, seq, left_padding, &device)?;
         let padding = left_padding.map(|pads| padding_mask(pads, seq, start + seq, &device));
         let token_emb = self.token_embedding.forward(tokens);
         let position_emb = self.position_embedding.forward(positions);
@@ -331,9 +284,13 @@ impl Gpt {
 
         let mut layer_caches = cache.map(|cache| cache.layers_mut());
         for (index, block) in self.blocks.iter().enumerate() {
-            let layer_cache = layer_caches.as_mut().and_then(|layers| layers.next());
             enter(&mut trace, &format!("blocks.{index}"));
-            x = block.forward_with(x, layer_cache, padding.clone(), trace.as_deref_mut());
+            x = block.forward(LayerInput {
+                x,
+                cache: layer_caches.as_mut().and_then(|layers| layers.next()),
+                padding: padding.clone(),
+                trace: trace.as_deref_mut(),
+            });
             leave(&mut trace);
         }
 
@@ -349,5 +306,78 @@ impl Gpt {
         let logits = self.lm_head.forward(x);
         record(&mut trace, "logits", &logits.dims());
         Ok(logits)
+    }
+
+    /// Check a call of `seq` tokens for `batch` rows before anything runs; return the position
+    /// of its first token (the cache's length, or 0).
+    fn check_call(
+        &self,
+        batch: usize,
+        seq: usize,
+        cache: Option<&KvCache>,
+        left_padding: Option<&[usize]>,
+        trace: Option<&ShapeTrace>,
+    ) -> Result<usize> {
+        if seq == 0 || batch == 0 {
+            return Err(Error::Tokens(format!(
+                "a batch of shape [{batch}, {seq}] has no tokens; give at least one"
+            )));
+        }
+        if left_padding.is_some_and(|pads| pads.len() != batch) {
+            return Err(Error::Tokens(format!(
+                "left_padding needs one count per row ({batch})"
+            )));
+        }
+        if trace.is_some_and(ShapeTrace::keeps_attention_weights)
+            && self
+                .blocks
+                .iter()
+                .any(|block| block.attn.uses_fast_kernels())
+        {
+            return Err(Error::Config(
+                "the trace keeps attention weights, which only the readable attention \
+                 materialises; run a model built with `with_fused_attention(false)`"
+                    .into(),
+            ));
+        }
+        match cache {
+            Some(cache) => {
+                let config = &self.config;
+                cache.check_model(config.n_layers, config.n_heads, config.head_dim())?;
+                cache.check_append(batch, seq)?;
+                Ok(cache.len())
+            }
+            None if seq > self.config.max_seq_len => Err(Error::SequenceTooLong {
+                len: seq,
+                max_seq_len: self.config.max_seq_len,
+            }),
+            None => Ok(0),
+        }
+    }
+}
+
+/// Absolute positions of the `seq` new tokens: a cached call continues where the cache left off
+/// (`start`), and a padded row counts from its first real token.
+///
+/// # Shapes
+/// - output: `[1, T]` without padding (broadcast over rows), `[B, T]` with it
+fn positions(
+    start: usize,
+    batch: usize,
+    seq: usize,
+    left_padding: Option<&[usize]>,
+    device: &Device,
+) -> Result<Tensor<2, Int>> {
+    match left_padding {
+        None => Ok(
+            Tensor::<1, Int>::arange(start as i64..(start + seq) as i64, device).reshape([1, seq]),
+        ),
+        Some(pads) => {
+            let ids: Vec<usize> = pads
+                .iter()
+                .flat_map(|&pad| (start..start + seq).map(move |pos| pos.saturating_sub(pad)))
+                .collect();
+            token_tensor(&ids, batch, seq, device)
+        }
     }
 }

@@ -6,12 +6,12 @@ use std::path::Path;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::tokenizer::CharTokenizer;
 use crate::error::{Error, Result};
-use crate::tokenizer::CharTokenizer;
 
 /// The toy corpus shipped in `data/corpus.txt` (see `data/README.md`), built into the binary so
 /// the examples work from any directory.
-pub const BUNDLED_CORPUS: &str = include_str!("../data/corpus.txt");
+pub const BUNDLED_CORPUS: &str = include_str!("../../data/corpus.txt");
 
 /// Share of the tokens used for training; the rest (the end of the text) is validation.
 pub const TRAIN_FRACTION: f64 = 0.9;
@@ -19,25 +19,20 @@ pub const TRAIN_FRACTION: f64 = 0.9;
 /// Read a UTF-8 text file for training.
 ///
 /// # Errors
-/// [`Error::Data`] when the file does not exist, cannot be read, is not valid UTF-8 (with the
-/// byte offset of the first bad byte) or is empty.
+/// [`Error::Io`] when the file cannot be read (the operating system's error is the source);
+/// [`Error::Data`] when it is not valid UTF-8 (with the byte offset of the first bad byte) or
+/// is empty.
 pub fn read_text(path: &Path) -> Result<String> {
     let shown = path.display();
-    let bytes = std::fs::read(path).map_err(|err| {
-        Error::Data(if err.kind() == std::io::ErrorKind::NotFound {
-            format!("--data {shown}: no such file; give the path of a UTF-8 text file")
-        } else {
-            format!("--data {shown}: cannot read it: {err}")
-        })
-    })?;
+    let bytes = std::fs::read(path).map_err(|err| Error::io(path, "read the text", err))?;
     let text = String::from_utf8(bytes).map_err(|err| {
         Error::Data(format!(
-            "--data {shown}: not UTF-8 text (invalid byte at offset {}); convert it to UTF-8 first",
+            "{shown}: not UTF-8 text (invalid byte at offset {}); convert it to UTF-8 first",
             err.utf8_error().valid_up_to()
         ))
     })?;
     if text.is_empty() {
-        return Err(Error::Data(format!("--data {shown}: the file is empty")));
+        return Err(Error::Data(format!("{shown}: the file is empty")));
     }
     Ok(text)
 }
@@ -101,7 +96,7 @@ impl TextDataset {
                 return Err(Error::Data(format!(
                     "the text has {} characters, so its {name} split ({} characters) is shorter \
                      than one window of {window} (context {seq_len} + 1); use a longer text \
-                     (at least {} characters) or a shorter --seq-len",
+                     (at least {} characters) or a shorter context",
                     ids.len(),
                     part.len(),
                     (window as f64 / (1.0 - TRAIN_FRACTION)).ceil() as usize

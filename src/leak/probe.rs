@@ -1,4 +1,5 @@
-//! Measurements that tell a causal model from a leaky one.
+//! Measurements that tell a causal model from a leaky one: the causality probe and the honest
+//! loss.
 //!
 //! The causality probe asks the question directly: if the token at position `j` changes, do the
 //! logits at any earlier position change? For a causal model they cannot; for a leaky one they do.
@@ -7,13 +8,13 @@
 //! A leaky model's teacher-forced loss is low because it reads the answer from the input; its
 //! honest loss shows what it can really predict.
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 
-use crate::data::Batch;
+use crate::device::{floats, token_tensor};
 use crate::error::{Error, Result};
-use crate::host::{floats, token_tensor};
-use crate::loss::cross_entropy;
 use crate::model::Gpt;
+use crate::text::Batch;
+use crate::train::cross_entropy;
 
 /// Logits at an earlier position that move by more than this count as a leak. A causal model
 /// computes those positions from identical inputs, so they agree to rounding at most.
@@ -92,42 +93,11 @@ pub fn causality_probe(model: &Gpt, tokens: &[usize], device: &Device) -> Result
     Ok(report)
 }
 
-/// Teacher-forced loss on `batch`: the whole window is the input, and position `t` predicts
-/// `targets[t]`. For a leaky model this is the number that looks good: positions may peek at
-/// tokens after the one they predict, which are right there in the input.
-///
-/// # Errors
-/// The model's errors.
-pub fn teacher_forced_loss(model: &Gpt, batch: &Batch, device: &Device) -> Result<f32> {
-    Ok(teacher_forced_loss_tensor(model, batch, device)?.into_scalar())
-}
-
-/// [`teacher_forced_loss`] as a tensor, differentiable on an autodiff device: the training
-/// loss.
-///
-/// # Shapes
-/// - output: `[1]`
-///
-/// # Errors
-/// The model's errors.
-pub fn teacher_forced_loss_tensor(
-    model: &Gpt,
-    batch: &Batch,
-    device: &Device,
-) -> Result<Tensor<1>> {
-    let inputs = token_tensor(&batch.inputs, batch.batch_size, batch.seq_len, device)?;
-    let logits = model.forward(inputs)?;
-    let vocab = logits.dims()[2];
-    let rows = batch.batch_size * batch.seq_len;
-    let targets = token_tensor(&batch.targets, 1, rows, device)?.reshape([rows]);
-    Ok(cross_entropy(logits.reshape([rows, vocab]), targets))
-}
-
 /// Honest loss on `batch`: the cross-entropy of predicting each target from the tokens before
 /// it *only*. For every `c` the input is cut to the first `c` tokens of the window, so nothing
 /// after the predicted token exists to be peeked at, and the last position's logits predict
 /// `targets[c - 1]`. This is what generation faces. It scores the same positions as
-/// [`teacher_forced_loss`], so for a causal model the two agree.
+/// [`crate::train::teacher_forced_loss`], so for a causal model the two agree.
 ///
 /// # Errors
 /// The model's errors.

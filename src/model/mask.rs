@@ -37,8 +37,10 @@ pub enum MaskMode {
     /// Query at position `p` sees keys `0..=p`. The correct mask.
     #[default]
     Causal,
-    /// No mask at all: every query sees every key, the future included.
-    None,
+    /// No mask at all: every query sees every key, the future included. (Named `none` before
+    /// 0.2; checkpoints that say so still load.)
+    #[serde(alias = "none")]
+    Unmasked,
     /// The triangle the wrong way round: query at `p` sees keys `p..` (itself and the future).
     Flipped,
     /// Off by one: query at `p` sees keys `0..=p + 1`, one token of the future.
@@ -52,7 +54,7 @@ impl MaskMode {
     /// Every mode, the correct one first.
     pub const ALL: [MaskMode; 5] = [
         MaskMode::Causal,
-        MaskMode::None,
+        MaskMode::Unmasked,
         MaskMode::Flipped,
         MaskMode::OffByOne,
         MaskMode::AfterSoftmax,
@@ -60,7 +62,7 @@ impl MaskMode {
 
     /// The leaky modes.
     pub const LEAKY: [MaskMode; 4] = [
-        MaskMode::None,
+        MaskMode::Unmasked,
         MaskMode::Flipped,
         MaskMode::OffByOne,
         MaskMode::AfterSoftmax,
@@ -70,7 +72,7 @@ impl MaskMode {
     pub fn name(self) -> &'static str {
         match self {
             MaskMode::Causal => "causal",
-            MaskMode::None => "none",
+            MaskMode::Unmasked => "unmasked",
             MaskMode::Flipped => "flipped",
             MaskMode::OffByOne => "off-by-one",
             MaskMode::AfterSoftmax => "after-softmax",
@@ -111,7 +113,7 @@ impl MaskMode {
         match self {
             MaskMode::Causal => Some(Tensor::tril_mask(shape, offset, device)),
             // AfterSoftmax masks the weights instead, see `weights_mask`.
-            MaskMode::None | MaskMode::AfterSoftmax => None,
+            MaskMode::Unmasked | MaskMode::AfterSoftmax => None,
             MaskMode::Flipped => Some(Tensor::triu_mask(shape, offset, device)),
             MaskMode::OffByOne => Some(Tensor::tril_mask(shape, offset + 1, device)),
         }

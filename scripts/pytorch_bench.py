@@ -2,9 +2,9 @@
 
 Run by hand from the crate root (needs `torch`; CI does not run it):
 
-    python3 bench/pytorch_bench.py            # runs tinygpt's bench example, then PyTorch
-    python3 bench/pytorch_bench.py --quick    # a short smoke run of both
-    python3 bench/pytorch_bench.py --pytorch-only
+    python3 scripts/pytorch_bench.py            # runs tinygpt's bench example, then PyTorch
+    python3 scripts/pytorch_bench.py --quick    # a short smoke run of both
+    python3 scripts/pytorch_bench.py --pytorch-only
 
 It first runs `cargo run --release --example bench -- --json` (tinygpt on its default
 backend), then the same workloads in PyTorch with `torch.set_num_threads(--threads)`, and

@@ -115,12 +115,13 @@ fn verb(number: Number, entry: (&'static str, &'static str)) -> &'static str {
 // Generation
 // ---------------------------------------------------------------------------------------------
 
-struct Generator<'r, R: Rng> {
+/// Writes one sentence word by word, drawing each choice from `rng`.
+struct SentenceWriter<'r, R: Rng> {
     rng: &'r mut R,
     words: Vec<&'static str>,
 }
 
-impl<R: Rng> Generator<'_, R> {
+impl<R: Rng> SentenceWriter<'_, R> {
     fn pick<T: Copy>(&mut self, items: &[T]) -> T {
         *items.choose(self.rng).expect("word tables are not empty")
     }
@@ -223,12 +224,12 @@ impl<R: Rng> Generator<'_, R> {
 /// Generate one sentence, e.g. `the small dog sees an apple .` (words separated by single
 /// spaces, ending with ` .`).
 pub fn generate_sentence(rng: &mut impl Rng) -> String {
-    let mut generator = Generator {
+    let mut writer = SentenceWriter {
         rng,
         words: Vec::new(),
     };
-    generator.sentence();
-    generator.words.join(" ")
+    writer.sentence();
+    writer.words.join(" ")
 }
 
 /// The corpus: sentences from a ChaCha8 RNG seeded with `seed`, one per line, until the text is

@@ -1,0 +1,122 @@
+//! Files that are never seen half-written: every file tinygpt writes goes to a temporary name
+//! beside its destination and is renamed into place, so a reader (or a run interrupted by a
+//! crash, Ctrl-C or a full disk) finds the old file or the new one, never a mix. A rename
+//! within one directory is atomic on the file systems tinygpt targets.
+//!
+//! Directories (a checkpoint is several files) are swapped with the same idea one level up; see
+//! [`crate::train::checkpoint`].
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// Write `contents` to `path` atomically (see the module docs).
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be written or moved into place; `path` is then untouched.
+pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
+    write_atomically_with(path, |tmp| {
+        std::fs::write(tmp, contents).map_err(|err| Error::io(tmp, "write", err))
+    })
+}
+
+/// Serialise `value` as pretty JSON into `path`, atomically.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be written.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    // tinygpt's records are structs of numbers, strings and lists, which always serialise.
+    let text = serde_json::to_string_pretty(value).expect("tinygpt's records serialise to JSON");
+    write_atomically(path, (text + "\n").as_bytes())
+}
+
+/// Let `write` produce the file at a temporary path, then rename it to `path`. The temporary
+/// name keeps the extension (`loss.png` is drawn as `loss.tmp.png`) because some writers, such
+/// as image encoders, pick the format from it. On failure the temporary file is removed and
+/// `path` is untouched.
+///
+/// # Errors
+/// `write`'s error, or [`Error::Io`] when the rename fails.
+pub fn write_atomically_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = temporary_path(path);
+    if let Err(err) = write(&tmp) {
+        // Best effort: the write failed, and a stale temporary file would only confuse.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err);
+    }
+    rename(&tmp, path)
+}
+
+/// `dir/name.tmp.ext` for `dir/name.ext` (`dir/name.tmp` without an extension).
+fn temporary_path(path: &Path) -> PathBuf {
+    let mut extension = std::ffi::OsString::from("tmp");
+    if let Some(original) = path.extension() {
+        extension.push(".");
+        extension.push(original);
+    }
+    path.with_extension(extension)
+}
+
+/// Create `path` and its parents.
+///
+/// # Errors
+/// [`Error::Io`] when it cannot be created.
+pub fn ensure_dir(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).map_err(|err| Error::io(path, "create the directory", err))
+}
+
+/// Move `from` to `to`, replacing a file at `to`.
+///
+/// # Errors
+/// [`Error::Io`] naming `to`.
+pub fn rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(|err| Error::io(to, "move a finished file into place", err))
+}
+
+/// Remove a directory and everything in it, if it exists.
+///
+/// # Errors
+/// [`Error::Io`] when it exists but cannot be removed.
+pub fn remove_dir_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::io(path, "remove the stale directory", err))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_temporary_name_keeps_the_extension() {
+        assert_eq!(
+            temporary_path(Path::new("runs/loss.png")),
+            Path::new("runs/loss.tmp.png")
+        );
+        assert_eq!(
+            temporary_path(Path::new("runs/metrics")),
+            Path::new("runs/metrics.tmp")
+        );
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_file_and_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("tinygpt-fs-{}", std::process::id()));
+        ensure_dir(&dir).unwrap();
+        let path = dir.join("kept.txt");
+        write_atomically(&path, b"old").unwrap();
+        let failed = write_atomically_with(&path, |tmp| {
+            std::fs::write(tmp, b"half").unwrap();
+            Err(Error::Data("the writer failed".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert!(!temporary_path(&path).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,252 @@
+//! The [`Generator`]: continue prompts with the KV cache (prefill the prompt in one pass, then
+//! one token per pass) or naively (the whole window recomputed at every step) for comparison.
+//! Rows slide their windows past the context on their own schedule (see [`super::window`]).
+
+use std::time::Instant;
+
+use burn::config::Config;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::sampler::{Sampler, SamplingConfig};
+use super::window::Windows;
+use crate::device::{floats, ints, token_tensor};
+use crate::error::{Error, Result};
+use crate::model::{ForwardOptions, Gpt, KvCache};
+
+/// How each step's logits are computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DecodeMode {
+    /// Prefill once, then one token per forward pass against the KV cache.
+    Cached,
+    /// Recompute the whole window at every step: the reference the cache must match.
+    Naive,
+}
+
+/// What to generate. `GenerationConfig::new(n)` decodes `n` tokens greedily with the cache.
+#[derive(Config, Debug)]
+pub struct GenerationConfig {
+    /// New tokens per prompt (fewer when a row hits a stop sequence).
+    pub max_new_tokens: usize,
+    /// How tokens are chosen.
+    #[config(default = "SamplingConfig::new()")]
+    pub sampling: SamplingConfig,
+    /// A row stops once its new tokens end with one of these id sequences.
+    #[config(default = "Vec::new()")]
+    pub stop: Vec<Vec<usize>>,
+    /// Cached or naive decoding.
+    #[config(default = "DecodeMode::Cached")]
+    pub mode: DecodeMode,
+    /// Keep every step's logits (for comparing decoding modes).
+    #[config(default = false)]
+    pub record_logits: bool,
+}
+
+/// Where the time went and how the cache behaved.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GenerationStats {
+    /// Prompt tokens processed by the first prefill (all rows, padding included).
+    pub prefill_tokens: usize,
+    /// Seconds of the first prefill.
+    pub prefill_seconds: f64,
+    /// Tokens produced by decode steps (all rows, one per row per step).
+    pub decode_tokens: usize,
+    /// Seconds of the decode steps, window slides included.
+    pub decode_seconds: f64,
+    /// Cache length right after the prefill (the prompt length; 0 in naive mode).
+    pub cache_len_after_prefill: usize,
+    /// Cache length at the end (0 in naive mode).
+    pub cache_len_after_decode: usize,
+    /// Times the context window was slid (see [`super::window`]).
+    pub window_slides: usize,
+}
+
+impl GenerationStats {
+    /// Prompt tokens per second of the prefill.
+    pub fn prefill_tokens_per_s(&self) -> f64 {
+        self.prefill_tokens as f64 / self.prefill_seconds.max(1e-12)
+    }
+
+    /// New tokens per second of decoding.
+    pub fn decode_tokens_per_s(&self) -> f64 {
+        self.decode_tokens as f64 / self.decode_seconds.max(1e-12)
+    }
+}
+
+/// The result of [`Generator::generate`].
+#[derive(Clone, Debug, Default)]
+pub struct Generation {
+    /// New tokens per prompt, up to and including a stop sequence.
+    pub tokens: Vec<Vec<usize>>,
+    /// Timing and cache figures.
+    pub stats: GenerationStats,
+    /// With [`GenerationConfig::record_logits`]: the logits each token was chosen from,
+    /// `[step][row · V + id]`.
+    pub step_logits: Vec<Vec<f32>>,
+}
+
+/// Generates text from a model, cached or naive.
+pub struct Generator<'m> {
+    model: &'m Gpt,
+    device: Device,
+}
+
+impl<'m> Generator<'m> {
+    /// A generator for `model` on `device`.
+    pub fn new(model: &'m Gpt, device: &Device) -> Self {
+        Self {
+            model,
+            device: device.clone(),
+        }
+    }
+
+    /// Continue every prompt. Prompts may differ in length: they are left-padded into one
+    /// batch, and every row computes what it would alone (its window slides on its own
+    /// schedule; a slide of any row re-prefills the batch). A prompt longer than the context
+    /// window keeps its last `max_seq_len` tokens. `on_token(row, id)` hears every new token as
+    /// it is chosen (for streaming).
+    ///
+    /// # Errors
+    /// [`Error::Tokens`] for no prompts, an empty prompt, an empty stop sequence or ids
+    /// outside the vocabulary; [`Error::Config`] for bad sampling settings; the model's errors.
+    pub fn generate(
+        &self,
+        prompts: &[Vec<usize>],
+        config: &GenerationConfig,
+        on_token: &mut dyn FnMut(usize, usize),
+    ) -> Result<Generation> {
+        self.check(prompts, config)?;
+        let mut sampler = Sampler::new(config.sampling.clone())?;
+        let capacity = self.model.config().max_seq_len;
+        let mut windows = Windows::new(prompts, capacity);
+        let batch = windows.batch();
+        let mut cache = match config.mode {
+            DecodeMode::Cached => Some(self.model.new_cache(batch, &self.device)),
+            DecodeMode::Naive => None,
+        };
+
+        let mut out = Generation {
+            tokens: vec![Vec::new(); batch],
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let mut logits = self.prefill(&windows, cache.as_mut())?;
+        out.stats.prefill_tokens = batch * windows.len();
+        out.stats.prefill_seconds = started.elapsed().as_secs_f64();
+        out.stats.cache_len_after_prefill = cache.as_ref().map_or(0, KvCache::len);
+
+        let decode_started = Instant::now();
+        let mut finished = vec![false; batch];
+        for step in 0..config.max_new_tokens {
+            let next = self.choose(logits, &mut sampler, config.record_logits, &mut out)?;
+            for (row, &id) in next.iter().enumerate() {
+                if finished[row] {
+                    continue;
+                }
+                out.tokens[row].push(id);
+                on_token(row, id);
+                finished[row] = config
+                    .stop
+                    .iter()
+                    .any(|stop| out.tokens[row].ends_with(stop));
+            }
+            if step + 1 == config.max_new_tokens || finished.iter().all(|&done| done) {
+                break;
+            }
+            windows.push(&next);
+            logits = if windows.slide(capacity, capacity / 2) {
+                out.stats.window_slides += 1;
+                if let Some(cache) = cache.as_mut() {
+                    cache.reset();
+                }
+                self.prefill(&windows, cache.as_mut())?
+            } else {
+                self.step(&windows, &next, cache.as_mut())?
+            };
+            out.stats.decode_tokens += batch;
+        }
+        out.stats.decode_seconds = decode_started.elapsed().as_secs_f64();
+        out.stats.cache_len_after_decode = cache.as_ref().map_or(0, KvCache::len);
+        Ok(out)
+    }
+
+    /// Refuse what the model cannot take before anything runs.
+    fn check(&self, prompts: &[Vec<usize>], config: &GenerationConfig) -> Result<()> {
+        let vocab = self.model.config().vocab_size;
+        if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
+            return Err(Error::Tokens(
+                "every prompt needs at least one token (this model has no start token)".into(),
+            ));
+        }
+        if config.stop.iter().any(Vec::is_empty) {
+            return Err(Error::Tokens("a stop sequence cannot be empty".into()));
+        }
+        match prompts.iter().flatten().find(|&&id| id >= vocab) {
+            Some(bad) => Err(Error::Tokens(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Logits of the last position after running every row's whole window (filling the cache
+    /// when there is one).
+    ///
+    /// # Shapes
+    /// - output: `[B, V]`
+    fn prefill(&self, windows: &Windows, cache: Option<&mut KvCache>) -> Result<Tensor<2>> {
+        let ids = windows.padded();
+        self.last_logits(&ids, windows.len(), windows, cache)
+    }
+
+    /// Logits after feeding the newest token: one cached step, or every window again.
+    fn step(
+        &self,
+        windows: &Windows,
+        newest: &[usize],
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor<2>> {
+        match cache {
+            Some(cache) => self.last_logits(newest, 1, windows, Some(cache)),
+            None => self.prefill(windows, None),
+        }
+    }
+
+    /// Run `ids` (`[B, len]`) with the windows' left padding and return the logits of the last
+    /// position, `[B, V]`.
+    fn last_logits(
+        &self,
+        ids: &[usize],
+        len: usize,
+        windows: &Windows,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor<2>> {
+        let tokens = token_tensor(ids, windows.batch(), len, &self.device)?;
+        let padding = windows.padding();
+        let options = ForwardOptions {
+            cache,
+            left_padding: Some(&padding),
+            trace: None,
+            last_only: true,
+        };
+        let logits = self.model.forward_with(tokens, options)?;
+        let [batch, _, vocab] = logits.dims();
+        Ok(logits.reshape([batch, vocab]))
+    }
+
+    /// The next token of every row, chosen on the device; only the ids are read back (and the
+    /// logits too when they are being recorded).
+    fn choose(
+        &self,
+        logits: Tensor<2>,
+        sampler: &mut Sampler,
+        record: bool,
+        out: &mut Generation,
+    ) -> Result<Vec<usize>> {
+        if record {
+            out.step_logits.push(floats(logits.clone())?);
+        }
+        let ids = ints(sampler.sample(logits))?;
+        Ok(ids.into_iter().map(|id| id as usize).collect())
+    }
+}

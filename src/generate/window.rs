@@ -1,0 +1,70 @@
+//! The tokens each row of a batch currently sees, and how that window slides once a row
+//! outgrows the model's context.
+//!
+//! # Past the context window
+//! The model has learned positions `0..max_seq_len` only. When a row's window is full and one
+//! more token must be fed, the generator slides it: it keeps the last `max_seq_len / 2` tokens,
+//! resets the cache and prefills them again at positions `0..max_seq_len / 2`. That happens
+//! once every `max_seq_len / 2` new tokens and costs one prefill of `max_seq_len / 2` tokens, so
+//! on average one extra forward position per new token, instead of the whole context per token
+//! that naive decoding pays. Naive decoding slides at the same moments, so both modes see
+//! identical windows and agree.
+
+/// Each row's window of tokens, fed to the model left-padded to the longest row.
+#[derive(Clone, Debug)]
+pub(crate) struct Windows {
+    rows: Vec<Vec<usize>>,
+}
+
+impl Windows {
+    /// Every prompt as it stands, cropped to its last `capacity` tokens.
+    pub(crate) fn new(prompts: &[Vec<usize>], capacity: usize) -> Self {
+        let mut windows = Self {
+            rows: prompts.to_vec(),
+        };
+        windows.slide(capacity, capacity);
+        windows
+    }
+
+    /// Rows in the batch.
+    pub(crate) fn batch(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Length of the padded batch: the longest row.
+    pub(crate) fn len(&self) -> usize {
+        self.rows.iter().map(Vec::len).max().unwrap_or(0)
+    }
+
+    /// Leading padding of each row.
+    pub(crate) fn padding(&self) -> Vec<usize> {
+        let len = self.len();
+        self.rows.iter().map(|row| len - row.len()).collect()
+    }
+
+    /// All rows, left-padded (with id 0, never attended to), row-major `[B, len]`.
+    pub(crate) fn padded(&self) -> Vec<usize> {
+        let len = self.len();
+        self.rows
+            .iter()
+            .flat_map(|row| std::iter::repeat_n(0, len - row.len()).chain(row.iter().copied()))
+            .collect()
+    }
+
+    /// Append one token to every row.
+    pub(crate) fn push(&mut self, next: &[usize]) {
+        for (row, &id) in self.rows.iter_mut().zip(next) {
+            row.push(id);
+        }
+    }
+
+    /// Shorten every row longer than `capacity` to its last `keep` tokens; whether any was.
+    pub(crate) fn slide(&mut self, capacity: usize, keep: usize) -> bool {
+        let mut slid = false;
+        for row in self.rows.iter_mut().filter(|row| row.len() > capacity) {
+            row.drain(..row.len() - keep);
+            slid = true;
+        }
+        slid
+    }
+}

@@ -1,0 +1,12 @@
+//! The mask-leak demonstration and the measurements behind it.
+//!
+//! | file    | what it holds                                                              |
+//! |---------|----------------------------------------------------------------------------|
+//! | `probe` | the causality probe (does a later token move earlier logits?) and the honest loss |
+//! | `demo`  | train a causal model and leaky twins alike, measure both views, the verdict |
+
+pub mod demo;
+pub mod probe;
+
+pub use demo::{DemoConfig, DemoSummary, ModelReport, SUMMARY_FILE, run, run_name};
+pub use probe::{CausalityReport, PROBE_TOLERANCE, causality_probe, honest_loss};

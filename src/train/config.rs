@@ -1,0 +1,93 @@
+//! The training settings: steps, batch, learning-rate schedule, regularisation, evaluation.
+
+use burn::config::Config;
+
+use crate::error::{Error, Result};
+use crate::model::GptConfig;
+
+/// How to train; saved in every checkpoint's `state.json`, so a resumed run continues with
+/// the settings it was started with.
+#[derive(Config, Debug, PartialEq)]
+pub struct TrainConfig {
+    /// Optimizer steps in the whole run.
+    #[config(default = 500)]
+    pub steps: usize,
+    /// Windows per batch, `B`.
+    #[config(default = 32)]
+    pub batch_size: usize,
+    /// Tokens per window, `T` (at most the model's `max_seq_len`).
+    #[config(default = 64)]
+    pub seq_len: usize,
+    /// Peak learning rate, reached at the end of warmup.
+    #[config(default = 3e-3)]
+    pub learning_rate: f64,
+    /// Learning rate at the end of the cosine decay.
+    #[config(default = 3e-4)]
+    pub min_learning_rate: f64,
+    /// Steps of linear warmup from 0 to the peak.
+    #[config(default = 50)]
+    pub warmup_steps: usize,
+    /// AdamW's decoupled weight decay, applied to weight matrices and embeddings only.
+    #[config(default = 0.1)]
+    pub weight_decay: f64,
+    /// Each parameter's gradient is rescaled to at most this L2 norm (Burn clips per tensor).
+    #[config(default = 1.0)]
+    pub grad_clip: f32,
+    /// Evaluate, log and checkpoint every this many steps (and at the last step).
+    #[config(default = 100)]
+    pub eval_interval: usize,
+    /// Batches averaged for each evaluation estimate.
+    #[config(default = 8)]
+    pub eval_batches: usize,
+    /// Seeds the initial weights and the data order.
+    #[config(default = 1337)]
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    /// The learning rate for `step` (0-based): linear warmup to `learning_rate`, then cosine
+    /// decay to `min_learning_rate` at the last step.
+    pub fn learning_rate_at(&self, step: usize) -> f64 {
+        if step < self.warmup_steps {
+            return self.learning_rate * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let decay_steps = self.steps.saturating_sub(self.warmup_steps).max(1);
+        let progress = ((step - self.warmup_steps) as f64 / decay_steps as f64).min(1.0);
+        let cosine = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+        self.min_learning_rate + cosine * (self.learning_rate - self.min_learning_rate)
+    }
+
+    /// Check the settings against the model they will train.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first setting that cannot work.
+    pub fn validate(&self, model: &GptConfig) -> Result<()> {
+        let positive = [
+            ("steps", self.steps),
+            ("batch_size", self.batch_size),
+            ("seq_len", self.seq_len),
+            ("eval_interval", self.eval_interval),
+            ("eval_batches", self.eval_batches),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(Error::Config(format!("{name} must be at least 1")));
+        }
+        if self.seq_len > model.max_seq_len {
+            return Err(Error::Config(format!(
+                "seq_len ({}) is longer than the model's context window max_seq_len ({})",
+                self.seq_len, model.max_seq_len
+            )));
+        }
+        let finite_positive = |x: f64| x.is_finite() && x > 0.0;
+        if !finite_positive(self.learning_rate)
+            || self.min_learning_rate.is_nan()
+            || self.min_learning_rate < 0.0
+        {
+            return Err(Error::Config(format!(
+                "learning rates must be positive numbers (got {} and minimum {})",
+                self.learning_rate, self.min_learning_rate
+            )));
+        }
+        Ok(())
+    }
+}

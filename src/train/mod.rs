@@ -1,0 +1,21 @@
+//! Training: the settings, the loss, the loop, its evaluation log and its checkpoints.
+//!
+//! | file         | what it holds                                                            |
+//! |--------------|--------------------------------------------------------------------------|
+//! | `config`     | [`TrainConfig`]: steps, batch, learning-rate schedule, clipping, seed     |
+//! | `loss`       | cross-entropy and the teacher-forced training loss                       |
+//! | `trainer`    | [`train`]: AdamW, evaluation, checkpoints, exact resume                  |
+//! | `metrics`    | the evaluation log, `metrics.jsonl`                                      |
+//! | `checkpoint` | save and load a model with its tokenizer, state and optimizer             |
+
+pub mod checkpoint;
+pub mod config;
+pub mod loss;
+pub mod metrics;
+pub mod trainer;
+
+pub use checkpoint::{Checkpoint, TrainState};
+pub use config::TrainConfig;
+pub use loss::{cross_entropy, teacher_forced_loss, teacher_forced_loss_tensor};
+pub use metrics::{EvalRecord, METRICS_FILE, read_metrics};
+pub use trainer::{TrainEvent, TrainOutcome, evaluate, new_optimizer, train};

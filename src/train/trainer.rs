@@ -1,0 +1,332 @@
+//! The training loop: AdamW with decoupled weight decay on the weight matrices only, linear
+//! warmup then cosine decay, gradient clipping, periodic evaluation, atomic checkpoints and
+//! exact resume.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::{Module, ParamGroup};
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::Device;
+
+use super::checkpoint::{self, TrainState};
+use super::config::TrainConfig;
+use super::loss::{teacher_forced_loss, teacher_forced_loss_tensor};
+use super::metrics::{EvalRecord, read_metrics, write_metrics};
+use crate::error::{Error, Result};
+use crate::fs::ensure_dir;
+use crate::model::{Gpt, GptConfig};
+use crate::text::{Batch, Split, TextDataset, step_rng};
+
+/// What the training loop reports as it goes.
+#[derive(Clone, Debug)]
+pub enum TrainEvent<'a> {
+    /// A step finished.
+    Step {
+        /// Steps taken so far.
+        step: usize,
+        /// Steps in the whole run.
+        total: usize,
+        /// This step's training loss.
+        loss: f32,
+        /// This step's learning rate.
+        lr: f64,
+        /// Throughput since the previous evaluation.
+        tokens_per_s: f64,
+    },
+    /// An evaluation finished (and its checkpoint is on disk).
+    Eval(&'a EvalRecord),
+}
+
+/// The result of a finished run.
+#[derive(Debug)]
+pub struct TrainOutcome {
+    /// The trained model, ready for inference (no autodiff).
+    pub model: Gpt,
+    /// Every evaluation of the run, resumed parts included.
+    pub history: Vec<EvalRecord>,
+    /// Steps taken in total.
+    pub steps: usize,
+    /// Wall-clock seconds spent training in this call.
+    pub seconds: f64,
+}
+
+/// Train a model of `model_config` on `dataset`, writing checkpoints and metrics into
+/// `run_dir`. With `resume`, training continues from the checkpoint in `run_dir` (same step
+/// count, optimizer state and data order) instead of starting afresh.
+///
+/// `observer` hears every step and evaluation; returning [`ControlFlow::Break`] stops the run
+/// there, as an interruption would (the last checkpoint is the last evaluation's).
+///
+/// # Errors
+/// - [`Error::Config`] for settings that cannot work;
+/// - [`Error::Checkpoint`] when resuming from a missing or mismatched checkpoint;
+/// - [`Error::Diverged`] when the loss becomes NaN or infinite (the last good checkpoint stays);
+/// - [`Error::Io`] when the run directory cannot be written.
+// Longer than the crate's other functions on purpose: one step's order (loss, divergence check,
+// update, report, evaluate and checkpoint, stop) reads top to bottom in one place.
+pub fn train(
+    run_dir: &Path,
+    model_config: &GptConfig,
+    config: &TrainConfig,
+    dataset: &TextDataset,
+    device: &Device,
+    resume: bool,
+    observer: &mut dyn FnMut(TrainEvent) -> ControlFlow<()>,
+) -> Result<TrainOutcome> {
+    let run = Run {
+        dir: run_dir,
+        config,
+        dataset,
+        device,
+    };
+    let train_device = device.clone().autodiff();
+    let Start {
+        mut model,
+        mut optimizer,
+        step: start,
+        mut history,
+    } = start(&run, model_config, &train_device, resume)?;
+
+    let started = Instant::now();
+    let mut throughput = Throughput::new(start, config.batch_size * config.seq_len);
+    let mut last_good_step = start;
+    let mut steps_taken = start;
+    for step in start..config.steps {
+        let loss = teacher_forced_loss_tensor(&model, &run.batch(step), &train_device)?;
+        let loss_value: f32 = loss.clone().into_scalar();
+        if !loss_value.is_finite() {
+            return Err(Error::Diverged {
+                step: step + 1,
+                loss: loss_value,
+                last_good_step,
+            });
+        }
+        let lr = config.learning_rate_at(step);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optimizer.step(lr, model, grads);
+
+        let done = step + 1;
+        steps_taken = done;
+        let tokens_per_s = throughput.tokens_per_s(done);
+        let mut flow = observer(TrainEvent::Step {
+            step: done,
+            total: config.steps,
+            loss: loss_value,
+            lr,
+            tokens_per_s,
+        });
+        if done % config.eval_interval == 0 || done == config.steps {
+            let inference = model.valid();
+            history.push(run.evaluate(&inference, done, lr, tokens_per_s)?);
+            run.save(&inference, &optimizer, &history)?;
+            last_good_step = done;
+            flow = observer(TrainEvent::Eval(history.last().expect("just pushed")));
+            throughput = Throughput::new(done, throughput.tokens_per_step);
+        }
+        if flow.is_break() {
+            break;
+        }
+    }
+    Ok(TrainOutcome {
+        model: model.valid(),
+        history,
+        steps: steps_taken,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Training tokens per second since the last evaluation (evaluating is not training).
+struct Throughput {
+    since: Instant,
+    from_step: usize,
+    tokens_per_step: usize,
+}
+
+impl Throughput {
+    fn new(from_step: usize, tokens_per_step: usize) -> Self {
+        Self {
+            since: Instant::now(),
+            from_step,
+            tokens_per_step,
+        }
+    }
+
+    fn tokens_per_s(&self, step: usize) -> f64 {
+        let elapsed = self.since.elapsed().as_secs_f64().max(1e-9);
+        ((step - self.from_step) * self.tokens_per_step) as f64 / elapsed
+    }
+}
+
+/// What stays fixed through one call of [`train`].
+struct Run<'a> {
+    dir: &'a Path,
+    config: &'a TrainConfig,
+    dataset: &'a TextDataset,
+    /// The inference device (evaluation runs without autodiff).
+    device: &'a Device,
+}
+
+impl Run<'_> {
+    /// The training batch of `step`: a pure function of the seed and the step, so runs with
+    /// the same seed see the same data and a resumed run continues the original order.
+    fn batch(&self, step: usize) -> Batch {
+        let config = self.config;
+        let mut rng = step_rng(config.seed, step);
+        self.dataset
+            .batch(Split::Train, config.batch_size, config.seq_len, &mut rng)
+    }
+
+    /// Evaluate `model` after `step` steps.
+    fn evaluate(&self, model: &Gpt, step: usize, lr: f64, tokens_per_s: f64) -> Result<EvalRecord> {
+        let loss = |split| evaluate(model, self.dataset, split, self.config, self.device);
+        Ok(EvalRecord {
+            step,
+            train_loss: loss(Split::Train)?,
+            val_loss: loss(Split::Validation)?,
+            lr,
+            tokens_per_s,
+        })
+    }
+
+    /// Write the metrics and a checkpoint as of the last evaluation in `history`.
+    fn save(&self, model: &Gpt, optimizer: &ModuleOptimizer, history: &[EvalRecord]) -> Result<()> {
+        write_metrics(self.dir, history)?;
+        let step = history.last().map_or(0, |record| record.step);
+        let state = TrainState::trained(step, self.config.clone());
+        checkpoint::save(
+            self.dir,
+            model,
+            self.dataset.tokenizer(),
+            &state,
+            Some(optimizer),
+        )
+    }
+}
+
+/// Where a call of [`train`] starts: a fresh model, or the one in the run directory.
+struct Start {
+    model: Gpt,
+    optimizer: ModuleOptimizer,
+    step: usize,
+    history: Vec<EvalRecord>,
+}
+
+/// Check every setting, create the run directory, and build or load what training starts from.
+fn start(
+    run: &Run,
+    model_config: &GptConfig,
+    train_device: &Device,
+    resume: bool,
+) -> Result<Start> {
+    let (config, dataset) = (run.config, run.dataset);
+    // The training settings first: they are what a user types (the window length sets the
+    // context).
+    config.validate(model_config)?;
+    model_config.validate()?;
+    if model_config.vocab_size != dataset.tokenizer().vocab_size() {
+        return Err(Error::Config(format!(
+            "the model's vocab_size ({}) differs from the tokenizer's ({})",
+            model_config.vocab_size,
+            dataset.tokenizer().vocab_size()
+        )));
+    }
+    ensure_dir(run.dir)?;
+    if resume {
+        return resume_from(run.dir, model_config, config, dataset, train_device);
+    }
+    train_device.seed(config.seed);
+    Ok(Start {
+        model: model_config.init(train_device)?,
+        optimizer: new_optimizer(config),
+        step: 0,
+        history: Vec::new(),
+    })
+}
+
+/// The optimizer [`train`] uses: AdamW (β₂ = 0.99) over every parameter, with `config`'s
+/// weight decay turned off for biases and LayerNorm scales and shifts (decaying those towards
+/// zero only fights the normalisation), and per-tensor gradient-norm clipping at
+/// `config.grad_clip`.
+pub fn new_optimizer(config: &TrainConfig) -> ModuleOptimizer {
+    let adamw = AdamWConfig::new()
+        .with_beta_2(0.99)
+        .with_weight_decay(config.weight_decay as f32)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip)));
+    let no_decay = adamw.clone().with_weight_decay(0.0);
+    adamw.init().with_group(
+        ParamGroup::from_any_predicates(vec!["bias", "gamma", "beta"]),
+        no_decay.build(),
+        Some(GradientClippingConfig::Norm(config.grad_clip).init()),
+    )
+}
+
+fn resume_from(
+    run_dir: &Path,
+    model_config: &GptConfig,
+    config: &TrainConfig,
+    dataset: &TextDataset,
+    device: &Device,
+) -> Result<Start> {
+    let saved = checkpoint::load(run_dir, device)?;
+    let mismatch = |what: &str| {
+        Error::checkpoint(
+            &saved.dir,
+            format!("cannot resume: the {what} differs from the one this run was started with"),
+        )
+    };
+    if saved.model.config() != model_config {
+        return Err(mismatch("model config"));
+    }
+    if saved.tokenizer != *dataset.tokenizer() {
+        return Err(mismatch("training text's vocabulary"));
+    }
+    let Some(saved_config) = &saved.state.train_config else {
+        return Err(Error::checkpoint(
+            &saved.dir,
+            "cannot resume: these weights were imported, not trained by tinygpt; start a new \
+             run in another directory",
+        ));
+    };
+    if saved_config.seed != config.seed || saved_config.steps > config.steps {
+        return Err(mismatch("training config (seed or a shorter step count)"));
+    }
+    let optimizer = checkpoint::load_optimizer(&saved, new_optimizer(config))?;
+    let history = read_metrics(run_dir)?
+        .into_iter()
+        .filter(|record| record.step <= saved.state.step)
+        .collect();
+    Ok(Start {
+        model: saved.model,
+        optimizer,
+        step: saved.state.step,
+        history,
+    })
+}
+
+/// Mean teacher-forced loss over `config.eval_batches` batches of `split`, drawn from an RNG
+/// fixed per split so every evaluation of a run (and of every model) sees the same windows.
+///
+/// # Errors
+/// The model's errors.
+pub fn evaluate(
+    model: &Gpt,
+    dataset: &TextDataset,
+    split: Split,
+    config: &TrainConfig,
+    device: &Device,
+) -> Result<f32> {
+    const EVAL_STREAM: usize = usize::MAX / 2;
+    let mut rng = step_rng(
+        config.seed ^ (split == Split::Validation) as u64,
+        EVAL_STREAM,
+    );
+    let mut total = 0.0;
+    for _ in 0..config.eval_batches {
+        let batch = dataset.batch(split, config.batch_size, config.seq_len, &mut rng);
+        total += teacher_forced_loss(model, &batch, device)?;
+    }
+    Ok(total / config.eval_batches as f32)
+}
