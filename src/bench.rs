@@ -66,8 +66,7 @@ impl TrainStep {
     /// The model's errors.
     pub fn new(device: &Device) -> Result<Self> {
         let device = device.clone().autodiff();
-        device.seed(1);
-        let model = model_config(TRAIN_SEQ).init(&device)?;
+        let model = model_config(TRAIN_SEQ).init_seeded(1, &device)?;
         let tokens = token_ids(TRAIN_BATCH * (TRAIN_SEQ + 1), 2);
         let rows: Vec<&[usize]> = tokens.chunks(TRAIN_SEQ + 1).collect();
         let batch = Batch {
@@ -125,9 +124,8 @@ impl Decoder {
     /// # Errors
     /// The model's errors.
     pub fn new(device: &Device) -> Result<Self> {
-        device.seed(3);
         let max = CONTEXTS[CONTEXTS.len() - 1];
-        let model = model_config(max).init(device)?;
+        let model = model_config(max).init_seeded(3, device)?;
         Ok(Self {
             cache: model.new_cache(1, device),
             model,

@@ -6,8 +6,10 @@
 //!            -> ln_f [B, T, D] -> lm_head [B, T, V]
 //! ```
 
+use std::sync::{Mutex, PoisonError};
+
 use burn::config::Config;
-use burn::module::{Initializer, Module};
+use burn::module::{Initializer, Module, ModuleVisitor, Param};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
 };
@@ -74,7 +76,8 @@ impl GptConfig {
             .validate()
     }
 
-    /// Build the model with GPT-2's initialisation.
+    /// Build the model with GPT-2's initialisation, drawing from the backend's RNG as it
+    /// stands (see [`GptConfig::init_seeded`] for reproducible weights).
     ///
     /// Unlike Burn's own `init` functions this returns a `Result`: the config usually comes
     /// from a user or a file, and a bad one must be an error, not a panic.
@@ -82,6 +85,23 @@ impl GptConfig {
     /// # Errors
     /// [`Error::Config`] when [`GptConfig::validate`] fails.
     pub fn init(&self, device: &Device) -> Result<Gpt> {
+        let _drawing = INIT_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+        self.build(device)
+    }
+
+    /// Build the model with GPT-2's initialisation from `seed`: the same seed gives the same
+    /// weights, whatever other threads initialise at the same time.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when [`GptConfig::validate`] fails.
+    pub fn init_seeded(&self, seed: u64, device: &Device) -> Result<Gpt> {
+        let _drawing = INIT_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+        device.seed(seed);
+        self.build(device)
+    }
+
+    /// [`GptConfig::init`] without the lock.
+    fn build(&self, device: &Device) -> Result<Gpt> {
         self.validate()?;
         let embedding = |count: usize| {
             EmbeddingConfig::new(count, self.d_model)
@@ -100,7 +120,7 @@ impl GptConfig {
             .collect::<Result<Vec<_>>>()?;
         let mut lm_head = normal_linear(self.d_model, self.vocab_size, INIT_STD, device);
         lm_head.bias = None;
-        Ok(Gpt {
+        let gpt = Gpt {
             token_embedding: embedding(self.vocab_size),
             position_embedding: embedding(self.max_seq_len),
             dropout: DropoutConfig::new(self.dropout).init(),
@@ -108,7 +128,26 @@ impl GptConfig {
             ln_f: LayerNormConfig::new(self.d_model).init(device),
             lm_head,
             config: self.clone(),
-        })
+        };
+        // Burn draws a parameter's initial values lazily, on first use; draw them all now,
+        // while the caller holds `INIT_LOCK`.
+        gpt.visit(&mut DrawWeights);
+        Ok(gpt)
+    }
+}
+
+/// Held while a model's weights are drawn. Burn's backends keep one RNG per process, so "seed,
+/// then initialise" only gives the seed's weights if no other thread draws in between (tests
+/// run in parallel threads, and a race here once made a resumed run differ from a straight
+/// one).
+static INIT_LOCK: Mutex<()> = Mutex::new(());
+
+/// Touches every parameter so that its lazily drawn initial values exist.
+struct DrawWeights;
+
+impl ModuleVisitor for DrawWeights {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
     }
 }
 

@@ -237,9 +237,8 @@ fn start(
     if resume {
         return resume_from(run.dir, model_config, config, dataset, train_device);
     }
-    train_device.seed(config.seed);
     Ok(Start {
-        model: model_config.init(train_device)?,
+        model: model_config.init_seeded(config.seed, train_device)?,
         optimizer: new_optimizer(config),
         step: 0,
         history: Vec::new(),

@@ -43,8 +43,9 @@ pub fn small_config(mask_mode: MaskMode) -> GptConfig {
 }
 
 pub fn small_model(mask_mode: MaskMode, seed: u64, device: &Device) -> Gpt {
-    device.seed(seed);
-    small_config(mask_mode).init(device).expect("valid config")
+    small_config(mask_mode)
+        .init_seeded(seed, device)
+        .expect("valid config")
 }
 
 /// The same small model twice: on the fused fast path (where the mode allows it) and forced
