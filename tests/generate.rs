@@ -133,12 +133,11 @@ fn greedy_cached_equals_greedy_naive_over_hundreds_of_tokens() {
 #[test]
 fn prefill_caches_the_prompt_and_each_decode_step_adds_one() {
     let device = end_to_end_device();
-    device.seed(3);
     let model = GptConfig::new(20)
         .with_d_model(32)
         .with_n_layers(2)
         .with_max_seq_len(64)
-        .init(&device)
+        .init_seeded(3, &device)
         .unwrap();
     let prompt = vec![vec![1, 2, 3, 4, 5, 6, 7]];
     for new in [1, 2, 10, 30] {
@@ -359,4 +358,12 @@ fn bad_generation_input_is_a_clear_error() {
         other => panic!("expected unknown characters, got {other:?}"),
     }
     let _ = MaskMode::Causal;
+}
+
+#[test]
+fn a_nan_logit_never_counts_as_agreement() {
+    assert_eq!(max_abs_diff(&[1.0, 2.0], &[1.0, 2.5]), 0.5);
+    assert_eq!(max_abs_diff(&[1.0, f32::NAN], &[1.0, 2.0]), f32::INFINITY);
+    assert_eq!(max_abs_diff(&[f32::NAN], &[f32::NAN]), f32::INFINITY);
+    assert_eq!(max_abs_diff(&[1.0], &[1.0, 2.0]), f32::INFINITY);
 }

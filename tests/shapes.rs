@@ -124,3 +124,30 @@ fn cached_stages_attend_over_cached_plus_new_keys() {
         Some([b, 1, config.vocab_size].as_slice())
     );
 }
+
+#[test]
+fn attention_weights_are_kept_by_the_readable_kernel_and_refused_on_the_fast_one() {
+    let device = device();
+    let model = small_model(MaskMode::Causal, 1, &device);
+    let config = model.config().clone();
+    let (b, t) = (2, 5);
+    let tokens = token_tensor(&random_tokens(b * t, config.vocab_size, 8), b, t, &device).unwrap();
+
+    let mut trace = ShapeTrace::with_attention_weights();
+    let options = ForwardOptions::default().with_trace(&mut trace);
+    let err = model.forward_with(tokens.clone(), options).unwrap_err();
+    assert!(
+        err.to_string().contains("with_fused_attention(false)"),
+        "{err}"
+    );
+
+    let readable = model.with_fused_attention(false);
+    let mut trace = ShapeTrace::with_attention_weights();
+    let options = ForwardOptions::default().with_trace(&mut trace);
+    readable.forward_with(tokens, options).unwrap();
+    let weights = trace.attention_weights();
+    assert_eq!(weights.len(), config.n_layers);
+    for (name, layer) in weights {
+        assert_eq!(layer.dims(), [b, config.n_heads, t, t], "{name}");
+    }
+}
