@@ -80,7 +80,7 @@ impl Plan {
 }
 
 fn main() -> ExitCode {
-    common::report(run())
+    common::main(run)
 }
 
 fn run() -> anyhow::Result<()> {

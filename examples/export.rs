@@ -26,7 +26,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    common::report(run())
+    common::main(run)
 }
 
 fn run() -> anyhow::Result<()> {

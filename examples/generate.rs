@@ -32,13 +32,13 @@ struct Args {
     #[arg(long, default_value_t = 200)]
     max_new_tokens: usize,
     /// 0 for greedy; higher is more random.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     temperature: f32,
     /// Sample only among the K most likely characters.
     #[arg(long)]
     top_k: Option<usize>,
     /// Sample only among the most likely characters whose probabilities reach P.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     top_p: Option<f32>,
     /// Seed of the sampler: the same seed gives the same text.
     #[arg(long, default_value_t = 0)]
@@ -49,11 +49,15 @@ struct Args {
     /// Recompute the whole context for every token instead of using the KV cache.
     #[arg(long)]
     no_cache: bool,
-    /// Run cached and naive greedy decoding on the prompt and compare them.
-    #[arg(long)]
+    /// Run cached and naive greedy decoding on the prompt and compare them (greedy, so the
+    /// sampling options do not apply).
+    #[arg(
+        long,
+        conflicts_with_all = ["temperature", "top_k", "top_p", "seed", "stop", "no_cache"]
+    )]
     compare: bool,
     /// With --compare: print one JSON object instead of the report.
-    #[arg(long)]
+    #[arg(long, requires = "compare")]
     json: bool,
     /// Write the prompt's attention weights (every layer and head) to this PNG.
     #[arg(long)]
@@ -64,7 +68,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    common::report(run())
+    common::main(run)
 }
 
 fn run() -> anyhow::Result<()> {
@@ -182,6 +186,15 @@ fn compare(
     args: &Args,
     device: &Device,
 ) -> anyhow::Result<()> {
+    let mask = checkpoint.model.config().mask_mode;
+    if mask.is_leaky() {
+        // With a leaky mask, earlier positions would see later tokens on a full recompute, so
+        // the keys and values a cache holds are stale by design.
+        eprintln!(
+            "warning: this model's {mask} mask leaks the future, so its KV cache is not valid: \
+             cached and naive decoding are expected to differ"
+        );
+    }
     let report = compare_decoding(&checkpoint.model, prompt, args.max_new_tokens, device)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -196,6 +209,9 @@ fn compare(
         "identical tokens:          {}",
         if report.identical_tokens { "yes" } else { "NO" }
     );
+    if mask.is_leaky() {
+        println!("(a leaky mask: the cache is not valid, whatever the tokens say)");
+    }
     println!(
         "max |Δ logit| over {} steps: {:.2e}",
         report.new_tokens, report.max_abs_logit_diff

@@ -26,12 +26,12 @@ struct Args {
     /// Backend to run on (see `tinygpt::device`).
     #[arg(long, default_value = "default")]
     device: String,
-    /// Decode steps per run; the cache ends this long.
-    #[arg(long, default_value_t = 2048)]
-    steps: usize,
+    /// Decode steps per run (1 to 16384); the cache ends this long.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..=16384))]
+    steps: u64,
     /// Timed repetitions; the fastest is reported.
-    #[arg(long, default_value_t = 3)]
-    repeats: usize,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
+    repeats: u64,
 }
 
 const LAYERS: usize = 4;
@@ -92,7 +92,7 @@ fn run_concatenated(steps: usize, device: &Device) -> f64 {
 }
 
 fn main() -> ExitCode {
-    common::report(run())
+    common::main(run)
 }
 
 fn run() -> anyhow::Result<()> {
@@ -105,14 +105,20 @@ fn run() -> anyhow::Result<()> {
         args.steps,
         args.repeats
     );
-    let best = |f: fn(usize, &Device) -> f64| {
-        (0..args.repeats)
-            .map(|_| f(args.steps, &device))
+    let steps = args.steps as usize;
+    // Concatenation is quadratic in the steps: at the top of the range a run takes minutes, so
+    // each one is announced.
+    let best = |name: &str, f: fn(usize, &Device) -> f64| {
+        (1..=args.repeats)
+            .map(|repeat| {
+                eprintln!("  {name}: run {repeat} of {}", args.repeats);
+                f(steps, &device)
+            })
             .fold(f64::INFINITY, f64::min)
     };
-    let prealloc = best(run_preallocated);
-    let concat = best(run_concatenated);
-    let per_step = |secs: f64| secs * 1e6 / args.steps as f64;
+    let prealloc = best("pre-allocated", run_preallocated);
+    let concat = best("concatenation", run_concatenated);
+    let per_step = |secs: f64| secs * 1e6 / steps as f64;
     println!(
         "pre-allocated + slice_assign: {:8.1} µs/step",
         per_step(prealloc)

@@ -5,26 +5,37 @@
 
 mod common;
 
-use std::path::Path;
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
 use tinygpt::fs::write_atomically;
 use tinygpt::text::grammar::{CORPUS_SEED, CORPUS_TARGET_BYTES, generate_corpus};
 
+#[derive(Parser)]
+#[command(about = "Regenerate the bundled toy corpus from the grammar")]
+struct Args {
+    /// File to write (replaced whole); without it the corpus goes to standard output.
+    path: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
-    common::report(run())
+    common::main(run)
 }
 
 fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
     let corpus = generate_corpus(CORPUS_SEED, CORPUS_TARGET_BYTES);
-    match std::env::args().nth(1) {
-        None => print!("{corpus}"),
+    match args.path {
+        None => std::io::stdout().lock().write_all(corpus.as_bytes())?,
         Some(path) => {
-            write_atomically(Path::new(&path), corpus.as_bytes())?;
+            write_atomically(&path, corpus.as_bytes())?;
             eprintln!(
-                "wrote {} bytes, {} sentences to {path}",
+                "wrote {} bytes, {} sentences to {}",
                 corpus.len(),
-                corpus.lines().count()
+                corpus.lines().count(),
+                path.display()
             );
         }
     }

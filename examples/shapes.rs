@@ -41,7 +41,7 @@ fn is_detail_of_a_later_block(name: &str) -> bool {
 }
 
 fn main() -> ExitCode {
-    common::report(run())
+    common::main(run)
 }
 
 fn run() -> anyhow::Result<()> {

@@ -2,7 +2,7 @@
 //! why the leaky one's lower training loss is a lie.
 //!
 //! `cargo run --release --example train -- [--leak unmasked|flipped|off-by-one|after-softmax|all|off]
-//!  [--data PATH] [--out DIR] [--steps N] [--device NAME] [--quiet] [--resume]`
+//!  [--data PATH] [--out DIR] [--steps N] [--device NAME] [--quiet] [--resume | --force]`
 
 mod common;
 
@@ -42,7 +42,7 @@ struct Args {
     #[arg(long, default_value_t = 64)]
     seq_len: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 3e-3)]
+    #[arg(long, default_value_t = 3e-3, allow_negative_numbers = true)]
     lr: f64,
     /// Model width.
     #[arg(long, default_value_t = 128)]
@@ -63,24 +63,30 @@ struct Args {
     #[arg(long, default_value_t = 200)]
     sample_chars: usize,
     /// Sampling temperature for the samples.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     temperature: f32,
     /// Backend: flex, ndarray, wgpu, wgpu-cpu, cuda, ... (compiled-in ones only).
     #[arg(long, default_value = "default")]
     device: String,
-    /// Continue the runs from their checkpoints in --out.
-    #[arg(long)]
+    /// Continue every model in --out from where its run stopped (finished, part-way or not
+    /// started), with the settings it was started with.
+    #[arg(long, conflicts_with = "force")]
     resume: bool,
+    /// Start afresh even if --out holds trained runs, replacing them.
+    #[arg(long)]
+    force: bool,
     /// Log lines instead of progress bars.
     #[arg(long)]
     quiet: bool,
 }
 
 fn main() -> ExitCode {
-    common::report(run())
+    common::main(run)
 }
 
 fn run() -> anyhow::Result<()> {
+    // Ctrl-C stops training at the end of the step, with a checkpoint of it.
+    common::catch_ctrl_c();
     let args = Args::parse();
     let leaks = parse_leaks(&args.leak)?;
     let device = tinygpt::device::device_by_name(&args.device).context("--device")?;
@@ -99,6 +105,9 @@ fn run() -> anyhow::Result<()> {
         .validate()
         .context("check --d-model, --n-heads and --n-layers")?;
     config.sampling().validate().context("--temperature")?;
+    config
+        .validate()
+        .context("check --samples, --sample-chars and --seq-len")?;
     let source = match &args.data {
         Some(path) => path.display().to_string(),
         None => "the bundled toy corpus".to_string(),
@@ -122,12 +131,15 @@ fn run() -> anyhow::Result<()> {
 
     let started = Instant::now();
     let mut progress = Progress::new(args.quiet);
-    let summary = leak::run(&text, &config, &device, &mut |name, event| {
+    let result = leak::run(&text, &config, &device, &mut |name, event| {
         progress.on_event(name, event);
-        ControlFlow::Continue(())
-    })
-    .with_context(|| format!("training into --out {}", args.out.display()))?;
+        match common::interrupted() {
+            true => ControlFlow::Break(()),
+            false => ControlFlow::Continue(()),
+        }
+    });
     progress.finish();
+    let summary = result.map_err(|err| with_hint(err, &args))?;
     print_summary(&summary);
     println!(
         "\nwrote {}, {} and the runs in {} ({:.0} s in all)",
@@ -137,6 +149,24 @@ fn run() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The error, with what to do about it on this command line.
+fn with_hint(err: tinygpt::Error, args: &Args) -> anyhow::Error {
+    let out = args.out.display();
+    let hint = match &err {
+        tinygpt::Error::RunExists { .. } => {
+            format!("--out {out}: pass --resume to continue these runs, or --force to replace them")
+        }
+        tinygpt::Error::Interrupted { .. } => {
+            format!("interrupted; run the same command with --resume to finish --out {out}")
+        }
+        tinygpt::Error::Checkpoint { .. } if args.resume => {
+            format!("--resume --out {out}: resume with the settings the runs were started with")
+        }
+        _ => format!("training into --out {out}"),
+    };
+    anyhow::Error::new(err).context(hint)
 }
 
 /// The leaky modes `--leak` names.
@@ -184,6 +214,7 @@ fn demo_config(args: &Args, leaks: Vec<MaskMode>, grammar_check: bool) -> DemoCo
         .with_sample_chars(args.sample_chars)
         .with_temperature(args.temperature)
         .with_resume(args.resume)
+        .with_force(args.force)
         .with_grammar_check(grammar_check)
 }
 

@@ -132,16 +132,73 @@ pub enum Error {
 
     /// Training stopped because the loss stopped being a finite number.
     #[error(
-        "training diverged at step {step}: the loss is {loss}; the last good checkpoint (step \
-         {last_good_step}) is kept; try a lower learning rate or stronger gradient clipping"
+        "training diverged at step {step}: the loss is {loss}; {}; try a lower learning rate or \
+         stronger gradient clipping",
+        match last_good_step {
+            Some(kept) => format!("the last good checkpoint (step {kept}) is kept"),
+            None => "no checkpoint had been written yet".to_string(),
+        }
     )]
     Diverged {
         /// The step whose loss was not finite.
         step: usize,
         /// The loss value (NaN or infinite).
         loss: f32,
-        /// The step of the checkpoint left on disk.
-        last_good_step: usize,
+        /// The step of the checkpoint left on disk, if one was written.
+        last_good_step: Option<usize>,
+    },
+
+    /// Training was stopped before its last step (for instance by Ctrl-C); its checkpoint of
+    /// the step reached is on disk and the run can be resumed.
+    #[error(
+        "training of {} stopped at step {step} of {steps}; its checkpoint at step {step} is kept",
+        path.display()
+    )]
+    Interrupted {
+        /// The run directory.
+        path: PathBuf,
+        /// Steps taken.
+        step: usize,
+        /// Steps the run was to take.
+        steps: usize,
+    },
+
+    /// Starting afresh would replace a run that already holds a checkpoint.
+    #[error(
+        "{} already holds a checkpoint (step {step}); starting afresh would replace it",
+        path.display()
+    )]
+    RunExists {
+        /// The run directory.
+        path: PathBuf,
+        /// The step of its checkpoint.
+        step: usize,
+    },
+
+    /// A directory another process is writing.
+    #[error(
+        "{} is being written by process {pid}; wait for it to finish (or, if no such process \
+         runs any more, delete {})",
+        path.display(),
+        lock_file.display()
+    )]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+        /// The process holding the lock.
+        pid: u32,
+        /// The lock file.
+        lock_file: PathBuf,
+    },
+
+    /// A value that is not a finite number where one must be: a weight, or the logits a token
+    /// would be chosen from.
+    #[error("{what} is not finite (NaN or infinite): {detail}")]
+    NotFinite {
+        /// What holds the value, e.g. the tensor's name.
+        what: String,
+        /// Where, and what to do.
+        detail: String,
     },
 
     /// Token ids or a token batch that the model cannot take.

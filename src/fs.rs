@@ -88,6 +88,87 @@ pub fn remove_dir_if_present(path: &Path) -> Result<()> {
     }
 }
 
+/// Name of the lock file [`DirLock`] keeps in a directory.
+pub const LOCK_FILE: &str = ".tinygpt.lock";
+
+/// A directory reserved for one process: while it lives, `DIR/.tinygpt.lock` holds this
+/// process's id, and [`DirLock::acquire`] in any other process fails with [`Error::Locked`]
+/// naming it. Dropping it removes the file. A lock left behind by a process that is gone (it
+/// was killed) is taken over, where the system lets us tell (Linux: `/proc/PID`).
+#[derive(Debug)]
+pub struct DirLock {
+    file: PathBuf,
+}
+
+impl DirLock {
+    /// Lock `dir`, which must exist.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] when a live process holds it, [`Error::Io`] when the lock file cannot
+    /// be written.
+    pub fn acquire(dir: &Path) -> Result<Self> {
+        let file = dir.join(LOCK_FILE);
+        // Two tries: the second after removing a lock whose process is gone.
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&file)
+            {
+                Ok(mut handle) => {
+                    use std::io::Write;
+                    writeln!(handle, "{}", std::process::id())
+                        .map_err(|err| Error::io(&file, "write", err))?;
+                    return Ok(Self { file });
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&file)
+                        .ok()
+                        .and_then(|text| text.trim().parse::<u32>().ok());
+                    match holder {
+                        Some(pid) if process_is_running(pid) => {
+                            return Err(Error::Locked {
+                                path: dir.to_path_buf(),
+                                pid,
+                                lock_file: file,
+                            });
+                        }
+                        // Gone, or a file we cannot read: stale.
+                        _ => {
+                            let _ = std::fs::remove_file(&file);
+                        }
+                    }
+                }
+                Err(err) => return Err(Error::io(&file, "create the lock file", err)),
+            }
+        }
+        Err(Error::io(
+            &file,
+            "create the lock file",
+            std::io::Error::other("it reappeared after a stale one was removed"),
+        ))
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// Whether process `pid` runs. Without a way to tell, assume it does: a wrongly kept lock
+/// costs a message, a wrongly broken one a corrupted run.
+fn process_is_running(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    if cfg!(target_os = "linux") {
+        Path::new(&format!("/proc/{pid}")).exists()
+    } else {
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +198,25 @@ mod tests {
         assert!(failed.is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"old");
         assert!(!temporary_path(&path).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_locked_directory_names_its_process_and_a_stale_lock_is_taken_over() {
+        let dir = std::env::temp_dir().join(format!("tinygpt-lock-{}", std::process::id()));
+        ensure_dir(&dir).unwrap();
+        let lock = DirLock::acquire(&dir).unwrap();
+        match DirLock::acquire(&dir) {
+            Err(Error::Locked { pid, .. }) => assert_eq!(pid, std::process::id()),
+            other => panic!("expected the directory to be locked, got {other:?}"),
+        }
+        drop(lock);
+        assert!(!dir.join(LOCK_FILE).exists());
+        // A lock left by a process that no longer runs (pid_max on Linux is at most 2^22).
+        std::fs::write(dir.join(LOCK_FILE), "4194304\n").unwrap();
+        let taken_over = DirLock::acquire(&dir);
+        assert!(taken_over.is_ok(), "{taken_over:?}");
+        drop(taken_over);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -367,3 +367,25 @@ fn a_nan_logit_never_counts_as_agreement() {
     assert_eq!(max_abs_diff(&[f32::NAN], &[f32::NAN]), f32::INFINITY);
     assert_eq!(max_abs_diff(&[1.0], &[1.0, 2.0]), f32::INFINITY);
 }
+
+#[test]
+fn non_finite_logits_stop_generation_with_an_error() {
+    let device = end_to_end_device();
+    let mut model = GptConfig::new(10)
+        .with_d_model(16)
+        .with_n_heads(2)
+        .with_n_layers(1)
+        .init_seeded(1, &device)
+        .unwrap();
+    let weight = model.lm_head.weight.val();
+    model.lm_head.weight = burn::module::Param::from_tensor(weight.mul_scalar(f32::NAN));
+    for mode in [DecodeMode::Cached, DecodeMode::Naive] {
+        let config = GenerationConfig::new(5).with_mode(mode);
+        let result =
+            Generator::new(&model, &device).generate(&[vec![1, 2]], &config, &mut |_, _| {});
+        assert!(
+            matches!(result, Err(Error::NotFinite { .. })),
+            "{mode:?}: {result:?}"
+        );
+    }
+}

@@ -289,14 +289,43 @@ fn a_diverging_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint()
             loss,
         }) => {
             assert!(!loss.is_finite());
-            assert_eq!(last_good_step, step - 1);
+            assert_eq!(last_good_step, Some(step - 1));
             assert_eq!(
                 checkpoint::load(&dir, &end_to_end_device())
                     .unwrap()
                     .state
                     .step,
-                last_good_step
+                step - 1
             );
+        }
+        other => panic!("expected divergence, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_run_that_diverges_before_its_first_checkpoint_says_none_was_kept() {
+    let dir = run_dir("diverge_early");
+    let config = TrainConfig {
+        learning_rate: 1e9,
+        min_learning_rate: 1e9,
+        warmup_steps: 0,
+        grad_clip: 1e9,
+        eval_interval: 100,
+        ..tiny_training(200)
+    };
+    match run(&dir, MaskMode::Causal, &config, false) {
+        Err(err @ Error::Diverged { .. }) => {
+            let Error::Diverged { last_good_step, .. } = &err else {
+                unreachable!()
+            };
+            assert_eq!(*last_good_step, None);
+            let message = err.to_string();
+            assert!(
+                message.contains("no checkpoint had been written"),
+                "{message}"
+            );
+            assert!(!message.contains("is kept"), "{message}");
+            assert!(!checkpoint::exists(&dir));
         }
         other => panic!("expected divergence, got {other:?}"),
     }

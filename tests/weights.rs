@@ -201,3 +201,19 @@ fn files_that_are_not_tinygpt_safetensors_are_refused_clearly() {
         "{err}"
     );
 }
+
+#[test]
+fn a_tensor_holding_a_nan_is_refused_by_name() {
+    let path = tampered_export("nan_tensor", |tensors| {
+        let (_, _, values) = tensors
+            .iter_mut()
+            .find(|(name, _, _)| name == "ln_f.weight")
+            .unwrap();
+        values[3] = f32::NAN;
+    });
+    let err = load_error(&path);
+    assert!(
+        err.contains("`ln_f.weight`") && err.contains("not finite"),
+        "{err}"
+    );
+}

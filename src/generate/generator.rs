@@ -235,7 +235,9 @@ impl<'m> Generator<'m> {
     }
 
     /// The next token of every row, chosen on the device; only the ids are read back (and the
-    /// logits too when they are being recorded).
+    /// logits too when they are being recorded). A row whose logits are not all finite numbers
+    /// comes back as -1, in the same read, and stops generation with an error: a model whose
+    /// weights or activations overflowed must not print text as if nothing happened.
     fn choose(
         &self,
         logits: Tensor<2>,
@@ -246,7 +248,25 @@ impl<'m> Generator<'m> {
         if record {
             out.step_logits.push(floats(logits.clone())?);
         }
-        let ids = ints(sampler.sample(logits))?;
+        let [batch, _] = logits.dims();
+        let broken_rows = logits
+            .clone()
+            .is_finite()
+            .all_dim(1)
+            .bool_not()
+            .reshape([batch]);
+        let ids = ints(sampler.sample(logits).mask_fill(broken_rows, -1))?;
+        if let Some(row) = ids.iter().position(|&id| id < 0) {
+            return Err(Error::NotFinite {
+                what: format!(
+                    "the logits of row {row} at generation step {}",
+                    out.tokens[row].len()
+                ),
+                detail: "the model's weights or activations are not finite numbers; check the \
+                         checkpoint"
+                    .into(),
+            });
+        }
         Ok(ids.into_iter().map(|id| id as usize).collect())
     }
 }

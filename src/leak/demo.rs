@@ -16,13 +16,13 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use super::probe::{causality_probe, honest_loss};
-use crate::error::Result;
-use crate::fs::write_json;
+use crate::error::{Error, Result};
+use crate::fs::{DirLock, ensure_dir, write_json};
 use crate::generate::{DecodeMode, GenerationConfig, Generator, SamplingConfig};
 use crate::model::{Gpt, GptConfig, MaskMode};
 use crate::plot::{LossSeries, plot_losses};
 use crate::text::{Batch, Split, TextDataset, grammar, step_rng};
-use crate::train::{EvalRecord, TrainConfig, TrainEvent, TrainOutcome, train};
+use crate::train::{EvalRecord, TrainConfig, TrainEvent, TrainOutcome, checkpoint, train};
 
 /// What to train and how to measure it.
 #[derive(Config, Debug)]
@@ -48,15 +48,55 @@ pub struct DemoConfig {
     /// Validation windows used for the honest loss.
     #[config(default = 16)]
     pub honest_windows: usize,
-    /// Continue runs from their checkpoints instead of starting afresh.
+    /// Continue each model from wherever its run stopped: finished, part-way (from its
+    /// checkpoint) or not started.
     #[config(default = false)]
     pub resume: bool,
+    /// Start afresh even where a run directory holds a checkpoint, replacing it. Without it
+    /// (and without `resume`), such a directory is an error and nothing is trained.
+    #[config(default = false)]
+    pub force: bool,
     /// Score complete sentences with the toy grammar's recognizer (for the bundled corpus).
     #[config(default = true)]
     pub grammar_check: bool,
 }
 
 impl DemoConfig {
+    /// Check every setting, the training and model settings included, before anything runs.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first setting that cannot work.
+    pub fn validate(&self) -> Result<()> {
+        self.train.validate(&self.model)?;
+        self.model.validate()?;
+        self.sampling().validate()?;
+        for (name, value) in [
+            ("samples", self.samples),
+            ("sample_chars", self.sample_chars),
+            ("honest_windows", self.honest_windows),
+        ] {
+            if value == 0 {
+                return Err(Error::Config(format!("{name} must be at least 1")));
+            }
+        }
+        // The causality probe changes one token and watches the ones before it.
+        if self.train.seq_len < 2 {
+            return Err(Error::Config(format!(
+                "seq_len ({}) must be at least 2 for the causality probe",
+                self.train.seq_len
+            )));
+        }
+        Ok(())
+    }
+
+    /// The run directories of every model, the causal one first.
+    pub fn run_dirs(&self) -> Vec<(MaskMode, PathBuf)> {
+        std::iter::once(MaskMode::Causal)
+            .chain(self.leaks.iter().copied().filter(|mode| mode.is_leaky()))
+            .map(|mode| (mode, self.out_dir.join(run_name(mode))))
+            .collect()
+    }
+
     /// The sampling the demo's samples use.
     pub fn sampling(&self) -> SamplingConfig {
         SamplingConfig::new()
@@ -120,42 +160,61 @@ pub fn run_name(mode: MaskMode) -> String {
 }
 
 /// Train the causal model and every leaky one on `text`, measure them, draw the loss chart and
-/// write `summary.json`. `observer` hears each model's training events (and may stop a run
-/// early, see [`train`]).
+/// write `summary.json`. `observer` hears each model's training events and may stop a run
+/// early (see [`train`]); the run then ends with [`Error::Interrupted`], and resuming completes
+/// it to what an uninterrupted run gives.
+///
+/// The output directory is one unit of work: every setting is checked and every run directory
+/// looked at before anything trains, and it is locked while this writes it.
 ///
 /// # Errors
-/// Data, configuration, training and I/O errors, each saying what went wrong.
+/// [`Error::RunExists`] when a run directory holds a checkpoint and neither `resume` nor
+/// `force` is set; [`Error::Interrupted`] when the observer stopped a run; [`Error::Locked`]
+/// when another process is writing the output directory; data, configuration, training and I/O
+/// errors, each saying what went wrong.
 pub fn run(
     text: &str,
     config: &DemoConfig,
     device: &Device,
     observer: &mut dyn FnMut(&str, TrainEvent) -> ControlFlow<()>,
 ) -> Result<DemoSummary> {
+    config.validate()?;
     let dataset = TextDataset::new(text, config.train.seq_len)?;
+    if !config.resume && !config.force {
+        refuse_to_overwrite(config)?;
+    }
+    ensure_dir(&config.out_dir)?;
+    let _lock = DirLock::acquire(&config.out_dir)?;
     let known_words = words_of(text);
-    let modes: Vec<MaskMode> = std::iter::once(MaskMode::Causal)
-        .chain(config.leaks.iter().copied().filter(|m| m.is_leaky()))
-        .collect();
 
     let mut reports = Vec::new();
     let mut histories: Vec<(String, Vec<EvalRecord>)> = Vec::new();
-    for mode in modes {
+    for (mode, run_dir) in config.run_dirs() {
         let name = run_name(mode);
         let model_config = GptConfig {
             vocab_size: dataset.tokenizer().vocab_size(),
             mask_mode: mode,
             ..config.model.clone()
         };
-        let run_dir = config.out_dir.join(&name);
+        // A resumed multi-model run continues each model from its own state: a model whose
+        // run never wrote a checkpoint starts afresh.
+        let resume = config.resume && checkpoint::exists(&run_dir);
         let outcome = train(
             &run_dir,
             &model_config,
             &config.train,
             &dataset,
             device,
-            config.resume,
+            resume,
             &mut |event| observer(&name, event),
         )?;
+        if outcome.steps < config.train.steps {
+            return Err(Error::Interrupted {
+                path: run_dir,
+                step: outcome.steps,
+                steps: config.train.steps,
+            });
+        }
         plot_losses(
             &run_dir.join("loss.png"),
             &format!("{name}: loss"),
@@ -184,6 +243,20 @@ pub fn run(
     };
     write_json(&config.out_dir.join(SUMMARY_FILE), &summary)?;
     Ok(summary)
+}
+
+/// [`Error::RunExists`] for the first run directory that holds a checkpoint.
+fn refuse_to_overwrite(config: &DemoConfig) -> Result<()> {
+    for (_, run_dir) in config.run_dirs() {
+        if checkpoint::exists(&run_dir) {
+            let step = checkpoint::saved_step(&run_dir).unwrap_or(0);
+            return Err(Error::RunExists {
+                path: run_dir,
+                step,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// One model's row of the report: its last evaluation and what [`measure`] found.
@@ -333,8 +406,15 @@ pub fn verdict(reports: &[ModelReport]) -> String {
         } else {
             "not lower"
         };
+        // The probe is the direct evidence: without it (e.g. a text of one repeated character,
+        // where changing a token is impossible) the numbers below say nothing about a leak.
+        let leaked = if leaky.causality_violations > 0 {
+            "leaked"
+        } else {
+            "showed no leak the probe could see"
+        };
         lines.push(format!(
-            "{} leaked: its training loss is {lower} than the causal model's ({:.3} vs {:.3}), \
+            "{} {leaked}: its training loss is {lower} than the causal model's ({:.3} vs {:.3}), \
              but predicting each token from the past only (honest loss) it scores {:.3} vs {:.3}; \
              the probe saw later tokens change earlier logits at {}/{} positions (causal: {}/{}); \
              {} of its generated words are real words (causal {}) and {} of its sentences are \

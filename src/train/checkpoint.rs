@@ -205,6 +205,16 @@ pub fn exists(run_dir: &Path) -> bool {
     resolve_dir(run_dir).is_ok()
 }
 
+/// The step of the checkpoint in `run_dir`, read from its `state.json` alone (no weights are
+/// loaded).
+///
+/// # Errors
+/// [`Error::Checkpoint`] when there is no readable checkpoint.
+pub fn saved_step(run_dir: &Path) -> Result<usize> {
+    let state: TrainState = read_json(&resolve_dir(run_dir)?.join(STATE_FILE))?;
+    Ok(state.step)
+}
+
 fn resolve_dir(path: &Path) -> Result<PathBuf> {
     let candidates = [
         path.join(CHECKPOINT_DIR),

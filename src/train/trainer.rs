@@ -10,13 +10,14 @@ use burn::module::{Module, ParamGroup};
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
+use serde::Serialize;
 
 use super::checkpoint::{self, TrainState};
 use super::config::TrainConfig;
 use super::loss::{teacher_forced_loss, teacher_forced_loss_tensor};
 use super::metrics::{EvalRecord, read_metrics, write_metrics};
 use crate::error::{Error, Result};
-use crate::fs::ensure_dir;
+use crate::fs::{DirLock, ensure_dir};
 use crate::model::{Gpt, GptConfig};
 use crate::text::{Batch, Split, TextDataset, step_rng};
 
@@ -58,12 +59,18 @@ pub struct TrainOutcome {
 /// count, optimizer state and data order) instead of starting afresh.
 ///
 /// `observer` hears every step and evaluation; returning [`ControlFlow::Break`] stops the run
-/// there, as an interruption would (the last checkpoint is the last evaluation's).
+/// there (a Ctrl-C handler does this): a checkpoint of the step reached is written unless the
+/// step's evaluation just wrote one, so a resumed run continues from exactly there, and
+/// [`TrainOutcome::steps`] says where it stopped.
+///
+/// The run directory is locked while training writes it: a second process gets
+/// [`Error::Locked`].
 ///
 /// # Errors
 /// - [`Error::Config`] for settings that cannot work;
 /// - [`Error::Checkpoint`] when resuming from a missing or mismatched checkpoint;
 /// - [`Error::Diverged`] when the loss becomes NaN or infinite (the last good checkpoint stays);
+/// - [`Error::Locked`] when another process is writing the run directory;
 /// - [`Error::Io`] when the run directory cannot be written.
 // Longer than the crate's other functions on purpose: one step's order (loss, divergence check,
 // update, report, evaluate and checkpoint, stop) reads top to bottom in one place.
@@ -88,11 +95,13 @@ pub fn train(
         mut optimizer,
         step: start,
         mut history,
+        _lock,
     } = start(&run, model_config, &train_device, resume)?;
 
     let started = Instant::now();
     let mut throughput = Throughput::new(start, config.batch_size * config.seq_len);
-    let mut last_good_step = start;
+    // A resumed run starts from a checkpoint; a fresh one has none until its first evaluation.
+    let mut last_saved = (start > 0).then_some(start);
     let mut steps_taken = start;
     for step in start..config.steps {
         let loss = teacher_forced_loss_tensor(&model, &run.batch(step), &train_device)?;
@@ -101,7 +110,7 @@ pub fn train(
             return Err(Error::Diverged {
                 step: step + 1,
                 loss: loss_value,
-                last_good_step,
+                last_good_step: last_saved,
             });
         }
         let lr = config.learning_rate_at(step);
@@ -121,12 +130,15 @@ pub fn train(
         if done % config.eval_interval == 0 || done == config.steps {
             let inference = model.valid();
             history.push(run.evaluate(&inference, done, lr, tokens_per_s)?);
-            run.save(&inference, &optimizer, &history)?;
-            last_good_step = done;
+            run.save(&inference, &optimizer, &history, done)?;
+            last_saved = Some(done);
             flow = observer(TrainEvent::Eval(history.last().expect("just pushed")));
             throughput = Throughput::new(done, throughput.tokens_per_step);
         }
         if flow.is_break() {
+            if last_saved != Some(done) {
+                run.save(&model.valid(), &optimizer, &history, done)?;
+            }
             break;
         }
     }
@@ -191,10 +203,15 @@ impl Run<'_> {
         })
     }
 
-    /// Write the metrics and a checkpoint as of the last evaluation in `history`.
-    fn save(&self, model: &Gpt, optimizer: &ModuleOptimizer, history: &[EvalRecord]) -> Result<()> {
+    /// Write the metrics and a checkpoint after `step` steps.
+    fn save(
+        &self,
+        model: &Gpt,
+        optimizer: &ModuleOptimizer,
+        history: &[EvalRecord],
+        step: usize,
+    ) -> Result<()> {
         write_metrics(self.dir, history)?;
-        let step = history.last().map_or(0, |record| record.step);
         let state = TrainState::trained(step, self.config.clone());
         checkpoint::save(
             self.dir,
@@ -212,6 +229,8 @@ struct Start {
     optimizer: ModuleOptimizer,
     step: usize,
     history: Vec<EvalRecord>,
+    /// Held until training returns.
+    _lock: DirLock,
 }
 
 /// Check every setting, create the run directory, and build or load what training starts from.
@@ -234,14 +253,16 @@ fn start(
         )));
     }
     ensure_dir(run.dir)?;
+    let lock = DirLock::acquire(run.dir)?;
     if resume {
-        return resume_from(run.dir, model_config, config, dataset, train_device);
+        return resume_from(run.dir, model_config, config, dataset, train_device, lock);
     }
     Ok(Start {
         model: model_config.init_seeded(config.seed, train_device)?,
         optimizer: new_optimizer(config),
         step: 0,
         history: Vec::new(),
+        _lock: lock,
     })
 }
 
@@ -268,19 +289,25 @@ fn resume_from(
     config: &TrainConfig,
     dataset: &TextDataset,
     device: &Device,
+    lock: DirLock,
 ) -> Result<Start> {
     let saved = checkpoint::load(run_dir, device)?;
-    let mismatch = |what: &str| {
+    let refuse = |what: String| {
         Error::checkpoint(
             &saved.dir,
-            format!("cannot resume: the {what} differs from the one this run was started with"),
+            format!("cannot resume with other {what} than the run was started with"),
         )
     };
-    if saved.model.config() != model_config {
-        return Err(mismatch("model config"));
-    }
     if saved.tokenizer != *dataset.tokenizer() {
-        return Err(mismatch("training text's vocabulary"));
+        return Err(refuse(format!(
+            "training text: its characters differ ({} now, {} then)",
+            dataset.tokenizer().vocab_size(),
+            saved.tokenizer.vocab_size()
+        )));
+    }
+    let changed = differences(saved.model.config(), model_config, &[]);
+    if !changed.is_empty() {
+        return Err(refuse(format!("model settings: {}", changed.join("; "))));
     }
     let Some(saved_config) = &saved.state.train_config else {
         return Err(Error::checkpoint(
@@ -289,8 +316,16 @@ fn resume_from(
              run in another directory",
         ));
     };
-    if saved_config.seed != config.seed || saved_config.steps > config.steps {
-        return Err(mismatch("training config (seed or a shorter step count)"));
+    // More steps may be asked for; every other setting must be the run's own.
+    let mut changed = differences(saved_config, config, &["steps"]);
+    if config.steps < saved_config.steps {
+        changed.push(format!(
+            "steps {} now, {} then (a run cannot be shortened)",
+            config.steps, saved_config.steps
+        ));
+    }
+    if !changed.is_empty() {
+        return Err(refuse(format!("training settings: {}", changed.join("; "))));
     }
     let optimizer = checkpoint::load_optimizer(&saved, new_optimizer(config))?;
     let history = read_metrics(run_dir)?
@@ -302,7 +337,26 @@ fn resume_from(
         optimizer,
         step: saved.state.step,
         history,
+        _lock: lock,
     })
+}
+
+/// Each setting (a field of the JSON both serialise to) that differs between `then` and `now`,
+/// as `name X now, Y then`, leaving out the names in `skip`.
+fn differences<T: Serialize>(then: &T, now: &T, skip: &[&str]) -> Vec<String> {
+    // Configs are structs of plain values, so they serialise to a JSON object.
+    let fields = |value: &T| match serde_json::to_value(value) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let (then, now) = (fields(then), fields(now));
+    now.iter()
+        .filter(|(name, value)| !skip.contains(&name.as_str()) && then.get(*name) != Some(*value))
+        .map(|(name, value)| {
+            let before = then.get(name).map_or("unset".into(), ToString::to_string);
+            format!("{name} {value} now, {before} then")
+        })
+        .collect()
 }
 
 /// Mean teacher-forced loss over `config.eval_batches` batches of `split`, drawn from an RNG

@@ -21,9 +21,15 @@ pub type TensorSpec = (String, Vec<usize>);
 /// Every tensor of a safetensors file, as `f32` data, by name (read through burn-store).
 ///
 /// # Errors
-/// [`Error::Weights`] when the file is missing, is not safetensors, or holds a tensor that is
-/// not floating point.
+/// [`Error::Weights`] when the file is missing (or a directory), is not safetensors, or holds
+/// a tensor that is not floating point or holds a value that is not a finite number.
 pub(crate) fn read_tensors(path: &Path) -> Result<BTreeMap<String, TensorData>> {
+    if path.is_dir() {
+        return Err(Error::weights(
+            path,
+            "is a directory; give the .safetensors file itself",
+        ));
+    }
     if !path.is_file() {
         return Err(Error::weights(path, "no such file"));
     }
@@ -46,6 +52,22 @@ pub(crate) fn read_tensors(path: &Path) -> Result<BTreeMap<String, TensorData>> 
                     ));
                 }
             };
+            let values = data.as_slice::<f32>().map_err(|err| {
+                Error::weights(
+                    path,
+                    format!("tensor `{name}`: unreadable values ({err:?})"),
+                )
+            })?;
+            let not_finite = values.iter().filter(|value| !value.is_finite()).count();
+            if not_finite > 0 {
+                return Err(Error::weights(
+                    path,
+                    format!(
+                        "tensor `{name}` holds {not_finite} values that are not finite numbers \
+                         (NaN or infinite); the model that wrote it had diverged"
+                    ),
+                ));
+            }
             Ok((name.clone(), data))
         })
         .collect()

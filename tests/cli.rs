@@ -1,0 +1,376 @@
+//! The command line as a user meets it: the example binaries are run as processes, with bad
+//! input, interrupted runs and closed pipes, and what they print and leave on disk is checked.
+//!
+//! `cargo test` builds the examples before it runs the tests; run alone (`cargo test --test
+//! cli`), build them first with `cargo build --release --examples` (and the same features).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The example binary `name`, built beside this test binary.
+fn example(name: &str) -> Command {
+    let deps = std::env::current_exe().expect("the test binary's path");
+    let path = deps
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "{} is missing: build the examples first (see the module docs)",
+        path.display()
+    );
+    let mut command = Command::new(path);
+    // One-line errors whatever the caller's environment says about backtraces.
+    command
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE");
+    command
+}
+
+/// The CPU backend to run on: flex when compiled in, else the build's default.
+fn cpu() -> &'static str {
+    if tinygpt::device::compiled_backends().contains(&"flex") {
+        "flex"
+    } else {
+        "default"
+    }
+}
+
+/// A fresh, empty directory for one test.
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("cli")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The train example on a model small enough to train in well under a second; `extra` adds
+/// flags or overrides the defaults.
+fn tiny_train(out: &Path, extra: &[&str]) -> Output {
+    let defaults = [
+        ("--device", cpu()),
+        ("--steps", "6"),
+        ("--batch-size", "2"),
+        ("--seq-len", "8"),
+        ("--d-model", "8"),
+        ("--n-heads", "2"),
+        ("--n-layers", "1"),
+        ("--samples", "1"),
+        ("--sample-chars", "4"),
+    ];
+    let mut command = example("train");
+    command.args(["--out", out.to_str().unwrap(), "--quiet"]);
+    for (flag, value) in defaults {
+        if !extra.contains(&flag) {
+            command.args([flag, value]);
+        }
+    }
+    command.args(extra);
+    command.output().unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The command failed with one `error:` line that contains every one of `words`, and no panic.
+fn assert_clear_error(output: &Output, words: &[&str]) {
+    let text = stderr(output);
+    assert!(!output.status.success(), "it succeeded: {text}");
+    assert!(!text.contains("panicked"), "a panic: {text}");
+    for word in words {
+        assert!(text.contains(word), "`{word}` missing from: {text}");
+    }
+}
+
+fn summary_models(out: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(out.join("summary.json")).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&text).unwrap();
+    summary["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|model| model["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn checkpoint_step(run: &Path) -> usize {
+    tinygpt::train::checkpoint::saved_step(run).unwrap()
+}
+
+#[test]
+fn a_multi_model_run_resumes_each_model_from_where_it_stopped() {
+    let out = fresh_dir("resume_later_model");
+    // The causal model finished; its leaky twin never started (as if the run died in between).
+    let first = tiny_train(&out, &["--leak", "off"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(!out.join("leak-unmasked").exists());
+
+    let resumed = tiny_train(&out, &["--leak", "unmasked", "--resume"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert_eq!(summary_models(&out), ["causal", "leak-unmasked"]);
+    assert_eq!(checkpoint_step(&out.join("causal")), 6);
+    assert_eq!(checkpoint_step(&out.join("leak-unmasked")), 6);
+}
+
+#[test]
+fn a_trained_run_is_never_replaced_without_force() {
+    let out = fresh_dir("overwrite");
+    assert!(tiny_train(&out, &["--leak", "off"]).status.success());
+    let weights = out.join("causal/checkpoint/model.bpk");
+    let before = std::fs::read(&weights).unwrap();
+
+    let again = tiny_train(&out, &["--leak", "off", "--seed", "2"]);
+    assert_clear_error(
+        &again,
+        &["already holds a checkpoint", "--resume", "--force"],
+    );
+    assert_eq!(
+        std::fs::read(&weights).unwrap(),
+        before,
+        "the run was touched"
+    );
+
+    let forced = tiny_train(&out, &["--leak", "off", "--seed", "2", "--force"]);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert_ne!(std::fs::read(&weights).unwrap(), before);
+}
+
+#[test]
+fn resume_refuses_changed_settings_naming_each() {
+    let out = fresh_dir("changed_settings");
+    assert!(tiny_train(&out, &["--leak", "off"]).status.success());
+    let changed = tiny_train(
+        &out,
+        &[
+            "--leak",
+            "off",
+            "--resume",
+            "--lr",
+            "0.01",
+            "--batch-size",
+            "3",
+        ],
+    );
+    assert_clear_error(&changed, &["cannot resume", "learning_rate", "batch_size"]);
+    assert_eq!(checkpoint_step(&out.join("causal")), 6);
+}
+
+#[test]
+fn a_run_directory_being_written_is_refused() {
+    let out = fresh_dir("locked");
+    std::fs::create_dir_all(&out).unwrap();
+    // This test process is alive, so its id makes a live lock.
+    let lock = out.join(tinygpt::fs::LOCK_FILE);
+    std::fs::write(&lock, format!("{}\n", std::process::id())).unwrap();
+    let refused = tiny_train(&out, &["--leak", "off"]);
+    assert_clear_error(
+        &refused,
+        &["being written by process", &std::process::id().to_string()],
+    );
+    std::fs::remove_file(&lock).unwrap();
+    assert!(tiny_train(&out, &["--leak", "off"]).status.success());
+}
+
+#[test]
+fn settings_are_checked_before_any_training() {
+    let out = fresh_dir("settings");
+    for (args, words) in [
+        (&["--samples", "0"][..], &["samples must be at least 1"][..]),
+        (&["--seq-len", "1"], &["seq_len", "at least 2"]),
+        (&["--temperature", "-1"], &["temperature"]),
+        (&["--lr", "-0.01"], &["learning rates must be positive"]),
+        (
+            &["--leak", "none"],
+            &["ambiguous", "--leak unmasked", "--leak off"],
+        ),
+        (&["--n-heads", "3"], &["divisible"]),
+    ] {
+        let output = tiny_train(&out, args);
+        assert_clear_error(&output, words);
+        assert!(
+            !out.join("causal").exists(),
+            "{args:?} trained before failing"
+        );
+    }
+}
+
+#[test]
+fn ctrl_c_keeps_a_checkpoint_and_says_how_to_resume() {
+    let out = fresh_dir("ctrl_c");
+    let mut command = example("train");
+    command.args([
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        cpu(),
+        "--leak",
+        "off",
+    ]);
+    command.args([
+        "--steps",
+        "100000",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "8",
+        "--d-model",
+        "8",
+    ]);
+    command.args(["--n-heads", "2", "--n-layers", "1", "--quiet"]);
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first line comes before training starts, after the Ctrl-C handler is installed.
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    assert!(first.starts_with("backend"), "{first}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: sending a signal to our own child has no memory-safety preconditions.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let output = child.wait_with_output().unwrap();
+    drop(reader);
+    assert_clear_error(&output, &["stopped at step", "--resume"]);
+    let step = checkpoint_step(&out.join("causal"));
+    assert!(step > 0 && step < 100_000, "checkpoint at step {step}");
+    assert!(
+        stderr(&output).contains(&format!("step {step}")),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn closing_the_output_pipe_ends_an_example_quietly() {
+    for (name, args) in [
+        ("shapes", &["--device", cpu()][..]),
+        ("make_corpus", &[][..]),
+    ] {
+        let mut child = example(name)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        reader.read_line(&mut first).unwrap();
+        assert!(!first.is_empty(), "{name} printed nothing");
+        drop(reader); // as `| head -1` does
+        let output = child.wait_with_output().unwrap();
+        let text = stderr(&output);
+        assert!(!text.contains("panicked"), "{name}: {text}");
+        assert!(!text.contains("error"), "{name}: {text}");
+    }
+}
+
+#[test]
+fn make_corpus_help_prints_help_and_writes_nothing() {
+    let dir = fresh_dir("make_corpus_help");
+    let output = example("make_corpus")
+        .arg("--help")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Usage"));
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "it wrote a file"
+    );
+}
+
+#[test]
+fn generate_flags_that_do_not_apply_are_refused_and_a_leaky_cache_is_flagged() {
+    let out = fresh_dir("generate_flags");
+    assert!(tiny_train(&out, &["--leak", "unmasked"]).status.success());
+    let causal = out.join("causal");
+    let checkpoint = causal.to_str().unwrap();
+
+    let json_alone = example("generate")
+        .args(["--checkpoint", checkpoint, "--device", cpu(), "--json"])
+        .output()
+        .unwrap();
+    assert_clear_error(&json_alone, &["--compare"]);
+
+    let sampling_with_compare = example("generate")
+        .args(["--checkpoint", checkpoint, "--device", cpu(), "--compare"])
+        .args(["--temperature", "0.5"])
+        .output()
+        .unwrap();
+    assert_clear_error(&sampling_with_compare, &["--temperature"]);
+
+    let leaky = example("generate")
+        .args(["--checkpoint", out.join("leak-unmasked").to_str().unwrap()])
+        .args(["--device", cpu(), "--compare", "--max-new-tokens", "5"])
+        .output()
+        .unwrap();
+    assert!(leaky.status.success(), "{}", stderr(&leaky));
+    assert!(
+        stderr(&leaky).contains("KV cache is not valid"),
+        "{}",
+        stderr(&leaky)
+    );
+
+    let missing = example("generate")
+        .args(["--checkpoint", out.join("nothing").to_str().unwrap()])
+        .args(["--device", cpu()])
+        .output()
+        .unwrap();
+    assert_clear_error(&missing, &["no checkpoint here", "--example train"]);
+}
+
+#[test]
+fn import_names_a_directory_for_what_it_is() {
+    let dir = fresh_dir("import_dir");
+    let vocab = dir.join("vocab.json");
+    std::fs::write(&vocab, r#"["a", "b"]"#).unwrap();
+    let output = example("import")
+        .args([
+            "--nanogpt",
+            dir.to_str().unwrap(),
+            "--vocab",
+            vocab.to_str().unwrap(),
+        ])
+        .args(["--n-heads", "2", "--out", dir.join("out").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_clear_error(&output, &["is a directory", ".safetensors"]);
+}
+
+#[test]
+fn kv_append_refuses_a_step_count_it_cannot_time() {
+    let output = example("kv_append")
+        .args(["--steps", "0"])
+        .output()
+        .unwrap();
+    assert_clear_error(&output, &["--steps"]);
+}
+
+#[test]
+fn resuming_on_another_text_names_the_text() {
+    let out = fresh_dir("other_text");
+    let first = out.join("first.txt");
+    let second = out.join("second.txt");
+    std::fs::write(&first, "abc ab ca ".repeat(40)).unwrap();
+    std::fs::write(&second, "abcd ab ca ".repeat(40)).unwrap();
+    let data = |path: &Path| ["--leak", "off", "--data", path.to_str().unwrap()].map(String::from);
+    let args = data(&first);
+    let first_run = tiny_train(&out, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(first_run.status.success(), "{}", stderr(&first_run));
+    let mut args: Vec<String> = data(&second).to_vec();
+    args.push("--resume".into());
+    let resumed = tiny_train(&out, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_clear_error(&resumed, &["training text", "characters differ"]);
+}
