@@ -15,6 +15,12 @@
 //! | `metal`    | `metal`   | wgpu pinned to Metal                                          |
 //! | `cuda`     | `cuda`    | CUDA device 0                                                 |
 //!
+//! `wgpu` and `wgpu-cpu` are opened when asked for, and refused (with
+//! [`Error::BackendUnavailable`]) when wgpu would run them through OpenGL: with no Vulkan
+//! driver on a Linux machine, wgpu falls back to GL, whose contexts cannot be shared between
+//! threads, and results then go wrong. Mesa's software Vulkan (`mesa-vulkan-drivers`) gives
+//! any machine a Vulkan driver. The default device skips a refused backend for the next one.
+//!
 //! Backends differ in their integer element type (i32 on flex, i64 on ndarray), so reads back
 //! to the host convert explicitly instead of assuming one.
 
@@ -58,19 +64,28 @@ pub fn compiled_backends() -> Vec<&'static str> {
     names
 }
 
-/// The name of the backend [`default_device`] picks: the first of [`compiled_backends`].
+/// The name of the backend [`default_device`] picks: the first of [`compiled_backends`] that
+/// can be used on this machine.
 ///
 /// # Errors
-/// [`Error::UnknownBackend`] when the crate was built with no backend feature at all.
+/// [`Error::UnknownBackend`] when the crate was built with no backend feature at all; the
+/// first backend's error when none can be used.
 pub fn default_backend_name() -> Result<&'static str> {
-    compiled_backends()
-        .first()
-        .copied()
-        .ok_or_else(|| Error::UnknownBackend {
+    let compiled = compiled_backends();
+    let Some(&first) = compiled.first() else {
+        return Err(Error::UnknownBackend {
             requested: "default".into(),
             available: "none".into(),
             hint: "; build with `--features flex` (or ndarray, wgpu, cuda)".into(),
-        })
+        });
+    };
+    match compiled
+        .iter()
+        .find(|name| matches!(compiled_device(name), Some(Ok(_))))
+    {
+        Some(&usable) => Ok(usable),
+        None => device_by_name(first).map(|_| first),
+    }
 }
 
 /// The device of the preferred compiled-in backend (see [`compiled_backends`]).
@@ -93,7 +108,7 @@ pub fn device_by_name(name: &str) -> Result<Device> {
         return default_device();
     }
     if let Some(device) = compiled_device(&wanted) {
-        return Ok(device);
+        return device;
     }
     let hint = KNOWN_BACKENDS
         .iter()
@@ -134,28 +149,61 @@ fn adapter_name(_device: &Device) -> Option<String> {
     None
 }
 
-/// The device for `name` if its backend is compiled in.
-fn compiled_device(name: &str) -> Option<Device> {
-    match name {
+/// The device for `name` if its backend is compiled in (`None` otherwise), or why it cannot be
+/// used here.
+fn compiled_device(name: &str) -> Option<Result<Device>> {
+    let device = match name {
         #[cfg(feature = "flex")]
-        "flex" => Some(Device::flex()),
+        "flex" => Device::flex(),
         #[cfg(feature = "ndarray")]
         // Burn deprecates NdArray in favour of Flex; tinygpt keeps it as the second CPU
         // backend so the two can be compared.
         #[allow(deprecated)]
-        "ndarray" => Some(Device::ndarray()),
+        "ndarray" => Device::ndarray(),
         #[cfg(feature = "wgpu")]
-        "wgpu" => Some(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+        "wgpu" => return Some(open_wgpu("wgpu", burn::tensor::DeviceKind::DefaultDevice)),
         #[cfg(feature = "wgpu")]
-        "wgpu-cpu" => Some(Device::wgpu(burn::tensor::DeviceKind::Cpu)),
+        "wgpu-cpu" => return Some(open_wgpu("wgpu-cpu", burn::tensor::DeviceKind::Cpu)),
         #[cfg(feature = "vulkan")]
-        "vulkan" => Some(Device::vulkan(burn::tensor::DeviceKind::DefaultDevice)),
+        "vulkan" => Device::vulkan(burn::tensor::DeviceKind::DefaultDevice),
         #[cfg(feature = "metal")]
-        "metal" => Some(Device::metal(burn::tensor::DeviceKind::DefaultDevice)),
+        "metal" => Device::metal(burn::tensor::DeviceKind::DefaultDevice),
         #[cfg(feature = "cuda")]
-        "cuda" => Some(Device::cuda(0)),
-        _ => None,
-    }
+        "cuda" => Device::cuda(0),
+        _ => return None,
+    };
+    Some(Ok(device))
+}
+
+/// Open wgpu on the adapter `kind` selects, once per process (Burn's wgpu runtime is set up
+/// once per adapter), refusing OpenGL (see the module docs).
+#[cfg(feature = "wgpu")]
+fn open_wgpu(name: &'static str, kind: burn::tensor::DeviceKind) -> Result<Device> {
+    use std::sync::{Mutex, PoisonError};
+
+    use burn::tensor::wgpu::wgpu::Backend;
+
+    type Opened = (&'static str, std::result::Result<Device, String>);
+    static OPENED: Mutex<Vec<Opened>> = Mutex::new(Vec::new());
+    let mut opened = OPENED.lock().unwrap_or_else(PoisonError::into_inner);
+    let outcome = match opened.iter().find(|(known, _)| *known == name) {
+        Some((_, outcome)) => outcome.clone(),
+        None => {
+            let outcome = match Device::wgpu_options().device_kind(kind).init_with_setup() {
+                Ok((_, setup)) if setup.backend == Backend::Gl => Err(
+                    "wgpu found no Vulkan driver and would run through OpenGL, whose contexts \
+                     cannot be shared between threads; install one (on Debian or Ubuntu, \
+                     `apt-get install mesa-vulkan-drivers` gives Mesa's software Vulkan)"
+                        .to_string(),
+                ),
+                Ok((device, _)) => Ok(device),
+                Err(err) => Err(format!("wgpu could not open an adapter: {err}")),
+            };
+            opened.push((name, outcome.clone()));
+            outcome
+        }
+    };
+    outcome.map_err(|reason| Error::BackendUnavailable { name, reason })
 }
 
 /// Token ids (row-major, `batch` rows of `seq`) as an integer tensor on `device`.
@@ -228,9 +276,15 @@ mod tests {
     }
 
     #[test]
-    fn every_compiled_backend_name_gives_a_device() {
+    fn every_compiled_backend_name_gives_a_device_or_says_why_not() {
         for name in compiled_backends() {
-            assert!(device_by_name(name).is_ok(), "{name}");
+            match device_by_name(name) {
+                Ok(_) => {}
+                Err(Error::BackendUnavailable { reason, .. }) => eprintln!("{name}: {reason}"),
+                Err(other) => panic!("{name}: {other}"),
+            }
         }
+        // The default device is one that opens.
+        assert!(default_device().is_ok());
     }
 }

@@ -31,6 +31,15 @@ pub enum Error {
         hint: String,
     },
 
+    /// A backend compiled into this build that cannot be used on this machine.
+    #[error("backend `{name}` cannot be used here: {reason}")]
+    BackendUnavailable {
+        /// The backend's name.
+        name: &'static str,
+        /// Why, and what to do.
+        reason: String,
+    },
+
     /// A sequence longer than the model's context window was given to a full forward pass.
     #[error(
         "sequence of {len} tokens is longer than the model's context window of {max_seq_len}; \

@@ -374,3 +374,30 @@ fn resuming_on_another_text_names_the_text() {
     let resumed = tiny_train(&out, &args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_clear_error(&resumed, &["training text", "characters differ"]);
 }
+
+#[test]
+fn wgpu_without_a_vulkan_driver_is_refused_clearly_and_the_default_falls_back() {
+    if !tinygpt::device::compiled_backends().contains(&"wgpu") {
+        return;
+    }
+    // The Vulkan loader then finds no driver, as on a machine with Mesa's OpenGL only.
+    let no_vulkan = |command: &mut Command| {
+        command.env("VK_ICD_FILENAMES", "/nonexistent.json");
+        command.env("VK_DRIVER_FILES", "/nonexistent.json");
+    };
+    let mut asked = example("shapes");
+    asked.args(["--device", "wgpu-cpu"]);
+    no_vulkan(&mut asked);
+    assert_clear_error(&asked.output().unwrap(), &["cannot be used here", "Vulkan"]);
+
+    let mut default = example("shapes");
+    no_vulkan(&mut default);
+    let output = default.output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let first_line = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    assert!(!first_line.contains("backend: wgpu"), "{first_line}");
+}
