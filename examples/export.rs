@@ -2,7 +2,7 @@
 //! (PyTorch conventions; see `tinygpt::weights`), with the config and vocabulary in the
 //! file's metadata.
 //!
-//! `cargo run --release --example export -- [--checkpoint DIR] [--out FILE.safetensors]`
+//! `cargo run --release --example export -- [--checkpoint DIR] [--out FILE.safetensors] [--force]`
 
 mod common;
 
@@ -20,9 +20,12 @@ struct Args {
     /// Run directory (or checkpoint directory) written by the train example.
     #[arg(long, default_value = "runs/causal")]
     checkpoint: PathBuf,
-    /// The safetensors file to write (replaced whole if it exists).
+    /// The safetensors file to write.
     #[arg(long, default_value = "model.safetensors")]
     out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 fn main() -> ExitCode {
@@ -31,6 +34,12 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.out.exists() && !args.force {
+        anyhow::bail!(
+            "--out {} exists; pick another file, or pass --force to replace it",
+            args.out.display()
+        );
+    }
     // Weights are read back to the host to be written, so the CPU backend is all it needs.
     let device = tinygpt::device::default_device()?;
     let saved = checkpoint::load(&args.checkpoint, &device).context("--checkpoint")?;

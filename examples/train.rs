@@ -161,9 +161,7 @@ fn with_hint(err: tinygpt::Error, args: &Args) -> anyhow::Error {
         tinygpt::Error::Interrupted { .. } => {
             format!("interrupted; run the same command with --resume to finish --out {out}")
         }
-        tinygpt::Error::Checkpoint { .. } if args.resume => {
-            format!("--resume --out {out}: resume with the settings the runs were started with")
-        }
+        tinygpt::Error::Checkpoint { .. } if args.resume => format!("--resume --out {out}"),
         _ => format!("training into --out {out}"),
     };
     anyhow::Error::new(err).context(hint)

@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 
 /// The example binary `name`, built beside this test binary.
 fn example(name: &str) -> Command {
@@ -86,6 +86,19 @@ fn assert_clear_error(output: &Output, words: &[&str]) {
     for word in words {
         assert!(text.contains(word), "`{word}` missing from: {text}");
     }
+}
+
+/// Start `command` with its output piped and read its first line of standard output.
+fn spawn_and_read_a_line(command: &mut Command) -> (Child, BufReader<ChildStdout>, String) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    (child, reader, line)
 }
 
 fn summary_models(out: &Path) -> Vec<String> {
@@ -223,15 +236,8 @@ fn ctrl_c_keeps_a_checkpoint_and_says_how_to_resume() {
         "8",
     ]);
     command.args(["--n-heads", "2", "--n-layers", "1", "--quiet"]);
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (child, reader, first) = spawn_and_read_a_line(&mut command);
     // The first line comes before training starts, after the Ctrl-C handler is installed.
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    reader.read_line(&mut first).unwrap();
     assert!(first.starts_with("backend"), "{first}");
     std::thread::sleep(std::time::Duration::from_millis(500));
     // SAFETY: sending a signal to our own child has no memory-safety preconditions.
@@ -256,15 +262,7 @@ fn closing_the_output_pipe_ends_an_example_quietly() {
         ("shapes", &["--device", cpu()][..]),
         ("make_corpus", &[][..]),
     ] {
-        let mut child = example(name)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut reader = BufReader::new(child.stdout.take().unwrap());
-        let mut first = String::new();
-        reader.read_line(&mut first).unwrap();
+        let (child, reader, first) = spawn_and_read_a_line(example(name).args(args));
         assert!(!first.is_empty(), "{name} printed nothing");
         drop(reader); // as `| head -1` does
         let output = child.wait_with_output().unwrap();
@@ -400,4 +398,26 @@ fn wgpu_without_a_vulkan_driver_is_refused_clearly_and_the_default_falls_back() 
         .unwrap_or("")
         .to_string();
     assert!(!first_line.contains("backend: wgpu"), "{first_line}");
+}
+
+#[test]
+fn export_never_replaces_a_file_without_force() {
+    let out = fresh_dir("export");
+    assert!(tiny_train(&out, &["--leak", "off"]).status.success());
+    let file = out.join("model.safetensors");
+    std::fs::write(&file, "precious").unwrap();
+    let export = |force: bool| {
+        let mut command = example("export");
+        command.args(["--checkpoint", out.join("causal").to_str().unwrap()]);
+        command.args(["--out", file.to_str().unwrap()]);
+        if force {
+            command.arg("--force");
+        }
+        command.output().unwrap()
+    };
+    assert_clear_error(&export(false), &["exists", "--force"]);
+    assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+    let forced = export(true);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert_ne!(std::fs::read(&file).unwrap(), b"precious");
 }

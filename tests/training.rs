@@ -237,6 +237,45 @@ fn resume_continues_the_step_count_and_matches_an_uninterrupted_run() {
 }
 
 #[test]
+fn a_run_stopped_between_evaluations_resumes_to_the_uninterrupted_weights() {
+    let config = tiny_training(20);
+    let straight = run(&run_dir("stop_straight"), MaskMode::Causal, &config, false).unwrap();
+
+    let dir = run_dir("stop_at_7");
+    let data = dataset();
+    let model = tiny_model(data.tokenizer().vocab_size(), MaskMode::Causal);
+    let device = end_to_end_device();
+    // As Ctrl-C does: stop after step 7, between the evaluations at 0 and 10.
+    let stopped = train(
+        &dir,
+        &model,
+        &config,
+        &data,
+        &device,
+        false,
+        &mut |event| match event {
+            tinygpt::train::TrainEvent::Step { step: 7, .. } => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        },
+    )
+    .unwrap();
+    assert_eq!(stopped.steps, 7);
+    assert_eq!(checkpoint::load(&dir, &device).unwrap().state.step, 7);
+    let resumed = train(&dir, &model, &config, &data, &device, true, &mut |_| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(resumed.steps, 20);
+    let ids: Vec<usize> = (0..SEQ_LEN).map(|i| (i * 3) % 11).collect();
+    let tokens = token_tensor(&ids, 1, SEQ_LEN, &device).unwrap();
+    let diff = max_abs_diff(
+        straight.model.forward(tokens.clone()).unwrap(),
+        resumed.model.forward(tokens).unwrap(),
+    );
+    assert!(diff <= 1e-5, "drifted by {diff}");
+}
+
+#[test]
 fn a_truncated_checkpoint_is_a_clear_error() {
     let dir = run_dir("truncated");
     run(&dir, MaskMode::Causal, &tiny_training(10), false).unwrap();
@@ -271,18 +310,23 @@ fn a_truncated_checkpoint_is_a_clear_error() {
     );
 }
 
-#[test]
-fn a_diverging_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint() {
-    let dir = run_dir("diverge");
-    let config = TrainConfig {
+/// A learning rate that blows the loss up within a few steps, evaluating (and checkpointing)
+/// every `eval_interval` steps.
+fn diverging(eval_interval: usize) -> TrainConfig {
+    TrainConfig {
         learning_rate: 1e9,
         min_learning_rate: 1e9,
         warmup_steps: 0,
         grad_clip: 1e9,
-        eval_interval: 1,
+        eval_interval,
         ..tiny_training(200)
-    };
-    match run(&dir, MaskMode::Causal, &config, false) {
+    }
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint() {
+    let dir = run_dir("diverge");
+    match run(&dir, MaskMode::Causal, &diverging(1), false) {
         Err(Error::Diverged {
             step,
             last_good_step,
@@ -305,15 +349,7 @@ fn a_diverging_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint()
 #[test]
 fn a_run_that_diverges_before_its_first_checkpoint_says_none_was_kept() {
     let dir = run_dir("diverge_early");
-    let config = TrainConfig {
-        learning_rate: 1e9,
-        min_learning_rate: 1e9,
-        warmup_steps: 0,
-        grad_clip: 1e9,
-        eval_interval: 100,
-        ..tiny_training(200)
-    };
-    match run(&dir, MaskMode::Causal, &config, false) {
+    match run(&dir, MaskMode::Causal, &diverging(100), false) {
         Err(err @ Error::Diverged { .. }) => {
             let Error::Diverged { last_good_step, .. } = &err else {
                 unreachable!()

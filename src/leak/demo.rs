@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::config::Config;
 use burn::tensor::Device;
@@ -191,38 +191,9 @@ pub fn run(
     let mut histories: Vec<(String, Vec<EvalRecord>)> = Vec::new();
     for (mode, run_dir) in config.run_dirs() {
         let name = run_name(mode);
-        let model_config = GptConfig {
-            vocab_size: dataset.tokenizer().vocab_size(),
-            mask_mode: mode,
-            ..config.model.clone()
-        };
-        // A resumed multi-model run continues each model from its own state: a model whose
-        // run never wrote a checkpoint starts afresh.
-        let resume = config.resume && checkpoint::exists(&run_dir);
-        let outcome = train(
-            &run_dir,
-            &model_config,
-            &config.train,
-            &dataset,
-            device,
-            resume,
-            &mut |event| observer(&name, event),
-        )?;
-        if outcome.steps < config.train.steps {
-            return Err(Error::Interrupted {
-                path: run_dir,
-                step: outcome.steps,
-                steps: config.train.steps,
-            });
-        }
-        plot_losses(
-            &run_dir.join("loss.png"),
-            &format!("{name}: loss"),
-            &[LossSeries {
-                name: &name,
-                records: &outcome.history,
-            }],
-        )?;
+        let outcome = train_model(config, &dataset, mode, &run_dir, device, &mut |event| {
+            observer(&name, event)
+        })?;
         let measured = measure(&outcome.model, &dataset, config, &known_words, device)?;
         reports.push(report(&name, mode, &outcome, measured));
         histories.push((name, outcome.history));
@@ -243,6 +214,55 @@ pub fn run(
     };
     write_json(&config.out_dir.join(SUMMARY_FILE), &summary)?;
     Ok(summary)
+}
+
+/// Train (or resume, or find finished) the model of `mode` in `run_dir` and draw its loss
+/// chart.
+///
+/// # Errors
+/// [`Error::Interrupted`] when the observer stopped it; training and I/O errors.
+fn train_model(
+    config: &DemoConfig,
+    dataset: &TextDataset,
+    mode: MaskMode,
+    run_dir: &Path,
+    device: &Device,
+    observer: &mut dyn FnMut(TrainEvent) -> ControlFlow<()>,
+) -> Result<TrainOutcome> {
+    let model_config = GptConfig {
+        vocab_size: dataset.tokenizer().vocab_size(),
+        mask_mode: mode,
+        ..config.model.clone()
+    };
+    // A resumed multi-model run continues each model from its own state: a model whose run
+    // never wrote a checkpoint starts afresh.
+    let resume = config.resume && checkpoint::exists(run_dir);
+    let outcome = train(
+        run_dir,
+        &model_config,
+        &config.train,
+        dataset,
+        device,
+        resume,
+        observer,
+    )?;
+    if outcome.steps < config.train.steps {
+        return Err(Error::Interrupted {
+            path: run_dir.to_path_buf(),
+            step: outcome.steps,
+            steps: config.train.steps,
+        });
+    }
+    let name = run_name(mode);
+    plot_losses(
+        &run_dir.join("loss.png"),
+        &format!("{name}: loss"),
+        &[LossSeries {
+            name: &name,
+            records: &outcome.history,
+        }],
+    )?;
+    Ok(outcome)
 }
 
 /// [`Error::RunExists`] for the first run directory that holds a checkpoint.

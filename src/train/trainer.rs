@@ -292,22 +292,20 @@ fn resume_from(
     lock: DirLock,
 ) -> Result<Start> {
     let saved = checkpoint::load(run_dir, device)?;
-    let refuse = |what: String| {
-        Error::checkpoint(
-            &saved.dir,
-            format!("cannot resume with other {what} than the run was started with"),
-        )
-    };
+    let refuse = |what: String| Error::checkpoint(&saved.dir, format!("cannot resume: {what}"));
     if saved.tokenizer != *dataset.tokenizer() {
         return Err(refuse(format!(
-            "training text: its characters differ ({} now, {} then)",
+            "the training text's characters differ from the run's ({} now, {} then)",
             dataset.tokenizer().vocab_size(),
             saved.tokenizer.vocab_size()
         )));
     }
     let changed = differences(saved.model.config(), model_config, &[]);
     if !changed.is_empty() {
-        return Err(refuse(format!("model settings: {}", changed.join("; "))));
+        return Err(refuse(format!(
+            "model settings differ from the run's: {}",
+            changed.join("; ")
+        )));
     }
     let Some(saved_config) = &saved.state.train_config else {
         return Err(Error::checkpoint(
@@ -325,7 +323,10 @@ fn resume_from(
         ));
     }
     if !changed.is_empty() {
-        return Err(refuse(format!("training settings: {}", changed.join("; "))));
+        return Err(refuse(format!(
+            "training settings differ from the run's: {}",
+            changed.join("; ")
+        )));
     }
     let optimizer = checkpoint::load_optimizer(&saved, new_optimizer(config))?;
     let history = read_metrics(run_dir)?
