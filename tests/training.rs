@@ -12,7 +12,9 @@ use common::{end_to_end_device, max_abs_diff};
 use tinygpt::device::token_tensor;
 use tinygpt::leak::honest_loss;
 use tinygpt::text::{BUNDLED_CORPUS, Split, TextDataset, read_text, step_rng};
-use tinygpt::train::{TrainConfig, TrainOutcome, checkpoint, teacher_forced_loss, train};
+use tinygpt::train::{
+    TrainConfig, TrainEvent, TrainOutcome, checkpoint, teacher_forced_loss, train,
+};
 use tinygpt::{Error, GptConfig, MaskMode};
 
 const SEQ_LEN: usize = 24;
@@ -182,54 +184,73 @@ fn checkpoint_round_trip_gives_identical_logits() {
     assert_eq!(max_abs_diff(before, after), 0.0);
 }
 
-#[test]
-fn resume_continues_the_step_count_and_matches_an_uninterrupted_run() {
+/// Train `tiny_training(20)` in `name`, stop where `stop` says (as an interruption would),
+/// then resume; returns the stopped and the resumed outcome.
+fn stop_then_resume(name: &str, stop: fn(&TrainEvent) -> bool) -> (TrainOutcome, TrainOutcome) {
     let config = tiny_training(20);
-    let straight = run(
-        &run_dir("resume_straight"),
-        MaskMode::Causal,
-        &config,
-        false,
-    )
-    .unwrap();
-
-    let dir = run_dir("resume_interrupted");
+    let dir = run_dir(name);
     let data = dataset();
     let model = tiny_model(data.tokenizer().vocab_size(), MaskMode::Causal);
     let device = end_to_end_device();
-    // Interrupt right after the evaluation (and checkpoint) at step 10.
-    let first = train(
+    let stopped = train(
         &dir,
         &model,
         &config,
         &data,
         &device,
         false,
-        &mut |event| match event {
-            tinygpt::train::TrainEvent::Eval(record) if record.step == 10 => ControlFlow::Break(()),
-            _ => ControlFlow::Continue(()),
+        &mut |event| match stop(&event) {
+            true => ControlFlow::Break(()),
+            false => ControlFlow::Continue(()),
         },
     )
     .unwrap();
-    assert_eq!(first.steps, 10);
+    assert_eq!(
+        checkpoint::load(&dir, &device).unwrap().state.step,
+        stopped.steps,
+        "a stopped run keeps a checkpoint of the step it reached"
+    );
     let resumed = train(&dir, &model, &config, &data, &device, true, &mut |_| {
         ControlFlow::Continue(())
     })
     .unwrap();
-    assert_eq!(resumed.steps, 20);
     assert_eq!(checkpoint::load(&dir, &device).unwrap().state.step, 20);
+    (stopped, resumed)
+}
+
+/// max |Δ logit| between two models on one fixed window.
+fn logit_drift(a: &tinygpt::Gpt, b: &tinygpt::Gpt) -> f32 {
+    let device = end_to_end_device();
+    let ids: Vec<usize> = (0..SEQ_LEN).map(|i| (i * 5) % 11).collect();
+    let tokens = token_tensor(&ids, 1, SEQ_LEN, &device).unwrap();
+    max_abs_diff(
+        a.forward(tokens.clone()).unwrap(),
+        b.forward(tokens).unwrap(),
+    )
+}
+
+#[test]
+fn resume_continues_the_step_count_and_matches_an_uninterrupted_run() {
+    let straight = run(
+        &run_dir("resume_straight"),
+        MaskMode::Causal,
+        &tiny_training(20),
+        false,
+    )
+    .unwrap();
+    // Interrupt right after the evaluation (and checkpoint) at step 10.
+    let (first, resumed) = stop_then_resume(
+        "resume_interrupted",
+        |event| matches!(event, TrainEvent::Eval(record) if record.step == 10),
+    );
+    assert_eq!(first.steps, 10);
+    assert_eq!(resumed.steps, 20);
     assert_eq!(
         resumed.history.iter().map(|r| r.step).collect::<Vec<_>>(),
         [10, 20]
     );
-
     // Same data order, same optimizer state, same schedule: the same weights.
-    let ids: Vec<usize> = (0..SEQ_LEN).map(|i| (i * 5) % 11).collect();
-    let tokens = token_tensor(&ids, 1, SEQ_LEN, &device).unwrap();
-    let diff = max_abs_diff(
-        straight.model.forward(tokens.clone()).unwrap(),
-        resumed.model.forward(tokens).unwrap(),
-    );
+    let diff = logit_drift(&straight.model, &resumed.model);
     assert!(
         diff <= 1e-5,
         "resumed run drifted from the uninterrupted one by {diff}"
@@ -238,40 +259,20 @@ fn resume_continues_the_step_count_and_matches_an_uninterrupted_run() {
 
 #[test]
 fn a_run_stopped_between_evaluations_resumes_to_the_uninterrupted_weights() {
-    let config = tiny_training(20);
-    let straight = run(&run_dir("stop_straight"), MaskMode::Causal, &config, false).unwrap();
-
-    let dir = run_dir("stop_at_7");
-    let data = dataset();
-    let model = tiny_model(data.tokenizer().vocab_size(), MaskMode::Causal);
-    let device = end_to_end_device();
-    // As Ctrl-C does: stop after step 7, between the evaluations at 0 and 10.
-    let stopped = train(
-        &dir,
-        &model,
-        &config,
-        &data,
-        &device,
+    let straight = run(
+        &run_dir("stop_straight"),
+        MaskMode::Causal,
+        &tiny_training(20),
         false,
-        &mut |event| match event {
-            tinygpt::train::TrainEvent::Step { step: 7, .. } => ControlFlow::Break(()),
-            _ => ControlFlow::Continue(()),
-        },
     )
     .unwrap();
+    // As Ctrl-C does: stop after step 7, between the evaluations at 0 and 10.
+    let (stopped, resumed) = stop_then_resume("stop_at_7", |event| {
+        matches!(event, TrainEvent::Step { step: 7, .. })
+    });
     assert_eq!(stopped.steps, 7);
-    assert_eq!(checkpoint::load(&dir, &device).unwrap().state.step, 7);
-    let resumed = train(&dir, &model, &config, &data, &device, true, &mut |_| {
-        ControlFlow::Continue(())
-    })
-    .unwrap();
     assert_eq!(resumed.steps, 20);
-    let ids: Vec<usize> = (0..SEQ_LEN).map(|i| (i * 3) % 11).collect();
-    let tokens = token_tensor(&ids, 1, SEQ_LEN, &device).unwrap();
-    let diff = max_abs_diff(
-        straight.model.forward(tokens.clone()).unwrap(),
-        resumed.model.forward(tokens).unwrap(),
-    );
+    let diff = logit_drift(&straight.model, &resumed.model);
     assert!(diff <= 1e-5, "drifted by {diff}");
 }
 
