@@ -29,6 +29,10 @@ struct Args {
     /// Backend: flex, ndarray, wgpu, wgpu-cpu, cuda, ... (compiled-in ones only).
     #[arg(long, default_value = "default")]
     device: String,
+    /// Switch off the fused CPU kernels (`tinygpt::kernels`): every op takes Burn's composite
+    /// path, as on a backend without them.
+    #[arg(long)]
+    composite: bool,
 }
 
 /// One figure, printed as a JSON line.
@@ -85,6 +89,13 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.composite {
+        return tinygpt::kernels::composite_only(|| measure(&args));
+    }
+    measure(&args)
+}
+
+fn measure(args: &Args) -> anyhow::Result<()> {
     let device = tinygpt::device::device_by_name(&args.device).context("--device")?;
     let plan = Plan {
         warmup: if args.quick { 1 } else { 3 },
@@ -101,6 +112,13 @@ fn run() -> anyhow::Result<()> {
         plan.warmup
     ));
 
+    if args.composite {
+        plan.say("fused kernels off (--composite): Burn's composite ops throughout".into());
+    } else if tinygpt::kernels::fused_for(&device, burn::tensor::DType::F32) {
+        plan.say(
+            "fused kernels on: training time against the composite ops in the same run".into(),
+        );
+    }
     let mut figures = vec![training(&plan, &device)?];
     let mut decoder = Decoder::new(&device)?;
     figures.push(prefill(&plan, &mut decoder)?);
@@ -127,7 +145,31 @@ fn training(plan: &Plan, device: &burn::tensor::Device) -> tinygpt::Result<Figur
         "\ntraining step (B=32, T=128):      {rate:>9.0} tokens/s  ({:.1} ms/step)",
         seconds * 1e3
     ));
+    if plan.table && tinygpt::kernels::fused_for(device, burn::tensor::DType::F32) {
+        // The same step with the kernels off, timed alternately with the fused one so both
+        // see the same machine: the ratio is the kernels' own gain.
+        let mut fused = Vec::new();
+        let mut composite = Vec::new();
+        for _ in 0..plan.train_repeats {
+            fused.push(median_seconds(0, 1, || train.run())?);
+            composite.push(tinygpt::kernels::composite_only(|| {
+                median_seconds(0, 1, || train.run())
+            })?);
+        }
+        let (fused, composite) = (median(fused), median(composite));
+        plan.say(format!(
+            "  same step, composite ops:        {:>9.0} tokens/s  ({:.1} ms/step; fused {:.2}x)",
+            train.tokens() as f64 / composite,
+            composite * 1e3,
+            composite / fused
+        ));
+    }
     Ok(Figure::new("train_tokens_per_s", None, None, rate))
+}
+
+fn median(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
 }
 
 fn prefill(plan: &Plan, decoder: &mut Decoder) -> tinygpt::Result<Figure> {
@@ -188,6 +230,5 @@ fn median_seconds<T>(
         work()?;
         times.push(start.elapsed().as_secs_f64());
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    Ok(median(times))
 }

@@ -6,10 +6,11 @@ Run by hand from the crate root (needs `torch`; CI does not run it):
     python3 scripts/pytorch_bench.py --quick    # a short smoke run of both
     python3 scripts/pytorch_bench.py --pytorch-only
 
-It first runs `cargo run --release --example bench -- --json` (tinygpt on its default
+Each round runs `cargo run --release --example bench -- --json` (tinygpt on its default
 backend), then the same workloads in PyTorch with `torch.set_num_threads(--threads)`, and
 prints both with the ratio tinygpt / PyTorch (above 1: tinygpt is faster), then every figure
-as a JSON line with a `framework` field.
+as a JSON line with a `framework` field. The two programs take turns for `--rounds` rounds
+(default 3); the table gives each ratio's median over the rounds and its range.
 
 The PyTorch model is tinygpt's, layer for layer: learned token and position embeddings; 4
 pre-norm blocks of causal self-attention (separate query, key and value projections, 4 heads,
@@ -201,10 +202,19 @@ def label(figure):
     return names[metric]
 
 
+def spread(ratios):
+    """Median and range of one figure's ratios over the rounds, e.g. `1.02x (0.95-1.10)`."""
+    middle = statistics.median(ratios)
+    return f"{middle:.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, for smoke checks")
     parser.add_argument("--pytorch-only", action="store_true", help="skip tinygpt")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds of both programs (default 3)"
+    )
     parser.add_argument(
         "--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)"
     )
@@ -215,32 +225,46 @@ def main():
         if args.quick
         else dict(warmup=3, repeats=20, train_repeats=10)
     )
+    print(f"PyTorch {torch.__version__} eager, {args.threads} threads", file=sys.stderr)
 
-    ours = {} if args.pytorch_only else {key(f): f for f in tinygpt_figures(args.quick)}
-    print(f"running PyTorch {torch.__version__} eager, {args.threads} threads", file=sys.stderr)
-    theirs = pytorch_figures(plan)
+    # Rounds alternate the two programs, so a slow spell of a shared machine hits both; each
+    # round gives one ratio per figure, and the table shows their median and range.
+    rounds = []
+    for round_ in range(args.rounds):
+        print(f"round {round_ + 1} of {args.rounds}", file=sys.stderr)
+        ours = {} if args.pytorch_only else {key(f): f for f in tinygpt_figures(args.quick)}
+        theirs = {key(f): f for f in pytorch_figures(plan)}
+        rounds.append((ours, theirs))
 
-    print(f"\n{'figure':<40} {'tinygpt':>11} {'PyTorch':>11} {'ratio':>7}")
-    for figure in theirs:
-        mine = ours.get(key(figure))
+    last_theirs = rounds[-1][1]
+    print(f"\n{'figure':<40} {'tinygpt':>11} {'PyTorch':>11}  ratio, median (range) of {args.rounds}")
+    for figure_key, figure in last_theirs.items():
+        ratios = [ours[figure_key]["value"] / theirs[figure_key]["value"]
+                  for ours, theirs in rounds if figure_key in ours]
+        mine = statistics.median(ours[figure_key]["value"] for ours, _ in rounds) if ratios else None
+        pytorch = statistics.median(theirs[figure_key]["value"] for _, theirs in rounds)
         if mine is None:
-            print(f"{label(figure):<40} {'-':>11} {figure['value']:>11.1f}")
+            print(f"{label(figure):<40} {'-':>11} {pytorch:>11.1f}")
         else:
-            ratio = mine["value"] / figure["value"]
-            print(f"{label(figure):<40} {mine['value']:>11.1f} {figure['value']:>11.1f} {ratio:>6.2f}x")
+            print(f"{label(figure):<40} {mine:>11.1f} {pytorch:>11.1f}  {spread(ratios)}")
     for context in CONTEXTS:
         speedup = lambda figures: (
             figures[("decode_tokens_per_s", "cached", context)]["value"]
             / figures[("decode_tokens_per_s", "naive", context)]["value"]
         )
-        pytorch = speedup({key(f): f for f in theirs})
-        tinygpt = f"{speedup(ours):.1f}x" if ours else "-"
+        pytorch = statistics.median(speedup(theirs) for _, theirs in rounds)
+        tinygpt = (
+            f"{statistics.median(speedup(ours) for ours, _ in rounds):.1f}x"
+            if not args.pytorch_only
+            else "-"
+        )
         print(f"{'cached / naive, context ' + str(context):<40} {tinygpt:>11} {pytorch:>10.1f}x")
     print()
-    for figure in ours.values():
-        print(json.dumps(dict(framework="tinygpt", **figure)))
-    for figure in theirs:
-        print(json.dumps(dict(framework="pytorch", threads=args.threads, **figure)))
+    for round_, (ours, theirs) in enumerate(rounds, 1):
+        for figure in ours.values():
+            print(json.dumps(dict(framework="tinygpt", round=round_, **figure)))
+        for figure in theirs.values():
+            print(json.dumps(dict(framework="pytorch", round=round_, threads=args.threads, **figure)))
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ pub mod device;
 pub mod error;
 pub mod fs;
 pub mod generate;
+pub mod kernels;
 pub mod leak;
 pub mod model;
 pub mod plot;

@@ -16,8 +16,6 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::activation::softmax;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Tensor};
 
 use super::init::normal_linear;
@@ -351,16 +349,12 @@ pub fn single_query_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tenso
     softmax(scores, 2).swap_dims(2, 3).matmul(v)
 }
 
-/// Causal attention through Burn's fused `attention` op, whose causal flag is aligned
-/// bottom-right like [`super::mask::causal_mask`].
+/// Causal attention through a fused kernel: on Flex the crate's own, with a hand-written
+/// backward for training ([`crate::kernels::causal_attention`]); elsewhere Burn's fused
+/// `attention` op. Both align the causal mask bottom-right like [`super::mask::causal_mask`].
 ///
 /// # Shapes
 /// - q: `[B, H, T, Dh]`, k and v: `[B, H, S, Dh]`, output: `[B, H, T, Dh]`
 pub fn fused_causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
-    let options = AttentionModuleOptions {
-        scale: None,
-        softcap: None,
-        is_causal: true,
-    };
-    attention(q, k, v, None, None, options)
+    crate::kernels::causal_attention(q, k, v)
 }

@@ -15,6 +15,7 @@ use super::mask::MaskMode;
 use super::mlp::{Mlp, MlpConfig};
 use super::trace::{enter, leave, record};
 use crate::error::Result;
+use crate::kernels::{LAYER_NORM_EPS, layer_norm};
 
 /// Configuration of a [`Block`].
 #[derive(Config, Debug)]
@@ -53,9 +54,13 @@ impl BlockConfig {
             .with_output_init_std(self.residual_init_std)
             .init(device);
         Ok(Block {
-            ln_1: LayerNormConfig::new(self.d_model).init(device),
+            ln_1: LayerNormConfig::new(self.d_model)
+                .with_epsilon(LAYER_NORM_EPS)
+                .init(device),
             attn,
-            ln_2: LayerNormConfig::new(self.d_model).init(device),
+            ln_2: LayerNormConfig::new(self.d_model)
+                .with_epsilon(LAYER_NORM_EPS)
+                .init(device),
             mlp,
         })
     }
@@ -96,7 +101,7 @@ impl Block {
         } = input.into();
         enter(&mut trace, "attn");
         let attended = self.attn.forward(LayerInput {
-            x: self.ln_1.forward(x.clone()),
+            x: layer_norm(&self.ln_1, x.clone()),
             cache,
             padding,
             trace: trace.as_deref_mut(),
@@ -104,7 +109,7 @@ impl Block {
         leave(&mut trace);
         let x = x + attended;
         record(&mut trace, "after_attn", &x.dims());
-        let x = x.clone() + self.mlp.forward(self.ln_2.forward(x));
+        let x = x.clone() + self.mlp.forward(layer_norm(&self.ln_2, x));
         record(&mut trace, "output", &x.dims());
         x
     }

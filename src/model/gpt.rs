@@ -24,6 +24,7 @@ use super::mask::{MaskMode, padding_mask};
 use super::trace::{ShapeTrace, enter, leave, record};
 use crate::device::token_tensor;
 use crate::error::{Error, Result};
+use crate::kernels::{LAYER_NORM_EPS, layer_norm};
 
 /// Configuration of a [`Gpt`]; serialises to JSON with serde (it is saved beside every
 /// checkpoint).
@@ -125,7 +126,9 @@ impl GptConfig {
             position_embedding: embedding(self.max_seq_len),
             dropout: DropoutConfig::new(self.dropout).init(),
             blocks,
-            ln_f: LayerNormConfig::new(self.d_model).init(device),
+            ln_f: LayerNormConfig::new(self.d_model)
+                .with_epsilon(LAYER_NORM_EPS)
+                .init(device),
             lm_head,
             config: self.clone(),
         };
@@ -340,7 +343,7 @@ impl Gpt {
         } else {
             x
         };
-        let x = self.ln_f.forward(x);
+        let x = layer_norm(&self.ln_f, x);
         record(&mut trace, "ln_f", &x.dims());
         let logits = self.lm_head.forward(x);
         record(&mut trace, "logits", &logits.dims());

@@ -5,7 +5,10 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Gelu, Linear};
 
+use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor};
+
+use crate::kernels::bias_gelu;
 
 use super::init::normal_linear;
 
@@ -60,7 +63,11 @@ impl Mlp {
     /// # Shapes
     /// - input: `[B, T, D]`, output: `[B, T, D]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let hidden = self.gelu.forward(self.fc.forward(x));
+        // The bias and GELU run as one fused op (see `crate::kernels::bias_gelu`).
+        let hidden = match &self.fc.bias {
+            Some(bias) => bias_gelu(linear(x, self.fc.weight.val(), None), bias.val()),
+            None => self.gelu.forward(self.fc.forward(x)),
+        };
         self.dropout.forward(self.proj.forward(hidden))
     }
 }

@@ -24,6 +24,7 @@ use burn::optim::ModuleOptimizer;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use super::clip::ClipScope;
 use super::config::TrainConfig;
 use crate::error::{Error, Result};
 use crate::fs::{ensure_dir, remove_dir_if_present, rename, write_json};
@@ -142,7 +143,7 @@ pub fn save(
 /// another format version, or does not match its config.
 pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
     let dir = resolve_dir(path)?;
-    let state: TrainState = read_json(&dir.join(STATE_FILE))?;
+    let state = read_state(&dir.join(STATE_FILE))?;
     if state.format_version != FORMAT_VERSION {
         return Err(Error::checkpoint(
             &dir,
@@ -211,7 +212,7 @@ pub fn exists(run_dir: &Path) -> bool {
 /// # Errors
 /// [`Error::Checkpoint`] when there is no readable checkpoint.
 pub fn saved_step(run_dir: &Path) -> Result<usize> {
-    let state: TrainState = read_json(&resolve_dir(run_dir)?.join(STATE_FILE))?;
+    let state = read_state(&resolve_dir(run_dir)?.join(STATE_FILE))?;
     Ok(state.step)
 }
 
@@ -231,6 +232,23 @@ fn resolve_dir(path: &Path) -> Result<PathBuf> {
                 "no checkpoint here (expected a run directory with checkpoint/state.json)",
             )
         })
+}
+
+/// A checkpoint's `state.json`. Runs written before 0.3 clipped each gradient on its own and
+/// their files do not name a clip scope: they read as [`ClipScope::PerTensor`], so they resume
+/// as they were trained (the field's default, global, is for new runs).
+fn read_state(path: &Path) -> Result<TrainState> {
+    let mut state: serde_json::Value = read_json(path)?;
+    if let Some(config) = state
+        .get_mut("train_config")
+        .and_then(serde_json::Value::as_object_mut)
+        && !config.contains_key("grad_clip_scope")
+    {
+        let per_tensor = serde_json::to_value(ClipScope::PerTensor).expect("a plain enum");
+        config.insert("grad_clip_scope".into(), per_tensor);
+    }
+    serde_json::from_value(state)
+        .map_err(|err| Error::checkpoint_caused(path, "unexpected contents", err))
 }
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {

@@ -2,6 +2,7 @@
 
 use burn::config::Config;
 
+use super::clip::ClipScope;
 use crate::error::{Error, Result};
 use crate::model::GptConfig;
 
@@ -30,9 +31,14 @@ pub struct TrainConfig {
     /// AdamW's decoupled weight decay, applied to weight matrices and embeddings only.
     #[config(default = 0.1)]
     pub weight_decay: f64,
-    /// Each parameter's gradient is rescaled to at most this L2 norm (Burn clips per tensor).
+    /// Gradients are rescaled to at most this L2 norm (see `grad_clip_scope`).
     #[config(default = 1.0)]
     pub grad_clip: f32,
+    /// Which norm `grad_clip` bounds: all gradients together (the default, as nanoGPT and
+    /// PyTorch's `clip_grad_norm_`) or each tensor on its own (Burn's clipping, and tinygpt's
+    /// before 0.3: checkpoints written then say nothing and resume with `per-tensor`).
+    #[config(default = "ClipScope::Global")]
+    pub grad_clip_scope: ClipScope,
     /// Evaluate, log and checkpoint every this many steps (and at the last step).
     #[config(default = 100)]
     pub eval_interval: usize,

@@ -1,7 +1,6 @@
 //! The training loss: next-token cross-entropy under teacher forcing (the whole window is the
 //! input, and position `t` predicts the token at `t + 1`).
 
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::device::token_tensor;
@@ -15,10 +14,10 @@ use crate::text::Batch;
 /// - logits: `[N, V]`
 /// - targets: `[N]` ids in `0..V`
 /// - output: `[1]`
+///
+/// Fused on Flex (one pass forward, one backward; see [`crate::kernels`]), composite elsewhere.
 pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
-    let log_probs = log_softmax(logits, 1);
-    let picked = log_probs.gather(1, targets.unsqueeze_dim(1));
-    picked.mean().neg()
+    crate::kernels::cross_entropy(logits, targets)
 }
 
 /// Teacher-forced loss on `batch`: the whole window is the input, and position `t` predicts

@@ -3,18 +3,21 @@
 //! | file         | what it holds                                                            |
 //! |--------------|--------------------------------------------------------------------------|
 //! | `config`     | [`TrainConfig`]: steps, batch, learning-rate schedule, clipping, seed     |
+//! | `clip`       | [`ClipScope`]: gradient clipping by the global norm, as PyTorch         |
 //! | `loss`       | cross-entropy and the teacher-forced training loss                       |
 //! | `trainer`    | [`train`]: AdamW, evaluation, checkpoints, exact resume                  |
 //! | `metrics`    | the evaluation log, `metrics.jsonl`                                      |
 //! | `checkpoint` | save and load a model with its tokenizer, state and optimizer             |
 
 pub mod checkpoint;
+pub mod clip;
 pub mod config;
 pub mod loss;
 pub mod metrics;
 pub mod trainer;
 
 pub use checkpoint::{Checkpoint, TrainState};
+pub use clip::{ClipScope, clip_global_norm};
 pub use config::TrainConfig;
 pub use loss::{cross_entropy, teacher_forced_loss, teacher_forced_loss_tensor};
 pub use metrics::{EvalRecord, METRICS_FILE, read_metrics};

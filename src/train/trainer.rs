@@ -13,6 +13,7 @@ use burn::tensor::Device;
 use serde::Serialize;
 
 use super::checkpoint::{self, TrainState};
+use super::clip::{ClipScope, clip_global_norm};
 use super::config::TrainConfig;
 use super::loss::{teacher_forced_loss, teacher_forced_loss_tensor};
 use super::metrics::{EvalRecord, read_metrics, write_metrics};
@@ -114,7 +115,10 @@ pub fn train(
             });
         }
         let lr = config.learning_rate_at(step);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        if config.grad_clip_scope == ClipScope::Global {
+            grads = clip_global_norm(grads, &model, config.grad_clip).0;
+        }
         model = optimizer.step(lr, model, grads);
 
         let done = step + 1;
@@ -268,18 +272,21 @@ fn start(
 
 /// The optimizer [`train`] uses: AdamW (β₂ = 0.99) over every parameter, with `config`'s
 /// weight decay turned off for biases and LayerNorm scales and shifts (decaying those towards
-/// zero only fights the normalisation), and per-tensor gradient-norm clipping at
-/// `config.grad_clip`.
+/// zero only fights the normalisation). With [`ClipScope::PerTensor`] the optimizer clips
+/// each gradient's norm at `config.grad_clip`; with [`ClipScope::Global`] the training loop
+/// clips before the optimizer sees the gradients ([`clip_global_norm`]).
 pub fn new_optimizer(config: &TrainConfig) -> ModuleOptimizer {
+    let per_tensor = (config.grad_clip_scope == ClipScope::PerTensor)
+        .then_some(GradientClippingConfig::Norm(config.grad_clip));
     let adamw = AdamWConfig::new()
         .with_beta_2(0.99)
         .with_weight_decay(config.weight_decay as f32)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip)));
+        .with_grad_clipping(per_tensor.clone());
     let no_decay = adamw.clone().with_weight_decay(0.0);
     adamw.init().with_group(
         ParamGroup::from_any_predicates(vec!["bias", "gamma", "beta"]),
         no_decay.build(),
-        Some(GradientClippingConfig::Norm(config.grad_clip).init()),
+        per_tensor.map(|clip| clip.init()),
     )
 }
 

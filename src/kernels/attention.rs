@@ -1,0 +1,128 @@
+//! Causal attention, forward and backward, for training on Flex.
+//!
+//! Under autodiff Burn replaces its fused attention with a composite of recorded ops (scores,
+//! a mask built and applied, softmax, weights · V), keeping every intermediate `[B, H, T, S]`
+//! tensor alive for the backward pass. Here the forward is Flex's own fused kernel and the
+//! backward keeps only `q`, `k` and `v`: it recomputes the weights with one matrix product and
+//! a fused masked softmax, then needs four more matrix products and one fused element-wise
+//! pass. The causal mask is aligned bottom-right, as everywhere in the crate: query `i` of `T`
+//! sees keys `0 ..= i + S − T`.
+//!
+//! # Maths
+//! `P = softmax(mask(Q Kᵀ · c))` with `c = 1/√Dh`, `O = P V`. Given `dO`:
+//! `dV = Pᵀ dO`, `dP = dO Vᵀ`, `dS = P ⊙ (dP − rowsum(P ⊙ dP)) · c`, `dQ = dS K`,
+//! `dK = dSᵀ Q`.
+
+use burn::backend::Flex;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::{FloatTensorOps, ModuleOps};
+use burn::tensor::ops::AttentionModuleOptions;
+use rayon::prelude::*;
+
+use super::flex::{dims, values, values_mut};
+use super::math::exp;
+
+/// Rows handed to one rayon task.
+const ROWS_PER_TASK: usize = 16;
+
+/// Turn raw scores `q·kᵀ` into causal attention weights, in place, row by row.
+///
+/// # Shapes
+/// - scores: `[R, S]` with `R = B·H·T` rows; row `r` is query `r mod T`
+pub fn causal_softmax(scores: &mut [f32], queries: usize, keys: usize, scale: f32) {
+    scores
+        .par_chunks_mut(keys)
+        .enumerate()
+        .with_min_len(ROWS_PER_TASK)
+        .for_each(|(row, scores)| {
+            let visible = (row % queries + keys - queries + 1).min(keys);
+            let (seen, hidden) = scores.split_at_mut(visible);
+            let max = seen.iter().copied().fold(f32::NEG_INFINITY, f32::max) * scale;
+            let mut sum = 0.0;
+            for s in seen.iter_mut() {
+                *s = exp(*s * scale - max);
+                sum += *s;
+            }
+            let inv = 1.0 / sum;
+            seen.iter_mut().for_each(|s| *s *= inv);
+            hidden.fill(0.0);
+        });
+}
+
+/// The gradient of the (scaled) scores from the weights and their gradient, written over
+/// `weight_grads`: `dS = P ⊙ (dP − rowsum(P ⊙ dP)) · scale`.
+///
+/// # Shapes
+/// - weights, weight_grads: `[R, S]`
+pub fn score_gradient(weights: &[f32], weight_grads: &mut [f32], keys: usize, scale: f32) {
+    weight_grads
+        .par_chunks_mut(keys)
+        .zip(weights.par_chunks(keys))
+        .with_min_len(ROWS_PER_TASK)
+        .for_each(|(dp, p)| {
+            let dot: f32 = dp.iter().zip(p).map(|(d, p)| d * p).sum();
+            for (d, p) in dp.iter_mut().zip(p) {
+                *d = p * (*d - dot) * scale;
+            }
+        });
+}
+
+/// Forward: Flex's fused causal attention.
+///
+/// # Shapes
+/// - q: `[B, H, T, Dh]`, k and v: `[B, H, S, Dh]` with `S ≥ T`, output `[B, H, T, Dh]`
+pub fn forward_flex(q: FlexTensor, k: FlexTensor, v: FlexTensor) -> FlexTensor {
+    let options = AttentionModuleOptions {
+        scale: None,
+        softcap: None,
+        is_causal: true,
+    };
+    Flex::attention(q, k, v, None, None, options)
+}
+
+/// The gradients of `q`, `k` and `v` for an upstream gradient `d_out`.
+pub fn backward_flex(
+    q: FlexTensor,
+    k: FlexTensor,
+    v: FlexTensor,
+    d_out: FlexTensor,
+) -> [FlexTensor; 3] {
+    let [_, _, queries, head_dim] = dims(&q)[..] else {
+        unreachable!("attention inputs are 4-d")
+    };
+    let keys = dims(&k)[2];
+    let scale = 1.0 / (head_dim as f32).sqrt();
+
+    let mut weights = Flex::float_matmul(q.clone(), Flex::float_swap_dims(k.clone(), 2, 3));
+    causal_softmax(values_mut(&mut weights), queries, keys, scale);
+    let d_v = Flex::float_matmul(Flex::float_swap_dims(weights.clone(), 2, 3), d_out.clone());
+    let mut d_scores = Flex::float_matmul(d_out, Flex::float_swap_dims(v, 2, 3));
+    score_gradient(&values(&weights), values_mut(&mut d_scores), keys, scale);
+    let d_q = Flex::float_matmul(d_scores.clone(), k);
+    let d_k = Flex::float_matmul(Flex::float_swap_dims(d_scores, 2, 3), q);
+    [d_q, d_k, d_v]
+}
+
+/// What the backward needs: the inputs alone.
+#[derive(Clone, Debug)]
+pub struct Saved {
+    /// Queries, keys, values.
+    pub qkv: [FlexTensor; 3],
+}
+
+/// The backward step recorded under autodiff; parents are `[q, k, v]`.
+#[derive(Debug)]
+pub struct CausalAttentionBackward;
+
+impl Backward<Flex, 3> for CausalAttentionBackward {
+    type State = Saved;
+
+    fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [q, k, v] = ops.state.qkv;
+        let d_out = grads.consume::<Flex>(&ops.node);
+        register_grads!(grads, ops.parents, backward_flex(q, k, v, d_out));
+    }
+}

@@ -1,0 +1,184 @@
+//! The fused ops as a Burn backend extension: one trait, implemented by Flex (forward only)
+//! and by `Autodiff<Flex>` (forward, recording the hand-written backward), and the
+//! `Tensor`-level calls that go through Burn's dispatch to whichever applies.
+
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::ops::{Backward, OpsKind};
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::{Int, Tensor};
+
+use super::attention::{self, CausalAttentionBackward};
+use super::cross_entropy::{self, CrossEntropyBackward};
+use super::gelu::{self, BiasGeluBackward};
+use super::layer_norm::{self, LayerNormBackward};
+
+/// The fused ops; see the module docs of [`super`] for what each replaces.
+#[backend_extension(Flex, Autodiff)]
+pub trait FusedOps: Backend {
+    /// Layer norm of the last dimension.
+    fn fused_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self>;
+    /// `gelu(h + bias)`.
+    fn fused_bias_gelu(h: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Mean cross-entropy, shape `[1]`.
+    fn fused_cross_entropy(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> FloatTensor<Self>;
+    /// Causal attention, bottom-right aligned.
+    fn fused_causal_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+impl FusedOps for Flex {
+    fn fused_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        layer_norm::forward_flex(x, gamma, beta, eps).0
+    }
+
+    fn fused_bias_gelu(h: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        gelu::forward_flex(h, bias).0
+    }
+
+    fn fused_cross_entropy(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> FloatTensor<Self> {
+        cross_entropy::forward_flex(logits, &targets).0
+    }
+
+    fn fused_causal_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        attention::forward_flex(q, k, v)
+    }
+}
+
+// Each op: take the graph nodes first, then run the Flex forward; when any input needs a
+// gradient, record the backward step with what it needs.
+impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
+    fn fused_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        let nodes = [x.node(), gamma.node(), beta.node()];
+        let (out, saved) = layer_norm::forward_flex(
+            x.into_primitive(),
+            gamma.into_primitive(),
+            beta.into_primitive(),
+            eps,
+        );
+        match LayerNormBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(saved, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn fused_bias_gelu(h: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        let nodes = [h.node(), bias.node()];
+        let (out, saved) = gelu::forward_flex(h.into_primitive(), bias.into_primitive());
+        match BiasGeluBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(saved, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn fused_cross_entropy(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let nodes = [logits.node()];
+        let (out, saved) = cross_entropy::forward_flex(logits.into_primitive(), &targets);
+        match CrossEntropyBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(saved, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn fused_causal_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let nodes = [q.node(), k.node(), v.node()];
+        let qkv = [q.into_primitive(), k.into_primitive(), v.into_primitive()];
+        let [q, k, v] = qkv.clone();
+        let out = attention::forward_flex(q, k, v);
+        match CausalAttentionBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(attention::Saved { qkv }, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+}
+
+/// See [`super::layer_norm`].
+pub fn layer_norm<const N: usize>(
+    x: Tensor<N>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+) -> Tensor<N> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_layer_norm(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        eps,
+    ))
+}
+
+/// See [`super::bias_gelu`].
+pub fn bias_gelu<const N: usize>(h: Tensor<N>, bias: Tensor<1>) -> Tensor<N> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_bias_gelu(
+        h.into_dispatch(),
+        bias.into_dispatch(),
+    ))
+}
+
+/// See [`super::cross_entropy`].
+pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_cross_entropy(
+        logits.into_dispatch(),
+        targets.into_dispatch(),
+    ))
+}
+
+/// See [`super::causal_attention`].
+pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_causal_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+    ))
+}

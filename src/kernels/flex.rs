@@ -1,0 +1,50 @@
+//! Moving values between Flex's tensors and the plain `f32` slices the kernels work on.
+
+use std::borrow::Cow;
+
+use burn::backend::TensorMetadata;
+use burn::backend::flex::FlexTensor;
+use burn::tensor::TensorData;
+
+/// The tensor's values in row-major order: borrowed when it is already a contiguous `f32`
+/// buffer, copied into one otherwise (a transposed or sliced view).
+///
+/// # Panics
+/// If the tensor does not hold `f32` (the routing in [`super`] sends only `f32` tensors here).
+pub fn values(tensor: &FlexTensor) -> Cow<'_, [f32]> {
+    match tensor.as_slice::<f32>() {
+        Some(values) => Cow::Borrowed(values),
+        None => Cow::Owned(
+            tensor
+                .to_contiguous()
+                .as_slice::<f32>()
+                .expect("a contiguous f32 tensor")
+                .to_vec(),
+        ),
+    }
+}
+
+/// The tensor's sizes.
+pub fn dims(tensor: &FlexTensor) -> Vec<usize> {
+    tensor.shape().to_vec()
+}
+
+/// A new contiguous tensor of `dims` holding `values`.
+pub fn tensor(values: Vec<f32>, dims: &[usize]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, dims.to_vec()))
+}
+
+/// A one-element tensor of shape `[1]`.
+pub fn scalar(value: f32) -> FlexTensor {
+    tensor(vec![value], &[1])
+}
+
+/// The tensor's values as one mutable row-major slice, made contiguous and unshared first if
+/// it is a view or shared with another tensor.
+pub fn values_mut(tensor: &mut FlexTensor) -> &mut [f32] {
+    let len = tensor.shape().num_elements();
+    if tensor.layout().contiguous_offsets() != Some((0, len)) {
+        *tensor = tensor.to_contiguous();
+    }
+    &mut tensor.storage_mut::<f32>()[..len]
+}

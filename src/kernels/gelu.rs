@@ -1,0 +1,130 @@
+//! Bias + exact GELU, `y = gelu(h + b)` with `gelu(z) = z · Φ(z) = z/2 · (1 + erf(z/√2))`,
+//! forward and backward in one pass each.
+//!
+//! This is the first half of the MLP: the matrix product `h = x·W` stays Burn's, the bias and
+//! the activation are fused so the pre-activation is never stored twice. `erf` and `exp` are
+//! the vectorisable ones of [`super::math`].
+//!
+//! # Maths
+//! `gelu'(z) = Φ(z) + z · φ(z)` with `φ(z) = exp(−z²/2) / √(2π)`; `dh = dy ⊙ gelu'(h + b)`,
+//! `db = Σ_rows dh`.
+
+use burn::backend::Flex;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::backend::flex::FlexTensor;
+use rayon::prelude::*;
+
+use super::flex::{dims, tensor, values};
+use super::math::{erf, exp};
+
+/// Rows handed to one rayon task.
+const ROWS_PER_TASK: usize = 32;
+
+const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+/// `1/√(2π)`.
+const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+
+/// `gelu(h + b)` for `N` rows of width `W = bias.len()`.
+///
+/// # Shapes
+/// - h: `[N, W]`, bias: `[W]`, output: `[N, W]`
+pub fn forward(h: &[f32], bias: &[f32]) -> Vec<f32> {
+    let width = bias.len();
+    let mut out = vec![0.0; h.len()];
+    out.par_chunks_mut(width * ROWS_PER_TASK)
+        .zip(h.par_chunks(width * ROWS_PER_TASK))
+        .for_each(|(out, h)| {
+            for (out, h) in out.chunks_mut(width).zip(h.chunks(width)) {
+                for ((y, h), b) in out.iter_mut().zip(h).zip(bias) {
+                    let z = h + b;
+                    *y = 0.5 * z * (1.0 + erf(z * FRAC_1_SQRT_2));
+                }
+            }
+        });
+    out
+}
+
+/// The gradients of the pre-activation and of the bias.
+pub struct Gradient {
+    /// `dh`, `[N, W]`.
+    pub h: Vec<f32>,
+    /// `db`, `[W]`.
+    pub bias: Vec<f32>,
+}
+
+/// Backward of [`forward`].
+///
+/// # Shapes
+/// - h, dy: `[N, W]`, bias: `[W]`
+pub fn backward(h: &[f32], bias: &[f32], dy: &[f32]) -> Gradient {
+    let width = bias.len();
+    let block = width * ROWS_PER_TASK;
+    let mut dh = vec![0.0; h.len()];
+    let partial: Vec<Vec<f32>> = dh
+        .par_chunks_mut(block)
+        .zip(h.par_chunks(block))
+        .zip(dy.par_chunks(block))
+        .map(|((dh, h), dy)| {
+            let mut db = vec![0.0; width];
+            for ((dh, h), dy) in dh
+                .chunks_mut(width)
+                .zip(h.chunks(width))
+                .zip(dy.chunks(width))
+            {
+                for i in 0..width {
+                    let z = h[i] + bias[i];
+                    let cdf = 0.5 * (1.0 + erf(z * FRAC_1_SQRT_2));
+                    let pdf = FRAC_1_SQRT_2PI * exp(-0.5 * z * z);
+                    let grad = dy[i] * (cdf + z * pdf);
+                    dh[i] = grad;
+                    db[i] += grad;
+                }
+            }
+            db
+        })
+        .collect();
+    let mut bias_grad = vec![0.0; width];
+    for db in partial {
+        bias_grad.iter_mut().zip(db).for_each(|(a, b)| *a += b);
+    }
+    Gradient {
+        h: dh,
+        bias: bias_grad,
+    }
+}
+
+/// What the backward needs: the pre-activation and the bias.
+#[derive(Clone, Debug)]
+pub struct Saved {
+    h: FlexTensor,
+    bias: FlexTensor,
+}
+
+/// Forward on Flex tensors of any rank (the bias runs along the last dimension).
+pub fn forward_flex(h: FlexTensor, bias: FlexTensor) -> (FlexTensor, Saved) {
+    let out = forward(&values(&h), &values(&bias));
+    let out = tensor(out, &dims(&h));
+    (out, Saved { h, bias })
+}
+
+/// The backward step recorded under autodiff; parents are `[h, b]`.
+#[derive(Debug)]
+pub struct BiasGeluBackward;
+
+impl Backward<Flex, 2> for BiasGeluBackward {
+    type State = Saved;
+
+    fn backward(self, ops: Ops<Saved, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let saved = ops.state;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let grad = backward(&values(&saved.h), &values(&saved.bias), &values(&dy));
+        let width = [grad.bias.len()];
+        register_grads!(
+            grads,
+            ops.parents,
+            [tensor(grad.h, &dims(&saved.h)), tensor(grad.bias, &width)]
+        );
+    }
+}

@@ -1,0 +1,299 @@
+//! The fused CPU kernels (`tinygpt::kernels`) against the composite ops they replace: forward
+//! values within 1e-5, gradients of every input within 1e-4 relative, gradients against
+//! finite differences on tiny cases, and a 50-step training run whose losses agree step by
+//! step. Flex only: everywhere else the kernels are not used (checked too).
+
+mod common;
+
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use burn::module::Param;
+use burn::nn::LayerNormConfig;
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use common::random_tensor;
+use tinygpt::kernels::{
+    bias_gelu, causal_attention, composite_only, cross_entropy, fused_for, layer_norm,
+};
+use tinygpt::text::{BUNDLED_CORPUS, TextDataset};
+use tinygpt::train::{TrainConfig, TrainEvent, train};
+use tinygpt::{GptConfig, MaskMode};
+
+/// An op under test: takes flat inputs (reshaped inside), returns a flat output.
+type Op = dyn Fn(&[Tensor<1>]) -> Tensor<1>;
+
+fn flex() -> Device {
+    Device::flex()
+}
+
+fn host(tensor: Tensor<1>) -> Vec<f32> {
+    common::values(tensor)
+}
+
+fn flat(values: &[f32], device: &Device) -> Tensor<1> {
+    Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
+}
+
+/// Random values for an input of `len` elements.
+fn random(len: usize, seed: u64) -> Vec<f32> {
+    host(random_tensor([len], seed, &flex()))
+}
+
+/// `op`'s output and the gradients of `Σ w ⊙ output` (random fixed `w`) for every input,
+/// computed on an autodiff Flex device.
+fn forward_backward(op: &Op, inputs: &[Vec<f32>]) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let device = flex().autodiff();
+    let leaves: Vec<Tensor<1>> = inputs
+        .iter()
+        .map(|values| flat(values, &device).require_grad())
+        .collect();
+    let out = op(&leaves);
+    let weights = flat(&random(out.dims()[0], 99), &device);
+    let grads = (out.clone() * weights).sum().backward();
+    let input_grads = leaves
+        .iter()
+        .map(|leaf| host(leaf.grad(&grads).expect("every input gets a gradient")))
+        .collect();
+    (host(out.inner()), input_grads)
+}
+
+fn max_abs(values: &[f32]) -> f32 {
+    values.iter().fold(0.0, |m, v| m.max(v.abs()))
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| {
+            if a.is_nan() || b.is_nan() {
+                f32::INFINITY
+            } else {
+                (a - b).abs()
+            }
+        })
+        .fold(0.0, f32::max)
+}
+
+/// Fused against composite: forward ≤ 1e-5 absolute, every gradient ≤ 1e-4 relative to its
+/// largest element.
+fn assert_matches_composite(name: &str, op: &Op, inputs: &[Vec<f32>]) {
+    assert!(
+        fused_for(&flex().autodiff(), DType::F32),
+        "the fused kernels should apply on autodiff Flex"
+    );
+    let (fused_out, fused_grads) = forward_backward(op, inputs);
+    let (composite_out, composite_grads) = composite_only(|| forward_backward(op, inputs));
+    let forward = max_abs_diff(&fused_out, &composite_out);
+    assert!(forward <= 1e-5, "{name}: forward max |Δ| = {forward}");
+    for (i, (fused, composite)) in fused_grads.iter().zip(&composite_grads).enumerate() {
+        let relative = max_abs_diff(fused, composite) / max_abs(composite).max(1e-12);
+        assert!(
+            relative <= 1e-4,
+            "{name}: gradient of input {i} differs by {relative} (relative)"
+        );
+    }
+}
+
+/// The fused gradients against central finite differences of the fused forward (in f64 on the
+/// host), on a case small enough to perturb every element.
+fn assert_matches_finite_differences(name: &str, op: &Op, inputs: &[Vec<f32>]) {
+    let (_, grads) = forward_backward(op, inputs);
+    let device = flex();
+    let weights = {
+        let leaves: Vec<_> = inputs.iter().map(|v| flat(v, &device)).collect();
+        random(op(&leaves).dims()[0], 99)
+    };
+    let objective = |inputs: &[Vec<f32>]| -> f64 {
+        let leaves: Vec<_> = inputs.iter().map(|v| flat(v, &device)).collect();
+        host(op(&leaves))
+            .iter()
+            .zip(&weights)
+            .map(|(o, w)| *o as f64 * *w as f64)
+            .sum()
+    };
+    let step = 1e-2_f32;
+    for (input, grad) in grads.iter().enumerate() {
+        for element in 0..inputs[input].len() {
+            let mut plus = inputs.to_vec();
+            plus[input][element] += step;
+            let mut minus = inputs.to_vec();
+            minus[input][element] -= step;
+            let numeric = (objective(&plus) - objective(&minus)) / (2.0 * step as f64);
+            let analytic = grad[element] as f64;
+            assert!(
+                (numeric - analytic).abs() <= 2e-3 + 1e-2 * numeric.abs(),
+                "{name}: d/d input {input}[{element}]: finite differences {numeric}, \
+                 backward {analytic}"
+            );
+        }
+    }
+}
+
+/// Layer norm over rows of width `width`, with `γ` and `β` as inputs 1 and 2.
+fn layer_norm_op(width: usize) -> impl Fn(&[Tensor<1>]) -> Tensor<1> {
+    move |inputs| {
+        let rows = inputs[0].dims()[0] / width;
+        let mut norm = LayerNormConfig::new(width).init(&inputs[0].device());
+        norm.gamma = Param::from_tensor(inputs[1].clone());
+        norm.beta = Some(Param::from_tensor(inputs[2].clone()));
+        layer_norm(&norm, inputs[0].clone().reshape([2, rows / 2, width])).reshape([rows * width])
+    }
+}
+
+#[test]
+fn layer_norm_matches_composite_and_finite_differences() {
+    let width = 48;
+    let inputs = [random(6 * width, 1), random(width, 2), random(width, 3)];
+    assert_matches_composite("layer norm", &layer_norm_op(width), &inputs);
+    let tiny = [random(4 * 5, 4), random(5, 5), random(5, 6)];
+    assert_matches_finite_differences("layer norm", &layer_norm_op(5), &tiny);
+}
+
+fn bias_gelu_op(width: usize) -> impl Fn(&[Tensor<1>]) -> Tensor<1> {
+    move |inputs| {
+        let rows = inputs[0].dims()[0] / width;
+        bias_gelu(inputs[0].clone().reshape([rows, width]), inputs[1].clone())
+            .reshape([rows * width])
+    }
+}
+
+#[test]
+fn bias_gelu_matches_composite_and_finite_differences() {
+    let width = 40;
+    // Spread out to reach GELU's tails, where erf saturates.
+    let spread: Vec<f32> = random(70 * width, 7).iter().map(|v| v * 2.5).collect();
+    let inputs = [spread, random(width, 8)];
+    assert_matches_composite("bias + GELU", &bias_gelu_op(width), &inputs);
+    let tiny = [random(3 * 4, 9), random(4, 10)];
+    assert_matches_finite_differences("bias + GELU", &bias_gelu_op(4), &tiny);
+}
+
+fn cross_entropy_op(targets: Vec<i64>) -> impl Fn(&[Tensor<1>]) -> Tensor<1> {
+    move |inputs| {
+        let rows = targets.len();
+        let vocab = inputs[0].dims()[0] / rows;
+        let device = inputs[0].device();
+        let targets =
+            Tensor::<1, Int>::from_data(TensorData::new(targets.clone(), [rows]), &device);
+        cross_entropy(inputs[0].clone().reshape([rows, vocab]), targets)
+    }
+}
+
+#[test]
+fn cross_entropy_matches_composite_and_finite_differences() {
+    let (rows, vocab) = (37, 29);
+    let targets: Vec<i64> = (0..rows).map(|r| (r * 7 % vocab) as i64).collect();
+    // Logits far from 0 too: the log-sum-exp must not overflow.
+    let logits: Vec<f32> = random(rows * vocab, 11)
+        .iter()
+        .map(|v| v * 4.0 + 30.0)
+        .collect();
+    assert_matches_composite("cross-entropy", &cross_entropy_op(targets), &[logits]);
+    let tiny_targets = vec![2, 0, 3];
+    assert_matches_finite_differences(
+        "cross-entropy",
+        &cross_entropy_op(tiny_targets),
+        &[random(3 * 4, 12)],
+    );
+}
+
+/// Causal attention on `[B, H, T, Dh]` queries and `[B, H, S, Dh]` keys and values.
+fn attention_op(shape: [usize; 5]) -> impl Fn(&[Tensor<1>]) -> Tensor<1> {
+    let [batch, heads, queries, keys, head_dim] = shape;
+    move |inputs| {
+        let q = inputs[0].clone().reshape([batch, heads, queries, head_dim]);
+        let k = inputs[1].clone().reshape([batch, heads, keys, head_dim]);
+        let v = inputs[2].clone().reshape([batch, heads, keys, head_dim]);
+        causal_attention(q, k, v).reshape([batch * heads * queries * head_dim])
+    }
+}
+
+#[test]
+fn causal_attention_matches_composite_and_finite_differences() {
+    // As many queries as keys (training) and fewer (a prefill after a cache: bottom-right).
+    for (queries, keys) in [(9, 9), (5, 12)] {
+        let shape = [2, 3, queries, keys, 8];
+        let inputs = [
+            random(2 * 3 * queries * 8, 13),
+            random(2 * 3 * keys * 8, 14),
+            random(2 * 3 * keys * 8, 15),
+        ];
+        let name = format!("attention T={queries} S={keys}");
+        assert_matches_composite(&name, &attention_op(shape), &inputs);
+    }
+    let tiny = [
+        random(2 * 3 * 4, 16),
+        random(2 * 4 * 4, 17),
+        random(2 * 4 * 4, 18),
+    ];
+    assert_matches_finite_differences("attention", &attention_op([1, 2, 3, 4, 4]), &tiny);
+}
+
+#[test]
+fn kernels_apply_only_to_f32_on_flex() {
+    assert!(fused_for(&flex(), DType::F32));
+    assert!(fused_for(&flex().autodiff(), DType::F32));
+    assert!(!fused_for(&flex(), DType::F16));
+    assert!(!composite_only(|| fused_for(&flex(), DType::F32)));
+    for name in tinygpt::device::compiled_backends() {
+        if name != "flex"
+            && let Ok(device) = tinygpt::device::device_by_name(name)
+        {
+            assert!(
+                !fused_for(&device, DType::F32),
+                "{name} must take the composite path"
+            );
+        }
+    }
+}
+
+/// The training losses of a 50-step run.
+fn training_losses(dir: &Path) -> Vec<f32> {
+    let seq_len = 32;
+    let dataset = TextDataset::new(BUNDLED_CORPUS, seq_len).unwrap();
+    let model = GptConfig::new(dataset.tokenizer().vocab_size())
+        .with_d_model(48)
+        .with_n_heads(3)
+        .with_n_layers(2)
+        .with_max_seq_len(seq_len)
+        .with_mask_mode(MaskMode::Causal);
+    let config = TrainConfig {
+        steps: 50,
+        batch_size: 8,
+        seq_len,
+        warmup_steps: 5,
+        eval_interval: 50,
+        eval_batches: 1,
+        ..TrainConfig::new()
+    };
+    let _ = std::fs::remove_dir_all(dir);
+    let mut losses = Vec::new();
+    let mut observe = |event: TrainEvent| {
+        if let TrainEvent::Step { loss, .. } = event {
+            losses.push(loss);
+        }
+        ControlFlow::Continue(())
+    };
+    train(dir, &model, &config, &dataset, &flex(), false, &mut observe).unwrap();
+    losses
+}
+
+#[test]
+fn fifty_training_steps_agree_with_the_composite_ops() {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let fused = training_losses(&tmp.join("kernels_fused"));
+    let composite = composite_only(|| training_losses(&tmp.join("kernels_composite")));
+    assert_eq!(fused.len(), 50);
+    for (step, (f, c)) in fused.iter().zip(&composite).enumerate() {
+        assert!(
+            (f - c).abs() <= 1e-3,
+            "step {}: fused loss {f}, composite {c}",
+            step + 1
+        );
+    }
+    assert!(
+        fused[49] < fused[0] - 0.5,
+        "the run should learn: {fused:?}"
+    );
+}
