@@ -33,6 +33,9 @@ struct Args {
     /// path, as on a backend without them.
     #[arg(long)]
     composite: bool,
+    /// Only this workload (for profiling one of them): all, train, prefill or decode.
+    #[arg(long, default_value = "all", value_parser = ["all", "train", "prefill", "decode"])]
+    only: String,
 }
 
 /// One figure, printed as a JSON line.
@@ -119,15 +122,23 @@ fn measure(args: &Args) -> anyhow::Result<()> {
             "fused kernels on: training time against the composite ops in the same run".into(),
         );
     }
-    let mut figures = vec![training(&plan, &device)?];
+    let wanted = |workload: &str| args.only == "all" || args.only == workload;
+    let mut figures = Vec::new();
+    if wanted("train") {
+        figures.push(training(&plan, &device)?);
+    }
     let mut decoder = Decoder::new(&device)?;
-    figures.push(prefill(&plan, &mut decoder)?);
-    plan.say(format!(
-        "\n{:>8} {:>14} {:>14} {:>9} {:>12} {:>12}",
-        "context", "cached tok/s", "naive tok/s", "speedup", "KV bytes", "2LBHDhS4"
-    ));
-    for context in CONTEXTS {
-        figures.extend(decode(&plan, &mut decoder, context)?);
+    if wanted("prefill") {
+        figures.push(prefill(&plan, &mut decoder)?);
+    }
+    if wanted("decode") {
+        plan.say(format!(
+            "\n{:>8} {:>14} {:>14} {:>9} {:>12} {:>12}",
+            "context", "cached tok/s", "naive tok/s", "speedup", "KV bytes", "2LBHDhS4"
+        ));
+        for context in CONTEXTS {
+            figures.extend(decode(&plan, &mut decoder, context)?);
+        }
     }
 
     plan.say(String::new());

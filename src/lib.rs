@@ -54,6 +54,7 @@
 //! # }
 //! ```
 
+pub mod allocator;
 pub mod bench;
 pub mod device;
 pub mod error;

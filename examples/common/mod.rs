@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// user's to fix, not a crash to debug.
 pub fn main(run: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     default_sigpipe();
+    // Freed tensor buffers stay in the heap for the next step (see `tinygpt::allocator`).
+    tinygpt::allocator::keep_freed_memory();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -2,10 +2,11 @@
 //!
 //! Under autodiff Burn replaces its fused attention with a composite of recorded ops (scores,
 //! a mask built and applied, softmax, weights · V), keeping every intermediate `[B, H, T, S]`
-//! tensor alive for the backward pass. Here the forward is Flex's own fused kernel and the
-//! backward keeps only `q`, `k` and `v`: it recomputes the weights with one matrix product and
-//! a fused masked softmax, then needs four more matrix products and one fused element-wise
-//! pass. The causal mask is aligned bottom-right, as everywhere in the crate: query `i` of `T`
+//! tensor alive for the backward pass. Here the forward is two matrix products around one
+//! fused pass (scale, mask, softmax with a vectorised `exp`), and the backward four matrix
+//! products around one fused pass. The forward keeps the weights for the backward when they
+//! are small (up to 64 MB per layer), and otherwise only q, k and v, recomputing the weights
+//! in the backward. The causal mask is aligned bottom-right, as everywhere in the crate: query `i` of `T`
 //! sees keys `0 ..= i + S − T`.
 //!
 //! # Maths
@@ -14,6 +15,7 @@
 //! `dK = dSᵀ Q`.
 
 use burn::backend::Flex;
+use burn::backend::TensorMetadata;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops};
@@ -70,11 +72,55 @@ pub fn score_gradient(weights: &[f32], weight_grads: &mut [f32], keys: usize, sc
         });
 }
 
-/// Forward: Flex's fused causal attention.
+/// Above this many attention weights (`B·H·T·S`, 64 MB of `f32`) per layer the forward keeps
+/// only q, k and v and the backward recomputes the weights; below it the weights are kept,
+/// which saves the backward one matrix product and one softmax.
+const KEEP_WEIGHTS_UP_TO: usize = 16 << 20;
+
+/// The causal attention weights `softmax(mask(q·kᵀ / √Dh))`.
+///
+/// # Shapes
+/// - q: `[B, H, T, Dh]`, k: `[B, H, S, Dh]`, output `[B, H, T, S]`
+fn weights_flex(q: FlexTensor, k: FlexTensor) -> FlexTensor {
+    let [_, _, queries, head_dim] = dims(&q)[..] else {
+        unreachable!("attention inputs are 4-d")
+    };
+    let keys = dims(&k)[2];
+    let mut weights = Flex::float_matmul(q, Flex::float_swap_dims(k, 2, 3));
+    causal_softmax(
+        values_mut(&mut weights),
+        queries,
+        keys,
+        1.0 / (head_dim as f32).sqrt(),
+    );
+    weights
+}
+
+/// Forward: the weights with one matrix product and a fused masked softmax, then `P·V`.
+/// Returns the weights too, for the backward.
 ///
 /// # Shapes
 /// - q: `[B, H, T, Dh]`, k and v: `[B, H, S, Dh]` with `S ≥ T`, output `[B, H, T, Dh]`
-pub fn forward_flex(q: FlexTensor, k: FlexTensor, v: FlexTensor) -> FlexTensor {
+pub fn forward_flex(q: FlexTensor, k: FlexTensor, v: FlexTensor) -> (FlexTensor, FlexTensor) {
+    let weights = weights_flex(q, k);
+    (Flex::float_matmul(weights.clone(), v), weights)
+}
+
+/// Above this many weights per head (`T·S`, 1 MB of `f32`) inference leaves attention to
+/// Flex's own kernel, which tiles over the keys (flash attention) instead of holding the whole
+/// `[T, S]` matrix: a naive decode step at context 2048 ran at 1.7 tokens/s through
+/// [`forward_flex`] and 3.0 through Flex's kernel.
+const WEIGHTS_PER_HEAD_IN_CACHE: usize = 256 * 1024;
+
+/// Inference (no backward to feed): [`forward_flex`] for short sequences, Flex's tiled kernel
+/// for long ones.
+///
+/// # Shapes
+/// - q: `[B, H, T, Dh]`, k and v: `[B, H, S, Dh]` with `S ≥ T`, output `[B, H, T, Dh]`
+pub fn inference_flex(q: FlexTensor, k: FlexTensor, v: FlexTensor) -> FlexTensor {
+    if dims(&q)[2] * dims(&k)[2] <= WEIGHTS_PER_HEAD_IN_CACHE {
+        return forward_flex(q, k, v).0;
+    }
     let options = AttentionModuleOptions {
         scale: None,
         softcap: None,
@@ -83,21 +129,21 @@ pub fn forward_flex(q: FlexTensor, k: FlexTensor, v: FlexTensor) -> FlexTensor {
     Flex::attention(q, k, v, None, None, options)
 }
 
-/// The gradients of `q`, `k` and `v` for an upstream gradient `d_out`.
-pub fn backward_flex(
-    q: FlexTensor,
-    k: FlexTensor,
-    v: FlexTensor,
-    d_out: FlexTensor,
-) -> [FlexTensor; 3] {
-    let [_, _, queries, head_dim] = dims(&q)[..] else {
-        unreachable!("attention inputs are 4-d")
-    };
-    let keys = dims(&k)[2];
-    let scale = 1.0 / (head_dim as f32).sqrt();
+/// What the backward keeps: q, k, v and, when they are small enough, the weights.
+pub fn saved(qkv: [FlexTensor; 3], weights: FlexTensor) -> Saved {
+    let weights = (weights.shape().num_elements() <= KEEP_WEIGHTS_UP_TO).then_some(weights);
+    Saved { qkv, weights }
+}
 
-    let mut weights = Flex::float_matmul(q.clone(), Flex::float_swap_dims(k.clone(), 2, 3));
-    causal_softmax(values_mut(&mut weights), queries, keys, scale);
+/// The gradients of `q`, `k` and `v` for an upstream gradient `d_out`.
+pub fn backward_flex(saved: Saved, d_out: FlexTensor) -> [FlexTensor; 3] {
+    let [q, k, v] = saved.qkv;
+    let keys = dims(&k)[2];
+    let scale = 1.0 / (dims(&q)[3] as f32).sqrt();
+    let weights = match saved.weights {
+        Some(weights) => weights,
+        None => weights_flex(q.clone(), k.clone()),
+    };
     let d_v = Flex::float_matmul(Flex::float_swap_dims(weights.clone(), 2, 3), d_out.clone());
     let mut d_scores = Flex::float_matmul(d_out, Flex::float_swap_dims(v, 2, 3));
     score_gradient(&values(&weights), values_mut(&mut d_scores), keys, scale);
@@ -106,11 +152,11 @@ pub fn backward_flex(
     [d_q, d_k, d_v]
 }
 
-/// What the backward needs: the inputs alone.
+/// What the backward needs: the inputs, and the weights unless they were too large to keep.
 #[derive(Clone, Debug)]
 pub struct Saved {
-    /// Queries, keys, values.
-    pub qkv: [FlexTensor; 3],
+    qkv: [FlexTensor; 3],
+    weights: Option<FlexTensor>,
 }
 
 /// The backward step recorded under autodiff; parents are `[q, k, v]`.
@@ -121,8 +167,7 @@ impl Backward<Flex, 3> for CausalAttentionBackward {
     type State = Saved;
 
     fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [q, k, v] = ops.state.qkv;
         let d_out = grads.consume::<Flex>(&ops.node);
-        register_grads!(grads, ops.parents, backward_flex(q, k, v, d_out));
+        register_grads!(grads, ops.parents, backward_flex(ops.state, d_out));
     }
 }

@@ -64,7 +64,7 @@ impl FusedOps for Flex {
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        attention::forward_flex(q, k, v)
+        attention::inference_flex(q, k, v)
     }
 }
 
@@ -131,13 +131,13 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         let nodes = [q.node(), k.node(), v.node()];
         let qkv = [q.into_primitive(), k.into_primitive(), v.into_primitive()];
         let [q, k, v] = qkv.clone();
-        let out = attention::forward_flex(q, k, v);
+        let (out, weights) = attention::forward_flex(q, k, v);
         match CausalAttentionBackward
             .prepare::<C>(nodes)
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish(attention::Saved { qkv }, out),
+            OpsKind::Tracked(prep) => prep.finish(attention::saved(qkv, weights), out),
             OpsKind::UnTracked(prep) => prep.finish(out),
         }
     }
