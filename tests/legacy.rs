@@ -14,7 +14,7 @@ use common::{end_to_end_device, max_abs_diff, temp_dir};
 use tinygpt::device::token_tensor;
 use tinygpt::generate::{GenerationConfig, Generator};
 use tinygpt::text::{BUNDLED_CORPUS, TextDataset};
-use tinygpt::train::{checkpoint, train};
+use tinygpt::train::{ClipScope, checkpoint, train};
 use tinygpt::weights::load_safetensors;
 use tinygpt::{Gpt, MaskMode};
 
@@ -91,6 +91,8 @@ fn a_0_1_run_resumes() {
     let device = end_to_end_device();
     let saved = checkpoint::load(&dir, &device).unwrap();
     let config = saved.state.train_config.clone().unwrap().with_steps(160);
+    // 0.1 clipped each gradient on its own; its files name no scope and must resume so.
+    assert_eq!(config.grad_clip_scope, ClipScope::PerTensor);
     let data = TextDataset::with_tokenizer(BUNDLED_CORPUS, saved.tokenizer.clone(), 16).unwrap();
     let outcome = train(
         &dir,
