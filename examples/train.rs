@@ -53,6 +53,9 @@ struct Args {
     /// Blocks.
     #[arg(long, default_value_t = 2)]
     n_layers: usize,
+    /// Tie the LM head to the token embedding (as GPT-2 and nanoGPT do).
+    #[arg(long)]
+    tie_embeddings: bool,
     /// Seed for the weights, the data order and the samples.
     #[arg(long, default_value_t = 1337)]
     seed: u64,
@@ -196,7 +199,8 @@ fn demo_config(args: &Args, leaks: Vec<MaskMode>, grammar_check: bool) -> DemoCo
         .with_d_model(args.d_model)
         .with_n_heads(args.n_heads)
         .with_n_layers(args.n_layers)
-        .with_max_seq_len(args.seq_len);
+        .with_max_seq_len(args.seq_len)
+        .with_tie_embeddings(args.tie_embeddings);
     let train = TrainConfig::new()
         .with_steps(args.steps)
         .with_batch_size(args.batch_size)

@@ -179,8 +179,12 @@ def pytorch_figures(plan):
     return figures
 
 
-def tinygpt_figures(quick):
-    command = ["cargo", "run", "--release", "--quiet", "--example", "bench", "--", "--json"]
+def tinygpt_figures(quick, binary=None, device="default"):
+    if binary:
+        command = [binary, "--json"]
+    else:
+        command = ["cargo", "run", "--release", "--quiet", "--example", "bench", "--", "--json"]
+    command += ["--device", device]
     if quick:
         command.append("--quick")
     print("running:", " ".join(command), file=sys.stderr)
@@ -213,6 +217,13 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer repeats, for smoke checks")
     parser.add_argument("--pytorch-only", action="store_true", help="skip tinygpt")
     parser.add_argument(
+        "--bench-binary",
+        help="a built bench example to run instead of `cargo run` (e.g. one built with features)",
+    )
+    parser.add_argument(
+        "--device", default="default", help="tinygpt's backend (default: the build's default)"
+    )
+    parser.add_argument(
         "--rounds", type=int, default=3, help="interleaved rounds of both programs (default 3)"
     )
     parser.add_argument(
@@ -232,7 +243,7 @@ def main():
     rounds = []
     for round_ in range(args.rounds):
         print(f"round {round_ + 1} of {args.rounds}", file=sys.stderr)
-        ours = {} if args.pytorch_only else {key(f): f for f in tinygpt_figures(args.quick)}
+        ours = {} if args.pytorch_only else {key(f): f for f in tinygpt_figures(args.quick, args.bench_binary, args.device)}
         theirs = {key(f): f for f in pytorch_figures(plan)}
         rounds.append((ours, theirs))
 

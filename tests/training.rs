@@ -184,6 +184,35 @@ fn checkpoint_round_trip_gives_identical_logits() {
     assert_eq!(max_abs_diff(before, after), 0.0);
 }
 
+#[test]
+fn a_tied_model_trains_and_its_checkpoint_round_trips() {
+    let dir = run_dir("tied_round_trip");
+    let data = dataset();
+    let model =
+        tiny_model(data.tokenizer().vocab_size(), MaskMode::Causal).with_tie_embeddings(true);
+    let device = end_to_end_device();
+    let outcome = train(
+        &dir,
+        &model,
+        &tiny_training(30),
+        &data,
+        &device,
+        false,
+        &mut |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    let first = outcome.history.first().unwrap().train_loss;
+    let last = outcome.history.last().unwrap().train_loss;
+    assert!(last < first, "a tied model should learn: {first} -> {last}");
+    let loaded = checkpoint::load(&dir, &device).unwrap();
+    assert!(loaded.model.lm_head.is_none());
+    let ids: Vec<usize> = (0..SEQ_LEN).map(|i| i % 7).collect();
+    let tokens = token_tensor(&ids, 1, SEQ_LEN, &device).unwrap();
+    let before = outcome.model.forward(tokens.clone()).unwrap();
+    let after = loaded.model.forward(tokens).unwrap();
+    assert_eq!(max_abs_diff(before, after), 0.0);
+}
+
 /// Train `tiny_training(20)` in `name`, stop where `stop` says (as an interruption would),
 /// then resume; returns the stopped and the resumed outcome.
 fn stop_then_resume(name: &str, stop: fn(&TrainEvent) -> bool) -> (TrainOutcome, TrainOutcome) {

@@ -217,3 +217,57 @@ fn a_tensor_holding_a_nan_is_refused_by_name() {
         "{err}"
     );
 }
+
+/// A model with its LM head tied to the token embedding.
+fn tied_model(device: &burn::tensor::Device) -> tinygpt::Gpt {
+    common::small_config(MaskMode::Causal)
+        .with_tie_embeddings(true)
+        .init_seeded(8, device)
+        .unwrap()
+}
+
+#[test]
+fn a_tied_head_scores_with_the_token_embedding_and_round_trips() {
+    use burn::module::{Module, Param};
+    let device = device();
+    let tied = tied_model(&device);
+    assert!(tied.lm_head.is_none());
+    // The same model with an explicit head holding the embedding, transposed, must agree.
+    let mut untied = tied.clone();
+    let mut head = burn::nn::LinearConfig::new(32, 23)
+        .with_bias(false)
+        .init(&device);
+    head.weight = Param::from_tensor(tied.token_embedding.weight.val().transpose());
+    untied.lm_head = Some(head);
+    let tokens = row(&random_tokens(20, 23, 4), &device);
+    let diff = max_abs_diff(
+        tied.forward(tokens.clone()).unwrap(),
+        untied.forward(tokens.clone()).unwrap(),
+    );
+    assert!(diff <= 1e-6, "tied head differs from W_Eᵀ by {diff}");
+    assert_eq!(tied.num_params() + 23 * 32, untied.num_params());
+
+    // The export leaves the head out, as its layout says, and loads back tied.
+    let path = temp_dir("export_tied").join("model.safetensors");
+    export_safetensors(&tied, None, &path).unwrap();
+    let mut documented = tensor_layout(tied.config());
+    documented.sort();
+    assert_eq!(sorted_specs(&read_safetensors(&path)), documented);
+    assert!(!documented.iter().any(|(name, _)| name == "lm_head.weight"));
+    let (loaded, _) = load_safetensors(&path, &device).unwrap();
+    assert!(loaded.config().tie_embeddings);
+    let diff = max_abs_diff(
+        tied.forward(tokens.clone()).unwrap(),
+        loaded.forward(tokens).unwrap(),
+    );
+    assert_eq!(diff, 0.0);
+}
+
+#[test]
+fn a_config_written_before_tied_embeddings_reads_untied() {
+    let mut json = serde_json::to_value(common::small_config(MaskMode::Causal)).unwrap();
+    json.as_object_mut().unwrap().remove("tie_embeddings");
+    let config = tinygpt::GptConfig::from_json(&json.to_string()).unwrap();
+    assert!(!config.tie_embeddings);
+    assert_eq!(config, common::small_config(MaskMode::Causal));
+}

@@ -4,26 +4,28 @@
 /// `e^x` to about 2 ulp for `x` in `[-87, 88]`; smaller inputs give a tiny positive number
 /// instead of 0 (callers never rely on an exact 0), larger ones are clamped.
 ///
-/// Plain multiply-adds rather than `mul_add`: without a target FMA, `mul_add` is a slow
+/// `e^x = 2^n · e^r` with `n = round(x / ln 2)` and `r = x − n·ln 2`, `|r| ≤ ln 2 / 2`; `ln 2`
+/// is split in two constants (Cody and Waite) so `r` keeps full precision even for large `n`,
+/// `e^r` is its Taylor polynomial to degree 7, and `2^n` is written straight into the exponent
+/// bits. Plain multiply-adds rather than `mul_add`: without a target FMA, `mul_add` is a slow
 /// library call.
-///
-/// `e^x = 2^n · 2^f` with `n = round(x · log2 e)` and `|f| ≤ 1/2`; `2^f` is a degree-6
-/// polynomial, `2^n` is written straight into the exponent bits.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    let t = (x * std::f32::consts::LOG2_E).clamp(-126.0, 127.0);
+    const LN2_HI: f32 = 0.693_145_75; // the first 16 bits of ln 2: n · LN2_HI is exact
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let x = x.clamp(-87.0, 88.0);
     // Adding and subtracting 1.5 · 2^23 rounds to the nearest integer in two plain float ops
     // (no libm call, so the loop stays vectorisable).
-    let n = (t + 12_582_912.0) - 12_582_912.0;
-    let f = t - n;
-    // Taylor coefficients of 2^f = e^(f ln 2), f in [-0.5, 0.5]: (ln 2)^k / k!.
-    let p = 1.540_353_1e-4_f32;
-    let p = p * f + 1.333_355_8e-3;
-    let p = p * f + 9.618_129e-3;
-    let p = p * f + 5.550_411e-2;
-    let p = p * f + 2.402_265_1e-1;
-    let p = p * f + 6.931_472e-1;
-    let p = p * f + 1.0;
+    let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0 / 5040.0;
+    let p = p * r + 1.0 / 720.0;
+    let p = p * r + 1.0 / 120.0;
+    let p = p * r + 1.0 / 24.0;
+    let p = p * r + 1.0 / 6.0;
+    let p = p * r + 0.5;
+    let p = p * r + 1.0;
+    let p = p * r + 1.0;
     let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
     p * scale
 }

@@ -13,6 +13,7 @@ use burn::module::{Initializer, Module, ModuleVisitor, Param};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
 };
+use burn::tensor::module::linear;
 use burn::tensor::{Device, Int, Tensor};
 
 use super::attention::CausalSelfAttentionConfig;
@@ -50,9 +51,32 @@ pub struct GptConfig {
     /// How attention is masked; anything but `Causal` leaks the future on purpose.
     #[config(default = "MaskMode::Causal")]
     pub mask_mode: MaskMode,
+    /// Use the token embedding table, transposed, as the LM head (GPT-2 and nanoGPT do): one
+    /// `[V, D]` matrix learns from both ends, and the model has `V·D` fewer parameters.
+    #[config(default = false)]
+    pub tie_embeddings: bool,
 }
 
+/// Fields added to [`GptConfig`] after 0.2, with the value that gives 0.2's model: a config
+/// written before them reads as that model.
+const ADDED_SINCE_0_2: [(&str, bool); 1] = [("tie_embeddings", false)];
+
 impl GptConfig {
+    /// Read a config from JSON, including one written by an earlier version (fields added
+    /// since take the value that gives the earlier model).
+    ///
+    /// # Errors
+    /// The JSON error when `json` is not a config.
+    pub fn from_json(json: &str) -> serde_json::Result<Self> {
+        let mut value: serde_json::Value = serde_json::from_str(json)?;
+        if let Some(fields) = value.as_object_mut() {
+            for (name, old_value) in ADDED_SINCE_0_2 {
+                fields.entry(name).or_insert(old_value.into());
+            }
+        }
+        serde_json::from_value(value)
+    }
+
     /// Width of one head, `Dh = D / H`.
     pub fn head_dim(&self) -> usize {
         self.d_model / self.n_heads.max(1)
@@ -119,8 +143,11 @@ impl GptConfig {
         let blocks = (0..self.n_layers)
             .map(|_| block.init(device))
             .collect::<Result<Vec<_>>>()?;
-        let mut lm_head = normal_linear(self.d_model, self.vocab_size, INIT_STD, device);
-        lm_head.bias = None;
+        let lm_head = (!self.tie_embeddings).then(|| {
+            let mut head = normal_linear(self.d_model, self.vocab_size, INIT_STD, device);
+            head.bias = None;
+            head
+        });
         let gpt = Gpt {
             token_embedding: embedding(self.vocab_size),
             position_embedding: embedding(self.max_seq_len),
@@ -213,8 +240,9 @@ pub struct Gpt {
     pub blocks: Vec<Block>,
     /// Final LayerNorm.
     pub ln_f: LayerNorm,
-    /// LM head `D -> V`, no bias.
-    pub lm_head: Linear,
+    /// LM head `D -> V`, no bias; `None` when tied to the token embedding
+    /// ([`GptConfig::tie_embeddings`]).
+    pub lm_head: Option<Linear>,
     #[module(skip)]
     config: GptConfig,
 }
@@ -345,7 +373,11 @@ impl Gpt {
         };
         let x = layer_norm(&self.ln_f, x);
         record(&mut trace, "ln_f", &x.dims());
-        let logits = self.lm_head.forward(x);
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(x),
+            // Tied: logits are the hidden state's dot products with every token's embedding.
+            None => linear(x, self.token_embedding.weight.val().transpose(), None),
+        };
         record(&mut trace, "logits", &logits.dims());
         Ok(logits)
     }

@@ -154,7 +154,14 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
             ),
         ));
     }
-    let config: GptConfig = read_json(&dir.join(CONFIG_FILE))?;
+    let config_path = dir.join(CONFIG_FILE);
+    let config = std::fs::read_to_string(&config_path)
+        .map_err(|err| Error::checkpoint_caused(&config_path, "cannot read", err))
+        .and_then(|json| {
+            GptConfig::from_json(&json).map_err(|err| {
+                Error::checkpoint_caused(&config_path, "damaged or truncated JSON", err)
+            })
+        })?;
     let tokenizer: CharTokenizer = read_json(&dir.join(TOKENIZER_FILE))?;
     if tokenizer.vocab_size() != config.vocab_size {
         return Err(Error::checkpoint(

@@ -24,7 +24,7 @@
 //! | `blocks.{i}.mlp.proj.weight`                 | `[D, 4D]`  |
 //! | `blocks.{i}.mlp.proj.bias`                   | `[D]`      |
 //! | `ln_f.weight`, `ln_f.bias`                   | `[D]`      |
-//! | `lm_head.weight` (no bias, not tied)         | `[V, D]`   |
+//! | `lm_head.weight` (no bias; absent when tied) | `[V, D]`   |
 //!
 //! The heads of `query`, `key` and `value` are consecutive blocks of `D / H` output rows. The
 //! file's metadata holds the [`GptConfig`] as JSON under `tinygpt.config` and, when exported
@@ -74,7 +74,9 @@ pub fn tensor_layout(config: &GptConfig) -> Vec<TensorSpec> {
     }
     push("ln_f.weight".into(), vec![d]);
     push("ln_f.bias".into(), vec![d]);
-    push("lm_head.weight".into(), vec![v, d]);
+    if !config.tie_embeddings {
+        push("lm_head.weight".into(), vec![v, d]);
+    }
     specs
 }
 
@@ -120,7 +122,7 @@ pub fn read_exported_header(path: &Path) -> Result<(GptConfig, Option<CharTokeni
             ),
         )
     })?;
-    let config: GptConfig = serde_json::from_str(config_json)
+    let config = GptConfig::from_json(config_json)
         .map_err(|err| Error::weights(path, format!("unreadable `{CONFIG_KEY}` ({err})")))?;
     let tokenizer = match metadata.get(VOCABULARY_KEY) {
         None => None,
