@@ -25,7 +25,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use rayon::prelude::*;
 
 use super::flex::{dims, values, values_mut};
-use super::math::exp;
+use super::math::{dot, exp_in_place, max};
 
 /// Rows handed to one rayon task.
 const ROWS_PER_TASK: usize = 16;
@@ -42,13 +42,8 @@ pub fn causal_softmax(scores: &mut [f32], queries: usize, keys: usize, scale: f3
         .for_each(|(row, scores)| {
             let visible = (row % queries + keys - queries + 1).min(keys);
             let (seen, hidden) = scores.split_at_mut(visible);
-            let max = seen.iter().copied().fold(f32::NEG_INFINITY, f32::max) * scale;
-            let mut sum = 0.0;
-            for s in seen.iter_mut() {
-                *s = exp(*s * scale - max);
-                sum += *s;
-            }
-            let inv = 1.0 / sum;
+            let shift = max(seen) * scale;
+            let inv = 1.0 / exp_in_place(seen, scale, shift);
             seen.iter_mut().for_each(|s| *s *= inv);
             hidden.fill(0.0);
         });
@@ -65,7 +60,7 @@ pub fn score_gradient(weights: &[f32], weight_grads: &mut [f32], keys: usize, sc
         .zip(weights.par_chunks(keys))
         .with_min_len(ROWS_PER_TASK)
         .for_each(|(dp, p)| {
-            let dot: f32 = dp.iter().zip(p).map(|(d, p)| d * p).sum();
+            let dot = dot(dp, p);
             for (d, p) in dp.iter_mut().zip(p) {
                 *d = p * (*d - dot) * scale;
             }

@@ -19,7 +19,7 @@ use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
 
 use super::flex::{dims, scalar, tensor, values};
-use super::math::exp;
+use super::math::{exp, exp_in_place, max};
 
 /// Rows handed to one rayon task.
 const ROWS_PER_TASK: usize = 64;
@@ -50,9 +50,9 @@ pub fn forward(logits: &[f32], targets: &[usize]) -> Loss {
                 target < vocab,
                 "target id {target} outside a vocabulary of {vocab}"
             );
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let sum: f32 = row.iter().map(|&v| exp(v - max)).sum();
-            let lse = max + sum.ln();
+            let max = max(row);
+            let mut shifted = row.to_vec();
+            let lse = max + exp_in_place(&mut shifted, 1.0, max).ln();
             (lse, lse - row[target])
         })
         .collect();

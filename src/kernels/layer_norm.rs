@@ -18,6 +18,7 @@ use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
 
 use super::flex::{dims, tensor, values};
+use super::math::{dot, sum};
 
 /// Rows handed to one rayon task: enough work to pay for the hand-off.
 const ROWS_PER_TASK: usize = 64;
@@ -48,8 +49,9 @@ pub fn forward(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Normalised {
         .zip(mean.par_iter_mut().zip(inv_std.par_iter_mut()))
         .with_min_len(ROWS_PER_TASK)
         .for_each(|((y, x), (mu, rstd))| {
-            let m = x.iter().sum::<f32>() / width as f32;
-            let var = x.iter().map(|v| (v - m) * (v - m)).sum::<f32>() / width as f32;
+            let m = sum(x) / width as f32;
+            let centred: Vec<f32> = x.iter().map(|v| v - m).collect();
+            let var = dot(&centred, &centred) / width as f32;
             let r = 1.0 / (var + eps).sqrt();
             for (((y, x), g), b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
                 *y = (x - m) * r * g + b;

@@ -45,6 +45,70 @@ pub fn erf(x: f32) -> f32 {
     magnitude.copysign(x)
 }
 
+/// Lanes of the reductions below: eight independent partial results, so the compiler can keep
+/// them in one vector register (a single running sum is a chain of dependent additions that
+/// it may not reorder).
+const LANES: usize = 8;
+
+/// `Σ values`, summed in [`LANES`] interleaved partial sums.
+#[inline(always)]
+pub fn sum(values: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// `Σ a·b`, summed in [`LANES`] interleaved partial sums.
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    for (a, b) in a_chunks.zip(b_chunks) {
+        for ((lane, a), b) in lanes.iter_mut().zip(a).zip(b) {
+            *lane += a * b;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// The largest value (`-∞` for none), in [`LANES`] partial maxima.
+#[inline(always)]
+pub fn max(values: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = if v > *lane { v } else { *lane };
+        }
+    }
+    lanes.iter().fold(tail, |m, &v| if v > m { v } else { m })
+}
+
+/// `values[i] = e^(values[i] · scale − shift)` in place; returns their sum.
+#[inline(always)]
+pub fn exp_in_place(values: &mut [f32], scale: f32, shift: f32) -> f32 {
+    for v in values.iter_mut() {
+        *v = exp(*v * scale - shift);
+    }
+    sum(values)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,6 +123,25 @@ mod tests {
                 ((got - want) / want).abs() < 1e-6,
                 "exp({x}) = {got}, want {want}"
             );
+        }
+    }
+
+    #[test]
+    fn reductions_match_plain_loops() {
+        // Lengths around the lane count, so the remainder is exercised.
+        for len in [0, 1, 7, 8, 9, 23, 64] {
+            let a: Vec<f32> = (0..len)
+                .map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0)
+                .collect();
+            let b: Vec<f32> = (0..len)
+                .map(|i| ((i * 13 % 7) as f32 - 3.0) / 2.0)
+                .collect();
+            let plain_sum: f32 = a.iter().sum();
+            let plain_dot: f32 = a.iter().zip(&b).map(|(a, b)| a * b).sum();
+            let plain_max = a.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert!((sum(&a) - plain_sum).abs() <= 1e-5, "sum, length {len}");
+            assert!((dot(&a, &b) - plain_dot).abs() <= 1e-5, "dot, length {len}");
+            assert_eq!(max(&a), plain_max, "max, length {len}");
         }
     }
 
