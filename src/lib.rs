@@ -34,9 +34,11 @@
 //! | [`train`]    | the training loop, its config, loss, metrics and checkpoints              |
 //! | [`leak`]     | the mask-leak demonstration: causality probe, honest loss, the report     |
 //! | [`weights`]  | safetensors export and load, nanoGPT import                               |
+//! | [`kernels`]  | fused CPU kernels with hand-written backward passes (Flex)               |
 //! | [`bench`](mod@bench) | the workloads the benchmarks time                                         |
 //! | [`device`]   | cargo features to devices, host transfers                                 |
 //! | [`fs`], [`plot`], [`error`] | atomic writes, PNG charts, the error type                  |
+//! | [`allocator`] | glibc keeps freed tensor buffers for reuse                              |
 //!
 //! ```no_run
 //! use tinygpt::{GptConfig, device};
