@@ -12,6 +12,7 @@ use burn::module::Param;
 use burn::nn::LayerNormConfig;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use common::random_tensor;
+use tinygpt::generate::max_abs_diff;
 use tinygpt::kernels::{
     bias_gelu, causal_attention, composite_only, cross_entropy, fused_for, layer_norm,
 };
@@ -59,20 +60,6 @@ fn forward_backward(op: &Op, inputs: &[Vec<f32>]) -> (Vec<f32>, Vec<Vec<f32>>) {
 
 fn max_abs(values: &[f32]) -> f32 {
     values.iter().fold(0.0, |m, v| m.max(v.abs()))
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(a, b)| {
-            if a.is_nan() || b.is_nan() {
-                f32::INFINITY
-            } else {
-                (a - b).abs()
-            }
-        })
-        .fold(0.0, f32::max)
 }
 
 /// Fused against composite: forward ≤ 1e-5 absolute, every gradient ≤ 1e-4 relative to its

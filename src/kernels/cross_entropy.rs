@@ -19,7 +19,7 @@ use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
 
 use super::flex::{dims, scalar, tensor, values};
-use super::math::{exp, exp_in_place, max};
+use super::math::{exp, max, sum_exp};
 
 /// Rows handed to one rayon task.
 const ROWS_PER_TASK: usize = 64;
@@ -51,8 +51,7 @@ pub fn forward(logits: &[f32], targets: &[usize]) -> Loss {
                 "target id {target} outside a vocabulary of {vocab}"
             );
             let max = max(row);
-            let mut shifted = row.to_vec();
-            let lse = max + exp_in_place(&mut shifted, 1.0, max).ln();
+            let lse = max + sum_exp(row, max).ln();
             (lse, lse - row[target])
         })
         .collect();

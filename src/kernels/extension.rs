@@ -3,7 +3,8 @@
 //! `Tensor`-level calls that go through Burn's dispatch to whichever applies.
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::ops::{Backward, OpsKind};
+use burn::backend::autodiff::ops::{Backward, NodeGuard, OpsKind};
+use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{Int, Tensor};
@@ -68,8 +69,26 @@ impl FusedOps for Flex {
     }
 }
 
-// Each op: take the graph nodes first, then run the Flex forward; when any input needs a
-// gradient, record the backward step with what it needs.
+/// The output of a fused op on `Autodiff<Flex>`: when any of the inputs behind `nodes` needs a
+/// gradient, `step` is recorded with `saved` for the backward pass; otherwise `saved` is
+/// dropped.
+fn record<C, S, const N: usize>(
+    step: S,
+    nodes: [NodeGuard; N],
+    saved: S::State,
+    out: FlexTensor,
+) -> FloatTensor<Autodiff<Flex, C>>
+where
+    C: CheckpointStrategy,
+    S: Backward<Flex, N>,
+{
+    match step.prepare::<C>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(saved, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
+// Each op: take the graph nodes first, then run the Flex forward and record it.
 impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
     fn fused_layer_norm(
         x: FloatTensor<Self>,
@@ -84,27 +103,13 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
             beta.into_primitive(),
             eps,
         );
-        match LayerNormBackward
-            .prepare::<C>(nodes)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(saved, out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+        record::<C, _, _>(LayerNormBackward, nodes, saved, out)
     }
 
     fn fused_bias_gelu(h: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
         let nodes = [h.node(), bias.node()];
         let (out, saved) = gelu::forward_flex(h.into_primitive(), bias.into_primitive());
-        match BiasGeluBackward
-            .prepare::<C>(nodes)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(saved, out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+        record::<C, _, _>(BiasGeluBackward, nodes, saved, out)
     }
 
     fn fused_cross_entropy(
@@ -113,14 +118,7 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
     ) -> FloatTensor<Self> {
         let nodes = [logits.node()];
         let (out, saved) = cross_entropy::forward_flex(logits.into_primitive(), &targets);
-        match CrossEntropyBackward
-            .prepare::<C>(nodes)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(saved, out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+        record::<C, _, _>(CrossEntropyBackward, nodes, saved, out)
     }
 
     fn fused_causal_attention(
@@ -132,14 +130,8 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         let qkv = [q.into_primitive(), k.into_primitive(), v.into_primitive()];
         let [q, k, v] = qkv.clone();
         let (out, weights) = attention::forward_flex(q, k, v);
-        match CausalAttentionBackward
-            .prepare::<C>(nodes)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(attention::saved(qkv, weights), out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+        let saved = attention::saved(qkv, weights);
+        record::<C, _, _>(CausalAttentionBackward, nodes, saved, out)
     }
 }
 

@@ -50,11 +50,14 @@ pub fn forward(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Normalised {
         .with_min_len(ROWS_PER_TASK)
         .for_each(|((y, x), (mu, rstd))| {
             let m = sum(x) / width as f32;
-            let centred: Vec<f32> = x.iter().map(|v| v - m).collect();
-            let var = dot(&centred, &centred) / width as f32;
+            // The centred row goes into the output first, then is scaled and shifted there.
+            for (y, x) in y.iter_mut().zip(x) {
+                *y = x - m;
+            }
+            let var = dot(y, y) / width as f32;
             let r = 1.0 / (var + eps).sqrt();
-            for (((y, x), g), b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
-                *y = (x - m) * r * g + b;
+            for ((y, g), b) in y.iter_mut().zip(gamma).zip(beta) {
+                *y = *y * r * g + b;
             }
             (*mu, *rstd) = (m, r);
         });

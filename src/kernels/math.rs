@@ -100,6 +100,20 @@ pub fn max(values: &[f32]) -> f32 {
     lanes.iter().fold(tail, |m, &v| if v > m { v } else { m })
 }
 
+/// `Σ e^(v − shift)` over `values`, in [`LANES`] partial sums, without writing anything.
+#[inline(always)]
+pub fn sum_exp(values: &[f32], shift: f32) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().map(|&v| exp(v - shift)).sum();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += exp(v - shift);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 /// `values[i] = e^(values[i] · scale − shift)` in place; returns their sum.
 #[inline(always)]
 pub fn exp_in_place(values: &mut [f32], scale: f32, shift: f32) -> f32 {
@@ -142,6 +156,11 @@ mod tests {
             assert!((sum(&a) - plain_sum).abs() <= 1e-5, "sum, length {len}");
             assert!((dot(&a, &b) - plain_dot).abs() <= 1e-5, "dot, length {len}");
             assert_eq!(max(&a), plain_max, "max, length {len}");
+            let plain_sum_exp: f32 = a.iter().map(|v| (v - 1.0).exp()).sum();
+            assert!(
+                (sum_exp(&a, 1.0) - plain_sum_exp).abs() <= 1e-5 * plain_sum_exp.max(1.0),
+                "sum_exp, length {len}"
+            );
         }
     }
 
