@@ -216,6 +216,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// [`Error::Config`] naming the first of `settings` (name, value) that is 0, when a count or
+    /// size must be at least 1.
+    pub(crate) fn require_at_least_one(settings: &[(&str, usize)]) -> Result<()> {
+        match settings.iter().find(|(_, value)| *value == 0) {
+            Some((name, _)) => Err(Error::Config(format!("{name} must be at least 1"))),
+            None => Ok(()),
+        }
+    }
+
     /// An [`Error::Io`] for `path`.
     pub fn io(path: impl AsRef<Path>, action: &'static str, source: std::io::Error) -> Self {
         Error::Io {

@@ -70,15 +70,11 @@ impl DemoConfig {
         self.train.validate(&self.model)?;
         self.model.validate()?;
         self.sampling().validate()?;
-        for (name, value) in [
+        Error::require_at_least_one(&[
             ("samples", self.samples),
             ("sample_chars", self.sample_chars),
             ("honest_windows", self.honest_windows),
-        ] {
-            if value == 0 {
-                return Err(Error::Config(format!("{name} must be at least 1")));
-            }
-        }
+        ])?;
         // The causality probe changes one token and watches the ones before it.
         if self.train.seq_len < 2 {
             return Err(Error::Config(format!(

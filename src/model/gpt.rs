@@ -87,15 +87,11 @@ impl GptConfig {
     /// # Errors
     /// [`Error::Config`] naming the first size that cannot work.
     pub fn validate(&self) -> Result<()> {
-        for (name, value) in [
+        Error::require_at_least_one(&[
             ("vocab_size", self.vocab_size),
             ("n_layers", self.n_layers),
             ("max_seq_len", self.max_seq_len),
-        ] {
-            if value == 0 {
-                return Err(Error::Config(format!("{name} must be at least 1")));
-            }
-        }
+        ])?;
         CausalSelfAttentionConfig::new(self.d_model, self.n_heads)
             .with_dropout(self.dropout)
             .validate()

@@ -68,16 +68,13 @@ impl TrainConfig {
     /// # Errors
     /// [`Error::Config`] naming the first setting that cannot work.
     pub fn validate(&self, model: &GptConfig) -> Result<()> {
-        let positive = [
+        Error::require_at_least_one(&[
             ("steps", self.steps),
             ("batch_size", self.batch_size),
             ("seq_len", self.seq_len),
             ("eval_interval", self.eval_interval),
             ("eval_batches", self.eval_batches),
-        ];
-        if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
-            return Err(Error::Config(format!("{name} must be at least 1")));
-        }
+        ])?;
         if self.seq_len > model.max_seq_len {
             return Err(Error::Config(format!(
                 "seq_len ({}) is longer than the model's context window max_seq_len ({})",
