@@ -8,13 +8,14 @@ mod common;
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use burn::module::Param;
-use burn::nn::LayerNormConfig;
+use burn::module::{Param, ParamId};
+use burn::nn::{LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use common::random_tensor;
 use tinygpt::generate::max_abs_diff;
 use tinygpt::kernels::{
-    bias_gelu, causal_attention, composite_only, cross_entropy, fused_for, layer_norm,
+    bias_gelu, causal_attention, causal_self_attention, composite_only, cross_entropy, fused_for,
+    layer_norm, linear,
 };
 use tinygpt::text::{BUNDLED_CORPUS, TextDataset};
 use tinygpt::train::{TrainConfig, TrainEvent, train};
@@ -65,6 +66,13 @@ fn max_abs(values: &[f32]) -> f32 {
 /// Fused against composite: forward ≤ 1e-5 absolute, every gradient ≤ 1e-4 relative to its
 /// largest element.
 fn assert_matches_composite(name: &str, op: &Op, inputs: &[Vec<f32>]) {
+    assert_matches_composite_with_zeros(name, op, inputs, &[]);
+}
+
+/// [`assert_matches_composite`] where the inputs in `zero` have a gradient that is exactly 0
+/// in exact arithmetic (both paths then hold rounding noise, and a relative comparison means
+/// nothing): theirs must be below 1e-6 of the largest gradient of any input, on both paths.
+fn assert_matches_composite_with_zeros(name: &str, op: &Op, inputs: &[Vec<f32>], zero: &[usize]) {
     assert!(
         fused_for(&flex().autodiff(), DType::F32),
         "the fused kernels should apply on autodiff Flex"
@@ -73,7 +81,19 @@ fn assert_matches_composite(name: &str, op: &Op, inputs: &[Vec<f32>]) {
     let (composite_out, composite_grads) = composite_only(|| forward_backward(op, inputs));
     let forward = max_abs_diff(&fused_out, &composite_out);
     assert!(forward <= 1e-5, "{name}: forward max |Δ| = {forward}");
+    let largest = composite_grads
+        .iter()
+        .map(|g| max_abs(g))
+        .fold(0.0, f32::max);
     for (i, (fused, composite)) in fused_grads.iter().zip(&composite_grads).enumerate() {
+        if zero.contains(&i) {
+            let noise = max_abs(fused).max(max_abs(composite)) / largest;
+            assert!(
+                noise <= 1e-6,
+                "{name}: gradient of input {i} should be 0, is {noise} of the largest"
+            );
+            continue;
+        }
         let relative = max_abs_diff(fused, composite) / max_abs(composite).max(1e-12);
         assert!(
             relative <= 1e-4,
@@ -215,6 +235,91 @@ fn causal_attention_matches_composite_and_finite_differences() {
         random(2 * 4 * 4, 18),
     ];
     assert_matches_finite_differences("attention", &attention_op([1, 2, 3, 4, 4]), &tiny);
+}
+
+/// `x·W (+ b)` on `[2, rows/2, D_in]`; with `transposed` the weight input is `[D_out, D_in]`
+/// and used through a transposed view (as the tied output layer uses the embedding).
+fn linear_op(
+    d_in: usize,
+    d_out: usize,
+    with_bias: bool,
+    transposed: bool,
+) -> impl Fn(&[Tensor<1>]) -> Tensor<1> {
+    move |inputs| {
+        let rows = inputs[0].dims()[0] / d_in;
+        let x = inputs[0].clone().reshape([2, rows / 2, d_in]);
+        let weight = if transposed {
+            inputs[1].clone().reshape([d_out, d_in]).transpose()
+        } else {
+            inputs[1].clone().reshape([d_in, d_out])
+        };
+        let bias = with_bias.then(|| inputs[2].clone());
+        linear(x, weight, bias).reshape([rows * d_out])
+    }
+}
+
+#[test]
+fn linear_matches_composite_and_finite_differences() {
+    let (d_in, d_out) = (24, 40);
+    for (with_bias, transposed) in [(true, false), (false, false), (false, true)] {
+        let mut inputs = vec![random(10 * d_in, 31), random(d_in * d_out, 32)];
+        if with_bias {
+            inputs.push(random(d_out, 33));
+        }
+        let name = format!("linear, bias {with_bias}, transposed weight {transposed}");
+        assert_matches_composite(
+            &name,
+            &linear_op(d_in, d_out, with_bias, transposed),
+            &inputs,
+        );
+    }
+    let tiny = [random(4 * 3, 34), random(3 * 5, 35), random(5, 36)];
+    assert_matches_finite_differences("linear", &linear_op(3, 5, true, false), &tiny);
+}
+
+/// Self-attention through three projections (inputs 1-3 weights, 4-6 biases) on
+/// `[B, T, D]`, up to the merged heads.
+fn self_attention_op(shape: [usize; 3], heads: usize) -> impl Fn(&[Tensor<1>]) -> Tensor<1> {
+    let [batch, seq, d] = shape;
+    move |inputs| {
+        let device = inputs[0].device();
+        let layer = |i: usize| -> Linear {
+            let mut layer = LinearConfig::new(d, d).init(&device);
+            // `initialized` keeps the graph: the weight is a reshape of the flat input leaf.
+            layer.weight =
+                Param::initialized(ParamId::new(), inputs[1 + i].clone().reshape([d, d]));
+            layer.bias = Some(Param::initialized(ParamId::new(), inputs[4 + i].clone()));
+            layer
+        };
+        let (q, k, v) = (layer(0), layer(1), layer(2));
+        let x = inputs[0].clone().reshape([batch, seq, d]);
+        causal_self_attention(x, [&q, &k, &v], heads).reshape([batch * seq * d])
+    }
+}
+
+#[test]
+fn packed_self_attention_matches_composite_and_finite_differences() {
+    let (batch, seq, d, heads) = (3, 7, 12, 3);
+    let mut inputs = vec![random(batch * seq * d, 41)];
+    inputs.extend((0..3).map(|i| random(d * d, 42 + i)));
+    inputs.extend((0..3).map(|i| random(d, 45 + i)));
+    // The key bias adds the same `q·b_K` to every score of a row, which the softmax removes:
+    // its gradient is exactly 0.
+    assert_matches_composite_with_zeros(
+        "packed self-attention",
+        &self_attention_op([batch, seq, d], heads),
+        &inputs,
+        &[5],
+    );
+    let (seq, d, heads) = (3, 4, 2);
+    let mut tiny = vec![random(seq * d, 51)];
+    tiny.extend((0..3).map(|i| random(d * d, 52 + i)));
+    tiny.extend((0..3).map(|i| random(d, 55 + i)));
+    assert_matches_finite_differences(
+        "packed self-attention",
+        &self_attention_op([1, seq, d], heads),
+        &tiny,
+    );
 }
 
 #[test]

@@ -26,6 +26,7 @@ use rayon::prelude::*;
 
 use super::flex::{dims, values, values_mut};
 use super::math::{dot, exp_in_place, max};
+use super::simd::vectorised;
 
 /// Rows handed to one rayon task.
 const ROWS_PER_TASK: usize = 16;
@@ -41,12 +42,20 @@ pub fn causal_softmax(scores: &mut [f32], queries: usize, keys: usize, scale: f3
         .with_min_len(ROWS_PER_TASK)
         .for_each(|(row, scores)| {
             let visible = (row % queries + keys - queries + 1).min(keys);
-            let (seen, hidden) = scores.split_at_mut(visible);
-            let shift = max(seen) * scale;
-            let inv = 1.0 / exp_in_place(seen, scale, shift);
-            seen.iter_mut().for_each(|s| *s *= inv);
-            hidden.fill(0.0);
+            causal_softmax_row(scores, visible, scale);
         });
+}
+
+/// One row of [`causal_softmax`]: the first `visible` scores become weights summing to 1, the
+/// rest 0.
+pub fn causal_softmax_row(scores: &mut [f32], visible: usize, scale: f32) {
+    let (seen, hidden) = scores.split_at_mut(visible);
+    vectorised(|| {
+        let shift = max(seen) * scale;
+        let inv = 1.0 / exp_in_place(seen, scale, shift);
+        seen.iter_mut().for_each(|s| *s *= inv);
+    });
+    hidden.fill(0.0);
 }
 
 /// The gradient of the (scaled) scores from the weights and their gradient, written over
@@ -59,18 +68,23 @@ pub fn score_gradient(weights: &[f32], weight_grads: &mut [f32], keys: usize, sc
         .par_chunks_mut(keys)
         .zip(weights.par_chunks(keys))
         .with_min_len(ROWS_PER_TASK)
-        .for_each(|(dp, p)| {
-            let dot = dot(dp, p);
-            for (d, p) in dp.iter_mut().zip(p) {
-                *d = p * (*d - dot) * scale;
-            }
-        });
+        .for_each(|(dp, p)| score_gradient_row(p, dp, scale));
+}
+
+/// One row of [`score_gradient`].
+pub fn score_gradient_row(weights: &[f32], weight_grads: &mut [f32], scale: f32) {
+    vectorised(|| {
+        let dot = dot(weight_grads, weights);
+        for (d, p) in weight_grads.iter_mut().zip(weights) {
+            *d = p * (*d - dot) * scale;
+        }
+    })
 }
 
 /// Above this many attention weights (`B·H·T·S`, 64 MB of `f32`) per layer the forward keeps
 /// only q, k and v and the backward recomputes the weights; below it the weights are kept,
 /// which saves the backward one matrix product and one softmax.
-const KEEP_WEIGHTS_UP_TO: usize = 16 << 20;
+pub const KEEP_WEIGHTS_UP_TO: usize = 16 << 20;
 
 /// The causal attention weights `softmax(mask(q·kᵀ / √Dh))`.
 ///
@@ -105,7 +119,7 @@ pub fn forward_flex(q: FlexTensor, k: FlexTensor, v: FlexTensor) -> (FlexTensor,
 /// Flex's own kernel, which tiles over the keys (flash attention) instead of holding the whole
 /// `[T, S]` matrix: a naive decode step at context 2048 ran at 1.7 tokens/s through
 /// [`forward_flex`] and 3.0 through Flex's kernel.
-const WEIGHTS_PER_HEAD_IN_CACHE: usize = 256 * 1024;
+pub const WEIGHTS_PER_HEAD_IN_CACHE: usize = 256 * 1024;
 
 /// Inference (no backward to feed): [`forward_flex`] for short sequences, Flex's tiled kernel
 /// for long ones.

@@ -20,6 +20,7 @@ use rayon::prelude::*;
 
 use super::flex::{dims, scalar, tensor, values};
 use super::math::{exp, max, sum_exp};
+use super::simd::vectorised;
 
 /// Rows handed to one rayon task.
 const ROWS_PER_TASK: usize = 64;
@@ -50,8 +51,8 @@ pub fn forward(logits: &[f32], targets: &[usize]) -> Loss {
                 target < vocab,
                 "target id {target} outside a vocabulary of {vocab}"
             );
-            let max = max(row);
-            let lse = max + sum_exp(row, max).ln();
+            let max = vectorised(|| max(row));
+            let lse = max + vectorised(|| sum_exp(row, max)).ln();
             (lse, lse - row[target])
         })
         .collect();
@@ -75,9 +76,11 @@ pub fn backward(logits: &[f32], targets: &[usize], log_sum_exp: &[f32], dloss: f
         .zip(targets.par_iter().zip(log_sum_exp))
         .with_min_len(ROWS_PER_TASK)
         .for_each(|((grad, row), (&target, &lse))| {
-            for (g, &v) in grad.iter_mut().zip(row) {
-                *g = exp(v - lse) * scale;
-            }
+            vectorised(|| {
+                for (g, &v) in grad.iter_mut().zip(row) {
+                    *g = exp(v - lse) * scale;
+                }
+            });
             grad[target] -= scale;
         });
     grad

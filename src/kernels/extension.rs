@@ -13,6 +13,8 @@ use super::attention::{self, CausalAttentionBackward};
 use super::cross_entropy::{self, CrossEntropyBackward};
 use super::gelu::{self, BiasGeluBackward};
 use super::layer_norm::{self, LayerNormBackward};
+use super::linear::{self, LinearBackward, LinearNoBiasBackward};
+use super::packed_attention::{self, PackedAttentionBackward};
 
 /// The fused ops; see the module docs of [`super`] for what each replaces.
 #[backend_extension(Flex, Autodiff)]
@@ -31,6 +33,16 @@ pub trait FusedOps: Backend {
         logits: FloatTensor<Self>,
         targets: IntTensor<Self>,
     ) -> FloatTensor<Self>;
+    /// `x·W + b`.
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+    /// `x·W`.
+    fn fused_linear_no_bias(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Causal self-attention from packed `[B, T, 3D]` projections to merged heads `[B, T, D]`.
+    fn fused_packed_attention(packed: FloatTensor<Self>, heads: usize) -> FloatTensor<Self>;
     /// Causal attention, bottom-right aligned.
     fn fused_causal_attention(
         q: FloatTensor<Self>,
@@ -58,6 +70,22 @@ impl FusedOps for Flex {
         targets: IntTensor<Self>,
     ) -> FloatTensor<Self> {
         cross_entropy::forward_flex(logits, &targets).0
+    }
+
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        linear::forward_flex(x, weight, Some(bias)).0
+    }
+
+    fn fused_linear_no_bias(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        linear::forward_flex(x, weight, None).0
+    }
+
+    fn fused_packed_attention(packed: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
+        packed_attention::forward_flex(packed, heads, false).0
     }
 
     fn fused_causal_attention(
@@ -121,6 +149,32 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         record::<C, _, _>(CrossEntropyBackward, nodes, saved, out)
     }
 
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let nodes = [x.node(), weight.node(), bias.node()];
+        let (out, saved) = linear::forward_flex(
+            x.into_primitive(),
+            weight.into_primitive(),
+            Some(bias.into_primitive()),
+        );
+        record::<C, _, _>(LinearBackward, nodes, saved, out)
+    }
+
+    fn fused_linear_no_bias(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        let nodes = [x.node(), weight.node()];
+        let (out, saved) = linear::forward_flex(x.into_primitive(), weight.into_primitive(), None);
+        record::<C, _, _>(LinearNoBiasBackward, nodes, saved, out)
+    }
+
+    fn fused_packed_attention(packed: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
+        let nodes = [packed.node()];
+        let (out, saved) = packed_attention::forward_flex(packed.into_primitive(), heads, true);
+        record::<C, _, _>(PackedAttentionBackward, nodes, saved, out)
+    }
+
     fn fused_causal_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -163,6 +217,27 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_cross_entropy(
         logits.into_dispatch(),
         targets.into_dispatch(),
+    ))
+}
+
+/// See [`super::linear`].
+pub fn linear<const N: usize>(
+    x: Tensor<N>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<N> {
+    let (x, weight) = (x.into_dispatch(), weight.into_dispatch());
+    Tensor::from_dispatch(match bias {
+        Some(bias) => <Dispatch as FusedOps>::fused_linear(x, weight, bias.into_dispatch()),
+        None => <Dispatch as FusedOps>::fused_linear_no_bias(x, weight),
+    })
+}
+
+/// See [`super::causal_self_attention`].
+pub fn packed_attention(packed: Tensor<3>, heads: usize) -> Tensor<3> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_packed_attention(
+        packed.into_dispatch(),
+        heads,
     ))
 }
 

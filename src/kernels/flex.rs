@@ -6,6 +6,8 @@ use burn::backend::TensorMetadata;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::TensorData;
 
+use super::gemm::Matrix;
+
 /// The tensor's values in row-major order: borrowed when it is already a contiguous `f32`
 /// buffer, copied into one otherwise (a transposed or sliced view).
 ///
@@ -47,4 +49,28 @@ pub fn values_mut(tensor: &mut FlexTensor) -> &mut [f32] {
         *tensor = tensor.to_contiguous();
     }
     &mut tensor.storage_mut::<f32>()[..len]
+}
+
+/// A 2-d tensor as a [`Matrix`] view of its storage, without copying: transposed or sliced
+/// views keep their strides. A view with a negative stride (a flipped tensor) is copied into
+/// `scratch` first.
+///
+/// # Panics
+/// If the tensor is not 2-d or does not hold `f32`.
+pub fn matrix<'a>(tensor: &'a FlexTensor, scratch: &'a mut Option<FlexTensor>) -> Matrix<'a> {
+    let layout = tensor.layout();
+    let shape = layout.shape();
+    assert_eq!(shape.num_dims(), 2, "a matrix view needs a 2-d tensor");
+    let strides = layout.strides();
+    if strides.iter().any(|&s| s < 0) {
+        let copy = scratch.insert(tensor.to_contiguous());
+        let [rows, cols] = [copy.shape()[0], copy.shape()[1]];
+        return Matrix::row_major(copy.storage::<f32>(), rows, cols);
+    }
+    Matrix::strided(
+        tensor.storage::<f32>(),
+        layout.start_offset(),
+        [shape[0], shape[1]],
+        [strides[0] as usize, strides[1] as usize],
+    )
 }

@@ -18,6 +18,7 @@ use rayon::prelude::*;
 
 use super::flex::{dims, tensor, values};
 use super::math::{erf, exp};
+use super::simd::vectorised;
 
 /// Rows handed to one rayon task.
 const ROWS_PER_TASK: usize = 32;
@@ -36,12 +37,14 @@ pub fn forward(h: &[f32], bias: &[f32]) -> Vec<f32> {
     out.par_chunks_mut(width * ROWS_PER_TASK)
         .zip(h.par_chunks(width * ROWS_PER_TASK))
         .for_each(|(out, h)| {
-            for (out, h) in out.chunks_mut(width).zip(h.chunks(width)) {
-                for ((y, h), b) in out.iter_mut().zip(h).zip(bias) {
-                    let z = h + b;
-                    *y = 0.5 * z * (1.0 + erf(z * FRAC_1_SQRT_2));
+            vectorised(|| {
+                for (out, h) in out.chunks_mut(width).zip(h.chunks(width)) {
+                    for ((y, h), b) in out.iter_mut().zip(h).zip(bias) {
+                        let z = h + b;
+                        *y = 0.5 * z * (1.0 + erf(z * FRAC_1_SQRT_2));
+                    }
                 }
-            }
+            })
         });
     out
 }
@@ -68,20 +71,24 @@ pub fn backward(h: &[f32], bias: &[f32], dy: &[f32]) -> Gradient {
         .zip(dy.par_chunks(block))
         .map(|((dh, h), dy)| {
             let mut db = vec![0.0; width];
-            for ((dh, h), dy) in dh
-                .chunks_mut(width)
-                .zip(h.chunks(width))
-                .zip(dy.chunks(width))
-            {
-                for i in 0..width {
-                    let z = h[i] + bias[i];
-                    let cdf = 0.5 * (1.0 + erf(z * FRAC_1_SQRT_2));
-                    let pdf = FRAC_1_SQRT_2PI * exp(-0.5 * z * z);
-                    let grad = dy[i] * (cdf + z * pdf);
-                    dh[i] = grad;
-                    db[i] += grad;
+            vectorised(|| {
+                for ((dh, h), dy) in dh
+                    .chunks_mut(width)
+                    .zip(h.chunks(width))
+                    .zip(dy.chunks(width))
+                {
+                    for ((((dh, h), dy), b), db) in
+                        dh.iter_mut().zip(h).zip(dy).zip(bias).zip(db.iter_mut())
+                    {
+                        let z = h + b;
+                        let cdf = 0.5 * (1.0 + erf(z * FRAC_1_SQRT_2));
+                        let pdf = FRAC_1_SQRT_2PI * exp(-0.5 * z * z);
+                        let grad = dy * (cdf + z * pdf);
+                        *dh = grad;
+                        *db += grad;
+                    }
                 }
-            }
+            });
             db
         })
         .collect();

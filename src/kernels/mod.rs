@@ -9,6 +9,7 @@
 //!
 //! | function           | composite it replaces                          | file               |
 //! |--------------------|------------------------------------------------|--------------------|
+//! | [`linear`]         | `Linear::forward` (matmul, bias add)           | `linear.rs`        |
 //! | [`layer_norm`]     | `LayerNorm::forward`                           | `layer_norm.rs`    |
 //! | [`bias_gelu`]      | `+ bias`, `Gelu::forward`                      | `gelu.rs`          |
 //! | [`cross_entropy`]  | `log_softmax`, `gather`, `mean`                | `cross_entropy.rs` |
@@ -21,7 +22,7 @@
 
 use std::cell::Cell;
 
-use burn::nn::LayerNorm;
+use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{DType, Device, Int, Tensor};
 
 /// Register one gradient per parent node that needs one.
@@ -47,8 +48,15 @@ mod flex;
 #[cfg(feature = "flex")]
 mod gelu;
 #[cfg(feature = "flex")]
+mod gemm;
+#[cfg(feature = "flex")]
 mod layer_norm;
+#[cfg(feature = "flex")]
+mod linear;
 pub mod math;
+#[cfg(feature = "flex")]
+mod packed_attention;
+mod simd;
 
 /// The ε of every layer norm in the model (Burn's default, and GPT-2's).
 pub const LAYER_NORM_EPS: f64 = 1e-5;
@@ -102,6 +110,34 @@ pub fn layer_norm<const N: usize>(norm: &LayerNorm, x: Tensor<N>) -> Tensor<N> {
     norm.forward(x)
 }
 
+/// `x·W + b` with a weight stored `[D_in, D_out]`, as Burn's `Linear` keeps it.
+///
+/// # Shapes
+/// - x: `[..., D_in]`, weight: `[D_in, D_out]`, bias: `[D_out]`, output: `[..., D_out]`
+pub fn linear<const N: usize>(
+    x: Tensor<N>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<N> {
+    #[cfg(feature = "flex")]
+    if fused_for(&x.device(), x.dtype()) {
+        return extension::linear(x, weight, bias);
+    }
+    burn::tensor::module::linear(x, weight, bias)
+}
+
+/// A `Linear` layer through [`linear`].
+///
+/// # Shapes
+/// - x: `[..., D_in]`, output: `[..., D_out]`
+pub fn linear_layer<const N: usize>(layer: &Linear, x: Tensor<N>) -> Tensor<N> {
+    linear(
+        x,
+        layer.weight.val(),
+        layer.bias.as_ref().map(|bias| bias.val()),
+    )
+}
+
 /// `gelu(h + bias)` with the exact (erf) GELU.
 ///
 /// # Shapes
@@ -125,6 +161,42 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     }
     let log_probs = burn::tensor::activation::log_softmax(logits, 1);
     log_probs.gather(1, targets.unsqueeze_dim(1)).mean().neg()
+}
+
+/// Causal self-attention of `x` through the query, key and value `projections`, up to the
+/// merged heads (the output projection is the caller's).
+///
+/// On Flex the three projections run as one product against `[W_Q | W_K | W_V]` (nanoGPT's
+/// `c_attn` layout, assembled from the three layers on every call, so the weights and every
+/// file written from them keep their three names) and the attention reads the heads in place
+/// from the packed `[B, T, 3D]` result ([`packed_attention`](self) kernel). Elsewhere, and for
+/// sequences longer than 512, it is the model's readable sequence: three projections,
+/// `split_heads`, [`causal_attention`], `merge_heads`.
+///
+/// # Shapes
+/// - x: `[B, T, D]`, each projection `D -> D`, output: `[B, T, D]`
+pub fn causal_self_attention(x: Tensor<3>, projections: [&Linear; 3], n_heads: usize) -> Tensor<3> {
+    use crate::model::{merge_heads, split_heads};
+    #[cfg(feature = "flex")]
+    {
+        let seq = x.dims()[1];
+        let biases: Option<Vec<Tensor<1>>> = projections
+            .iter()
+            .map(|layer| layer.bias.as_ref().map(|bias| bias.val()))
+            .collect();
+        let unbiased = projections.iter().all(|layer| layer.bias.is_none());
+        if fused_for(&x.device(), x.dtype())
+            && seq * seq <= attention::WEIGHTS_PER_HEAD_IN_CACHE
+            && (biases.is_some() || unbiased)
+        {
+            let weight = Tensor::cat(projections.map(|layer| layer.weight.val()).to_vec(), 1);
+            let bias = biases.map(|biases| Tensor::cat(biases, 0));
+            let packed = extension::linear(x, weight, bias);
+            return extension::packed_attention(packed, n_heads);
+        }
+    }
+    let [q, k, v] = projections.map(|layer| split_heads(linear_layer(layer, x.clone()), n_heads));
+    merge_heads(causal_attention(q, k, v))
 }
 
 /// Causal attention with the mask aligned bottom-right (query `i` of `T` sees keys

@@ -23,6 +23,7 @@ use super::layer_input::LayerInput;
 use super::mask::{MaskMode, masked_softmax};
 use super::trace::{ShapeTrace, record};
 use crate::error::{Error, Result};
+use crate::kernels::{causal_self_attention, linear_layer};
 
 /// Configuration of a [`CausalSelfAttention`] layer.
 #[derive(Config, Debug)]
@@ -185,9 +186,31 @@ impl CausalSelfAttention {
             padding,
             mut trace,
         } = input.into();
-        let q = self.query.forward(x.clone());
-        let k = self.key.forward(x.clone());
-        let v = self.value.forward(x);
+        let [batch, seq, d_model] = x.dims();
+        if cache.is_none() && self.kernel(seq, padding.is_some()) == Kernel::Fused {
+            // Training and full-sequence forwards: one fused op from x to the merged heads
+            // (see `crate::kernels::causal_self_attention`); the stages are those below.
+            let heads = [batch, self.n_heads, seq, d_model / self.n_heads];
+            for (stage, shape) in [
+                ("q", &[batch, seq, d_model][..]),
+                ("k", &[batch, seq, d_model]),
+                ("v", &[batch, seq, d_model]),
+                ("q_heads", &heads),
+                ("k_heads", &heads),
+                ("v_heads", &heads),
+                ("scores", &[batch, self.n_heads, seq, seq]),
+                ("weights", &[batch, self.n_heads, seq, seq]),
+                ("attended", &heads),
+            ] {
+                record(&mut trace, stage, shape);
+            }
+            let projections = [&self.query, &self.key, &self.value];
+            let merged = causal_self_attention(x, projections, self.n_heads);
+            return self.project_output(merged, trace);
+        }
+        let q = linear_layer(&self.query, x.clone());
+        let k = linear_layer(&self.key, x.clone());
+        let v = linear_layer(&self.value, x);
         record(&mut trace, "q", &q.dims());
         record(&mut trace, "k", &k.dims());
         record(&mut trace, "v", &v.dims());
@@ -225,9 +248,15 @@ impl CausalSelfAttention {
         };
         record(&mut trace, "attended", &attended.dims());
 
-        let merged = merge_heads(attended);
+        self.project_output(merge_heads(attended), trace)
+    }
+
+    /// The output projection `W_O` (and dropout) on the merged heads.
+    fn project_output(&self, merged: Tensor<3>, mut trace: Option<&mut ShapeTrace>) -> Tensor<3> {
         record(&mut trace, "merged", &merged.dims());
-        let out = self.resid_dropout.forward(self.output.forward(merged));
+        let out = self
+            .resid_dropout
+            .forward(linear_layer(&self.output, merged));
         record(&mut trace, "output", &out.dims());
         out
     }

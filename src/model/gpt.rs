@@ -13,7 +13,6 @@ use burn::module::{Initializer, Module, ModuleVisitor, Param};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
 };
-use burn::tensor::module::linear;
 use burn::tensor::{Device, Int, Tensor};
 
 use super::attention::CausalSelfAttentionConfig;
@@ -25,7 +24,7 @@ use super::mask::{MaskMode, padding_mask};
 use super::trace::{ShapeTrace, enter, leave, record};
 use crate::device::token_tensor;
 use crate::error::{Error, Result};
-use crate::kernels::{LAYER_NORM_EPS, layer_norm};
+use crate::kernels::{LAYER_NORM_EPS, layer_norm, linear, linear_layer};
 
 /// Configuration of a [`Gpt`]; serialises to JSON with serde (it is saved beside every
 /// checkpoint).
@@ -370,7 +369,7 @@ impl Gpt {
         let x = layer_norm(&self.ln_f, x);
         record(&mut trace, "ln_f", &x.dims());
         let logits = match &self.lm_head {
-            Some(head) => head.forward(x),
+            Some(head) => linear_layer(head, x),
             // Tied: logits are the hidden state's dot products with every token's embedding.
             None => linear(x, self.token_embedding.weight.val().transpose(), None),
         };

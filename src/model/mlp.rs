@@ -5,10 +5,9 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Gelu, Linear};
 
-use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor};
 
-use crate::kernels::bias_gelu;
+use crate::kernels::{bias_gelu, linear, linear_layer};
 
 use super::init::normal_linear;
 
@@ -63,11 +62,12 @@ impl Mlp {
     /// # Shapes
     /// - input: `[B, T, D]`, output: `[B, T, D]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        // The bias and GELU run as one fused op (see `crate::kernels::bias_gelu`).
+        // The bias and GELU run as one fused op (see `crate::kernels::bias_gelu`); the layers'
+        // products go through `crate::kernels::linear`, one matrix product each way on Flex.
         let hidden = match &self.fc.bias {
             Some(bias) => bias_gelu(linear(x, self.fc.weight.val(), None), bias.val()),
-            None => self.gelu.forward(self.fc.forward(x)),
+            None => self.gelu.forward(linear_layer(&self.fc, x)),
         };
-        self.dropout.forward(self.proj.forward(hidden))
+        self.dropout.forward(linear_layer(&self.proj, hidden))
     }
 }
