@@ -50,11 +50,14 @@ pub fn causal_softmax(scores: &mut [f32], queries: usize, keys: usize, scale: f3
 /// rest 0.
 pub fn causal_softmax_row(scores: &mut [f32], visible: usize, scale: f32) {
     let (seen, hidden) = scores.split_at_mut(visible);
-    vectorised(|| {
-        let shift = max(seen) * scale;
-        let inv = 1.0 / exp_in_place(seen, scale, shift);
-        seen.iter_mut().for_each(|s| *s *= inv);
-    });
+    vectorised(
+        #[inline(always)]
+        || {
+            let shift = max(seen) * scale;
+            let inv = 1.0 / exp_in_place(seen, scale, shift);
+            seen.iter_mut().for_each(|s| *s *= inv);
+        },
+    );
     hidden.fill(0.0);
 }
 
@@ -73,12 +76,15 @@ pub fn score_gradient(weights: &[f32], weight_grads: &mut [f32], keys: usize, sc
 
 /// One row of [`score_gradient`].
 pub fn score_gradient_row(weights: &[f32], weight_grads: &mut [f32], scale: f32) {
-    vectorised(|| {
-        let dot = dot(weight_grads, weights);
-        for (d, p) in weight_grads.iter_mut().zip(weights) {
-            *d = p * (*d - dot) * scale;
-        }
-    })
+    vectorised(
+        #[inline(always)]
+        || {
+            let dot = dot(weight_grads, weights);
+            for (d, p) in weight_grads.iter_mut().zip(weights) {
+                *d = p * (*d - dot) * scale;
+            }
+        },
+    )
 }
 
 /// Above this many attention weights (`B·H·T·S`, 64 MB of `f32`) per layer the forward keeps

@@ -51,8 +51,16 @@ pub fn forward(logits: &[f32], targets: &[usize]) -> Loss {
                 target < vocab,
                 "target id {target} outside a vocabulary of {vocab}"
             );
-            let max = vectorised(|| max(row));
-            let lse = max + vectorised(|| sum_exp(row, max)).ln();
+            let max = vectorised(
+                #[inline(always)]
+                || max(row),
+            );
+            let lse = max
+                + vectorised(
+                    #[inline(always)]
+                    || sum_exp(row, max),
+                )
+                .ln();
             (lse, lse - row[target])
         })
         .collect();
@@ -76,11 +84,14 @@ pub fn backward(logits: &[f32], targets: &[usize], log_sum_exp: &[f32], dloss: f
         .zip(targets.par_iter().zip(log_sum_exp))
         .with_min_len(ROWS_PER_TASK)
         .for_each(|((grad, row), (&target, &lse))| {
-            vectorised(|| {
-                for (g, &v) in grad.iter_mut().zip(row) {
-                    *g = exp(v - lse) * scale;
-                }
-            });
+            vectorised(
+                #[inline(always)]
+                || {
+                    for (g, &v) in grad.iter_mut().zip(row) {
+                        *g = exp(v - lse) * scale;
+                    }
+                },
+            );
             grad[target] -= scale;
         });
     grad

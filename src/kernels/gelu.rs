@@ -37,14 +37,17 @@ pub fn forward(h: &[f32], bias: &[f32]) -> Vec<f32> {
     out.par_chunks_mut(width * ROWS_PER_TASK)
         .zip(h.par_chunks(width * ROWS_PER_TASK))
         .for_each(|(out, h)| {
-            vectorised(|| {
-                for (out, h) in out.chunks_mut(width).zip(h.chunks(width)) {
-                    for ((y, h), b) in out.iter_mut().zip(h).zip(bias) {
-                        let z = h + b;
-                        *y = 0.5 * z * (1.0 + erf(z * FRAC_1_SQRT_2));
+            vectorised(
+                #[inline(always)]
+                || {
+                    for (out, h) in out.chunks_mut(width).zip(h.chunks(width)) {
+                        for ((y, h), b) in out.iter_mut().zip(h).zip(bias) {
+                            let z = h + b;
+                            *y = 0.5 * z * (1.0 + erf(z * FRAC_1_SQRT_2));
+                        }
                     }
-                }
-            })
+                },
+            )
         });
     out
 }
@@ -71,24 +74,27 @@ pub fn backward(h: &[f32], bias: &[f32], dy: &[f32]) -> Gradient {
         .zip(dy.par_chunks(block))
         .map(|((dh, h), dy)| {
             let mut db = vec![0.0; width];
-            vectorised(|| {
-                for ((dh, h), dy) in dh
-                    .chunks_mut(width)
-                    .zip(h.chunks(width))
-                    .zip(dy.chunks(width))
-                {
-                    for ((((dh, h), dy), b), db) in
-                        dh.iter_mut().zip(h).zip(dy).zip(bias).zip(db.iter_mut())
+            vectorised(
+                #[inline(always)]
+                || {
+                    for ((dh, h), dy) in dh
+                        .chunks_mut(width)
+                        .zip(h.chunks(width))
+                        .zip(dy.chunks(width))
                     {
-                        let z = h + b;
-                        let cdf = 0.5 * (1.0 + erf(z * FRAC_1_SQRT_2));
-                        let pdf = FRAC_1_SQRT_2PI * exp(-0.5 * z * z);
-                        let grad = dy * (cdf + z * pdf);
-                        *dh = grad;
-                        *db += grad;
+                        for ((((dh, h), dy), b), db) in
+                            dh.iter_mut().zip(h).zip(dy).zip(bias).zip(db.iter_mut())
+                        {
+                            let z = h + b;
+                            let cdf = 0.5 * (1.0 + erf(z * FRAC_1_SQRT_2));
+                            let pdf = FRAC_1_SQRT_2PI * exp(-0.5 * z * z);
+                            let grad = dy * (cdf + z * pdf);
+                            *dh = grad;
+                            *db += grad;
+                        }
                     }
-                }
-            });
+                },
+            );
             db
         })
         .collect();

@@ -50,19 +50,22 @@ pub fn forward(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Normalised {
         .zip(mean.par_iter_mut().zip(inv_std.par_iter_mut()))
         .with_min_len(ROWS_PER_TASK)
         .for_each(|((y, x), (mu, rstd))| {
-            vectorised(|| {
-                let m = sum(x) / width as f32;
-                // The centred row goes into the output first, then is scaled and shifted there.
-                for (y, x) in y.iter_mut().zip(x) {
-                    *y = x - m;
-                }
-                let var = dot(y, y) / width as f32;
-                let r = 1.0 / (var + eps).sqrt();
-                for ((y, g), b) in y.iter_mut().zip(gamma).zip(beta) {
-                    *y = *y * r * g + b;
-                }
-                (*mu, *rstd) = (m, r);
-            })
+            vectorised(
+                #[inline(always)]
+                || {
+                    let m = sum(x) / width as f32;
+                    // The centred row goes into the output first, then is scaled and shifted there.
+                    for (y, x) in y.iter_mut().zip(x) {
+                        *y = x - m;
+                    }
+                    let var = dot(y, y) / width as f32;
+                    let r = 1.0 / (var + eps).sqrt();
+                    for ((y, g), b) in y.iter_mut().zip(gamma).zip(beta) {
+                        *y = *y * r * g + b;
+                    }
+                    (*mu, *rstd) = (m, r);
+                },
+            )
         });
     Normalised {
         output,
@@ -107,25 +110,28 @@ pub fn backward(x: &[f32], gamma: &[f32], mean: &[f32], inv_std: &[f32], dy: &[f
                 .enumerate()
             {
                 let (m, r) = (mean[first_row + row], inv_std[first_row + row]);
-                vectorised(|| {
-                    // `g = γ ⊙ dy` goes into dx first; its two means are lane sums over it.
-                    for ((((dx, x), dy), g), (dg, db)) in dx
-                        .iter_mut()
-                        .zip(x)
-                        .zip(dy)
-                        .zip(gamma)
-                        .zip(dgamma.iter_mut().zip(dbeta.iter_mut()))
-                    {
-                        *dg += dy * (x - m) * r;
-                        *db += dy;
-                        *dx = g * dy;
-                    }
-                    let mean_g = sum(dx) / width as f32;
-                    let mean_g_xhat = dot_centred(dx, x, m) * r / width as f32;
-                    for (dx, x) in dx.iter_mut().zip(x) {
-                        *dx = (*dx - mean_g - (x - m) * r * mean_g_xhat) * r;
-                    }
-                });
+                vectorised(
+                    #[inline(always)]
+                    || {
+                        // `g = γ ⊙ dy` goes into dx first; its two means are lane sums over it.
+                        for ((((dx, x), dy), g), (dg, db)) in dx
+                            .iter_mut()
+                            .zip(x)
+                            .zip(dy)
+                            .zip(gamma)
+                            .zip(dgamma.iter_mut().zip(dbeta.iter_mut()))
+                        {
+                            *dg += dy * (x - m) * r;
+                            *db += dy;
+                            *dx = g * dy;
+                        }
+                        let mean_g = sum(dx) / width as f32;
+                        let mean_g_xhat = dot_centred(dx, x, m) * r / width as f32;
+                        for (dx, x) in dx.iter_mut().zip(x) {
+                            *dx = (*dx - mean_g - (x - m) * r * mean_g_xhat) * r;
+                        }
+                    },
+                );
             }
             (dgamma, dbeta)
         })

@@ -53,11 +53,14 @@ pub fn column_sums(dy: &[f32], width: usize) -> Vec<f32> {
     dy.par_chunks(width * ROWS_PER_TASK)
         .map(|block| {
             let mut sums = vec![0.0; width];
-            vectorised(|| {
-                for row in block.chunks(width) {
-                    sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
-                }
-            });
+            vectorised(
+                #[inline(always)]
+                || {
+                    for row in block.chunks(width) {
+                        sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+                    }
+                },
+            );
             sums
         })
         .reduce(
