@@ -2,18 +2,24 @@
 //! backend.
 //!
 //! Under `Autodiff`, Burn runs layer norm, attention, GELU and cross-entropy as composites of
-//! small recorded ops, each allocating a tensor (see the issue-15 profile in the README). The
-//! four functions here compute the same values in one pass each way, registered through Burn's
-//! backend extension mechanism (`#[backend_extension]`): Flex runs the kernel, `Autodiff<Flex>`
-//! runs it and records a backward step written by hand.
+//! small recorded ops, each allocating a tensor, and a linear layer as a batched product whose
+//! weight gradient is summed over the batch afterwards (see the profiles in the README). The
+//! functions here compute the same values in one pass or one matrix product each way,
+//! registered through Burn's backend extension mechanism (`#[backend_extension]`): Flex runs
+//! the kernel, `Autodiff<Flex>` runs it and records a backward step written by hand.
 //!
-//! | function           | composite it replaces                          | file               |
-//! |--------------------|------------------------------------------------|--------------------|
-//! | [`linear`]         | `Linear::forward` (matmul, bias add)           | `linear.rs`        |
-//! | [`layer_norm`]     | `LayerNorm::forward`                           | `layer_norm.rs`    |
-//! | [`bias_gelu`]      | `+ bias`, `Gelu::forward`                      | `gelu.rs`          |
-//! | [`cross_entropy`]  | `log_softmax`, `gather`, `mean`                | `cross_entropy.rs` |
-//! | [`causal_attention`] | Burn's attention fallback under autodiff     | `attention.rs`     |
+//! | function                  | composite it replaces                       | file                  |
+//! |---------------------------|---------------------------------------------|-----------------------|
+//! | [`linear`]                | `Linear::forward` (batched matmul, bias add) | `linear.rs`          |
+//! | [`causal_self_attention`] | three projections, `split_heads`, attention, `merge_heads` | `packed_attention.rs` |
+//! | [`causal_attention`]      | Burn's attention fallback under autodiff    | `attention.rs`        |
+//! | [`layer_norm`]            | `LayerNorm::forward`                        | `layer_norm.rs`       |
+//! | [`bias_gelu`]             | `+ bias`, `Gelu::forward`                   | `gelu.rs`             |
+//! | [`cross_entropy`]         | `log_softmax`, `gather`, `mean`             | `cross_entropy.rs`    |
+//!
+//! Underneath: `gemm.rs` multiplies strided views with the `gemm` crate (as Flex does, minus
+//! Flex's zero-filled and re-copied outputs), `math.rs` holds the vectorisable `exp`, `erf`
+//! and lane reductions, `simd.rs` compiles their loops for AVX-512 or AVX2 when the CPU has it.
 //!
 //! Which path runs is chosen per call: the fused one for `f32` tensors on a Flex device (with
 //! or without autodiff), the composite everywhere else (ndarray, wgpu, cuda, ...), and
