@@ -182,7 +182,6 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
 /// # Shapes
 /// - x: `[B, T, D]`, each projection `D -> D`, output: `[B, T, D]`
 pub fn causal_self_attention(x: Tensor<3>, projections: [&Linear; 3], n_heads: usize) -> Tensor<3> {
-    use crate::model::{merge_heads, split_heads};
     #[cfg(feature = "flex")]
     {
         let seq = x.dims()[1];
@@ -201,8 +200,17 @@ pub fn causal_self_attention(x: Tensor<3>, projections: [&Linear; 3], n_heads: u
             return extension::packed_attention(packed, n_heads);
         }
     }
-    let [q, k, v] = projections.map(|layer| split_heads(linear_layer(layer, x.clone()), n_heads));
-    merge_heads(causal_attention(q, k, v))
+    // `model::split_heads` and `model::merge_heads`, written out so the kernels stay below the
+    // model in the module graph.
+    let [batch, seq, d_model] = x.dims();
+    let [q, k, v] = projections.map(|layer| {
+        linear_layer(layer, x.clone())
+            .reshape([batch, seq, n_heads, d_model / n_heads])
+            .swap_dims(1, 2)
+    });
+    causal_attention(q, k, v)
+        .swap_dims(1, 2)
+        .reshape([batch, seq, d_model])
 }
 
 /// Causal attention with the mask aligned bottom-right (query `i` of `T` sees keys
