@@ -18,6 +18,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::device::{floats, token_tensor};
 use crate::error::Result;
+use crate::kernels::on_workers;
 use crate::model::{ForwardOptions, Gpt, GptConfig, KvCache};
 use crate::text::Batch;
 use crate::train::{TrainConfig, new_optimizer, teacher_forced_loss_tensor};
@@ -93,6 +94,11 @@ impl TrainStep {
     /// # Errors
     /// The model's errors.
     pub fn run(&mut self) -> Result<f32> {
+        // On a rayon worker, as the trainer runs its steps.
+        on_workers(|| self.step())
+    }
+
+    fn step(&mut self) -> Result<f32> {
         // The optimizer consumes the model and returns the stepped one, so it is held in an
         // `Option` between steps.
         let model = self.model.take().expect("every step puts the model back");

@@ -15,7 +15,7 @@ use common::random_tensor;
 use tinygpt::generate::max_abs_diff;
 use tinygpt::kernels::{
     bias_gelu, causal_attention, causal_self_attention, composite_only, cross_entropy, fused_for,
-    layer_norm, linear,
+    layer_norm, linear, on_workers,
 };
 use tinygpt::text::{BUNDLED_CORPUS, TextDataset};
 use tinygpt::train::{TrainConfig, TrainEvent, train};
@@ -328,6 +328,12 @@ fn kernels_apply_only_to_f32_on_flex() {
     assert!(fused_for(&flex().autodiff(), DType::F32));
     assert!(!fused_for(&flex(), DType::F16));
     assert!(!composite_only(|| fused_for(&flex(), DType::F32)));
+    // The model's passes and the training step run on rayon's workers: the setting goes along.
+    assert!(!composite_only(|| on_workers(|| fused_for(
+        &flex(),
+        DType::F32
+    ))));
+    assert!(on_workers(|| fused_for(&flex(), DType::F32)));
     for name in tinygpt::device::compiled_backends() {
         if name != "flex"
             && let Ok(device) = tinygpt::device::device_by_name(name)

@@ -80,6 +80,24 @@ pub fn composite_only<R>(f: impl FnOnce() -> R) -> R {
     result
 }
 
+/// Run `f` on one of rayon's worker threads (directly, when this thread is one already),
+/// keeping this thread's [`composite_only`] setting.
+///
+/// The kernels' parallel loops and the larger matrix products hand work to rayon's pool.
+/// Started from a thread outside the pool, every such op injects its work and puts the caller
+/// to sleep until the pool has finished it: two thread switches per op, a third of a 128-token
+/// prefill on two cores. Started on a worker, an op shares its work with the other workers
+/// directly. The training step and the model's forward pass run through here.
+pub fn on_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let fused = FUSED.with(Cell::get);
+    rayon::scope(|_| {
+        let before = FUSED.with(|cell| cell.replace(fused));
+        let result = f();
+        FUSED.with(|cell| cell.set(before));
+        result
+    })
+}
+
 /// Whether a tensor of `dtype` on `device` takes the fused path here.
 pub fn fused_for(device: &Device, dtype: DType) -> bool {
     FUSED.with(Cell::get) && dtype == DType::F32 && on_flex(device)

@@ -24,7 +24,7 @@ use super::mask::{MaskMode, padding_mask};
 use super::trace::{ShapeTrace, enter, leave, record};
 use crate::device::token_tensor;
 use crate::error::{Error, Result};
-use crate::kernels::{LAYER_NORM_EPS, layer_norm, linear, linear_layer};
+use crate::kernels::{LAYER_NORM_EPS, layer_norm, linear, linear_layer, on_workers};
 
 /// Configuration of a [`Gpt`]; serialises to JSON with serde (it is saved beside every
 /// checkpoint).
@@ -318,6 +318,15 @@ impl Gpt {
     /// does not have one entry per row; [`Error::Config`] when the trace keeps attention
     /// weights but this model runs the fast kernels, which never hold them.
     pub fn forward_with(
+        &self,
+        tokens: Tensor<2, Int>,
+        options: ForwardOptions,
+    ) -> Result<Tensor<3>> {
+        // On a rayon worker, so every parallel op of the pass shares its work directly.
+        on_workers(|| self.forward_on_worker(tokens, options))
+    }
+
+    fn forward_on_worker(
         &self,
         tokens: Tensor<2, Int>,
         options: ForwardOptions,

@@ -19,6 +19,7 @@ use super::loss::{teacher_forced_loss, teacher_forced_loss_tensor};
 use super::metrics::{EvalRecord, read_metrics, write_metrics};
 use crate::error::{Error, Result};
 use crate::fs::{DirLock, ensure_dir};
+use crate::kernels::on_workers;
 use crate::model::{Gpt, GptConfig};
 use crate::text::{Batch, Split, TextDataset, step_rng};
 
@@ -105,21 +106,26 @@ pub fn train(
     let mut last_saved = (start > 0).then_some(start);
     let mut steps_taken = start;
     for step in start..config.steps {
-        let loss = teacher_forced_loss_tensor(&model, &run.batch(step), &train_device)?;
-        let loss_value: f32 = loss.clone().into_scalar();
-        if !loss_value.is_finite() {
-            return Err(Error::Diverged {
-                step: step + 1,
-                loss: loss_value,
-                last_good_step: last_saved,
-            });
-        }
+        // The whole step on a rayon worker, so its parallel ops share work directly.
         let lr = config.learning_rate_at(step);
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-        if config.grad_clip_scope == ClipScope::Global {
-            grads = clip_global_norm(grads, &model, config.grad_clip).0;
-        }
-        model = optimizer.step(lr, model, grads);
+        let current = model;
+        let (stepped, loss_value) = on_workers(|| -> Result<(Gpt, f32)> {
+            let loss = teacher_forced_loss_tensor(&current, &run.batch(step), &train_device)?;
+            let loss_value: f32 = loss.clone().into_scalar();
+            if !loss_value.is_finite() {
+                return Err(Error::Diverged {
+                    step: step + 1,
+                    loss: loss_value,
+                    last_good_step: last_saved,
+                });
+            }
+            let mut grads = GradientsParams::from_grads(loss.backward(), &current);
+            if config.grad_clip_scope == ClipScope::Global {
+                grads = clip_global_norm(grads, &current, config.grad_clip).0;
+            }
+            Ok((optimizer.step(lr, current, grads), loss_value))
+        })?;
+        model = stepped;
 
         let done = step + 1;
         steps_taken = done;
