@@ -56,6 +56,10 @@ struct Args {
     /// Tie the LM head to the token embedding (as GPT-2 and nanoGPT do).
     #[arg(long)]
     tie_embeddings: bool,
+    /// Batches of each split averaged for every reported loss (more: a steadier estimate, e.g.
+    /// 200 as nanoGPT's `eval_iters`).
+    #[arg(long, default_value_t = 8)]
+    eval_batches: usize,
     /// Seed for the weights, the data order and the samples.
     #[arg(long, default_value_t = 1337)]
     seed: u64,
@@ -209,6 +213,7 @@ fn demo_config(args: &Args, leaks: Vec<MaskMode>, grammar_check: bool) -> DemoCo
         .with_min_learning_rate(args.lr / 10.0)
         .with_warmup_steps((args.steps / 10).clamp(1, 100))
         .with_eval_interval((args.steps / 10).max(1))
+        .with_eval_batches(args.eval_batches)
         .with_seed(args.seed);
     DemoConfig::new(args.out.clone(), model, train)
         .with_leaks(leaks)
