@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tinygpt::leak::{self, DemoConfig, DemoSummary, SUMMARY_FILE};
 use tinygpt::text::{BUNDLED_CORPUS, read_text};
 use tinygpt::train::{TrainConfig, TrainEvent};
-use tinygpt::{GptConfig, MaskMode};
+use tinygpt::{GptConfig, MaskMode, PositionScheme};
 
 #[derive(Parser)]
 #[command(about = "Train causal and leaky-mask GPTs on the same data and compare them honestly")]
@@ -53,6 +53,10 @@ struct Args {
     /// Blocks.
     #[arg(long, default_value_t = 2)]
     n_layers: usize,
+    /// Where positions enter: `learned` (a table added to the embeddings, GPT-2's) or `rope`
+    /// (rotary position embedding of queries and keys).
+    #[arg(long, default_value = "learned")]
+    position: PositionScheme,
     /// Tie the LM head to the token embedding (as GPT-2 and nanoGPT do).
     #[arg(long)]
     tie_embeddings: bool,
@@ -204,7 +208,8 @@ fn demo_config(args: &Args, leaks: Vec<MaskMode>, grammar_check: bool) -> DemoCo
         .with_n_heads(args.n_heads)
         .with_n_layers(args.n_layers)
         .with_max_seq_len(args.seq_len)
-        .with_tie_embeddings(args.tie_embeddings);
+        .with_tie_embeddings(args.tie_embeddings)
+        .with_position(args.position);
     let train = TrainConfig::new()
         .with_steps(args.steps)
         .with_batch_size(args.batch_size)

@@ -71,4 +71,4 @@ pub mod train;
 pub mod weights;
 
 pub use error::{Error, Result};
-pub use model::{ForwardOptions, Gpt, GptConfig, KvCache, MaskMode, ShapeTrace};
+pub use model::{ForwardOptions, Gpt, GptConfig, KvCache, MaskMode, PositionScheme, ShapeTrace};

@@ -1,5 +1,5 @@
 //! Agreement with PyTorch: the fixtures in `tests/fixtures/` were written by
-//! `tests/fixtures/make_fixtures.py` (torch, run by hand) and tinygpt must reproduce their
+//! `scripts/make_fixtures.py` (torch, run by hand) and tinygpt must reproduce their
 //! outputs to 1e-5.
 
 mod common;
@@ -12,13 +12,15 @@ use burn::tensor::{Device, Tensor, TensorData};
 use common::{device, max_abs_diff};
 use serde::Deserialize;
 use tinygpt::model::BlockConfig;
-use tinygpt::model::{CausalSelfAttention, CausalSelfAttentionConfig, fused_causal_attention};
+use tinygpt::model::{
+    CausalSelfAttention, CausalSelfAttentionConfig, Rotation, fused_causal_attention,
+};
 
 const TOLERANCE: f32 = 1e-5;
 
 #[derive(Deserialize)]
 struct Fixture {
-    config: HashMap<String, usize>,
+    config: HashMap<String, f64>,
     tensors: HashMap<String, Stored>,
 }
 
@@ -35,6 +37,11 @@ fn load(name: &str) -> Fixture {
 }
 
 impl Fixture {
+    /// A size from the fixture's config.
+    fn size(&self, name: &str) -> usize {
+        self.config[name] as usize
+    }
+
     fn tensor<const D: usize>(&self, name: &str, device: &Device) -> Tensor<D> {
         let stored = &self.tensors[name];
         assert_eq!(stored.shape.len(), D, "{name} has shape {:?}", stored.shape);
@@ -94,8 +101,8 @@ fn causal_attention_matches_torch_sdpa() {
         let fixture = load(name);
         let [q, k, v] = ["q", "k", "v"].map(|n| fixture.tensor::<4>(n, &device));
         let want = fixture.tensor::<4>("out", &device);
-        let heads = fixture.config["heads"];
-        let layer = CausalSelfAttentionConfig::new(heads * fixture.config["head_dim"], heads)
+        let heads = fixture.size("heads");
+        let layer = CausalSelfAttentionConfig::new(heads * fixture.size("head_dim"), heads)
             .init(&device)
             .unwrap();
         let (readable, _) = layer.readable_attention(q.clone(), k.clone(), v.clone(), None);
@@ -112,10 +119,9 @@ fn causal_attention_matches_torch_sdpa() {
 fn multi_head_attention_matches_torch() {
     let device = device();
     let fixture = load("mha.json");
-    let layer =
-        CausalSelfAttentionConfig::new(fixture.config["d_model"], fixture.config["n_heads"])
-            .init(&device)
-            .unwrap();
+    let layer = CausalSelfAttentionConfig::new(fixture.size("d_model"), fixture.size("n_heads"))
+        .init(&device)
+        .unwrap();
     let layer = fixture.attention("", layer, &device);
     let x = fixture.tensor::<3>("x", &device);
     let want = fixture.tensor::<3>("out", &device);
@@ -129,7 +135,7 @@ fn multi_head_attention_matches_torch() {
 fn gpt_block_matches_torch() {
     let device = device();
     let fixture = load("block.json");
-    let mut block = BlockConfig::new(fixture.config["d_model"], fixture.config["n_heads"])
+    let mut block = BlockConfig::new(fixture.size("d_model"), fixture.size("n_heads"))
         .init(&device)
         .unwrap();
     block.ln_1 = fixture.layer_norm("ln_1", block.ln_1, &device);
@@ -159,4 +165,39 @@ fn gpt_block_matches_torch() {
         after_attn,
         fixture.tensor("after_attn", &device),
     );
+}
+
+#[test]
+fn rotary_embedding_matches_the_hugging_face_convention() {
+    let device = device();
+    // At positions 0.. and 1000..: the second checks the angles' precision far from 0.
+    for name in ["rope_0.json", "rope_1000.json"] {
+        let fixture = load(name);
+        let (start, seq) = (fixture.size("start"), fixture.size("seq"));
+        let positions: Vec<usize> = (start..start + seq).collect();
+        let rotation = Rotation::new(
+            &positions,
+            1,
+            fixture.size("head_dim"),
+            fixture.config["theta"],
+            &device,
+        );
+        let [q, k, v] = ["q", "k", "v"].map(|n| fixture.tensor::<4>(n, &device));
+        let (q, k) = (rotation.apply(q), rotation.apply(k));
+        assert_matches(
+            &format!("{name}, q"),
+            q.clone(),
+            fixture.tensor("q_rot", &device),
+        );
+        assert_matches(
+            &format!("{name}, k"),
+            k.clone(),
+            fixture.tensor("k_rot", &device),
+        );
+        assert_matches(
+            &format!("{name}, attention on the rotated q, k"),
+            fused_causal_attention(q, k, v),
+            fixture.tensor("out", &device),
+        );
+    }
 }

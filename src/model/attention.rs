@@ -185,9 +185,14 @@ impl CausalSelfAttention {
             cache,
             padding,
             mut trace,
+            rotation,
         } = input.into();
         let [batch, seq, d_model] = x.dims();
-        if cache.is_none() && self.kernel(seq, padding.is_some()) == Kernel::Fused {
+        // The packed kernel reads q and k as projected; rotated ones take the path below.
+        if cache.is_none()
+            && rotation.is_none()
+            && self.kernel(seq, padding.is_some()) == Kernel::Fused
+        {
             // Training and full-sequence forwards: one fused op from x to the merged heads
             // (see `crate::kernels::causal_self_attention`); the stages are those below.
             let heads = [batch, self.n_heads, seq, d_model / self.n_heads];
@@ -221,6 +226,12 @@ impl CausalSelfAttention {
             self.split_heads(v),
         );
         record(&mut trace, "q_heads", &q.dims());
+        // Rotary position embedding: queries and keys turned by their positions' angles (the
+        // keys before they are cached, so the cache holds them rotated).
+        let (q, k) = match &rotation {
+            Some(rotation) => (rotation.apply(q), rotation.apply(k)),
+            None => (q, k),
+        };
         let (k, v) = match cache {
             Some(cache) => cache.append(k, v),
             None => (k, v),

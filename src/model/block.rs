@@ -98,6 +98,7 @@ impl Block {
             cache,
             padding,
             mut trace,
+            rotation,
         } = input.into();
         enter(&mut trace, "attn");
         let attended = self.attn.forward(LayerInput {
@@ -105,6 +106,7 @@ impl Block {
             cache,
             padding,
             trace: trace.as_deref_mut(),
+            rotation,
         });
         leave(&mut trace);
         let x = x + attended;

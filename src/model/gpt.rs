@@ -21,6 +21,7 @@ use super::cache::KvCache;
 use super::init::{INIT_STD, normal_linear, residual_init_std};
 use super::layer_input::LayerInput;
 use super::mask::{MaskMode, padding_mask};
+use super::rope::{PositionScheme, Rotation};
 use super::trace::{ShapeTrace, enter, leave, record};
 use crate::device::token_tensor;
 use crate::error::{Error, Result};
@@ -54,11 +55,24 @@ pub struct GptConfig {
     /// `[V, D]` matrix learns from both ends, and the model has `V·D` fewer parameters.
     #[config(default = false)]
     pub tie_embeddings: bool,
+    /// Where positions enter: a learned table added to the embeddings (the default, GPT-2's)
+    /// or rotary position embedding of the queries and keys (see [`super::rope`]).
+    #[config(default = "PositionScheme::Learned")]
+    pub position: PositionScheme,
+    /// RoPE's base `theta`: pair `i` of a head turns by `theta^(−2i/Dh)` per position.
+    #[config(default = 10000.0)]
+    pub rope_theta: f64,
 }
 
 /// Fields added to [`GptConfig`] after 0.2, with the value that gives 0.2's model: a config
 /// written before them reads as that model.
-const ADDED_SINCE_0_2: [(&str, bool); 1] = [("tie_embeddings", false)];
+fn added_since_0_2() -> [(&'static str, serde_json::Value); 3] {
+    [
+        ("tie_embeddings", false.into()),
+        ("position", "learned".into()),
+        ("rope_theta", 10000.0.into()),
+    ]
+}
 
 impl GptConfig {
     /// Read a config from JSON, including one written by an earlier version (fields added
@@ -69,8 +83,8 @@ impl GptConfig {
     pub fn from_json(json: &str) -> serde_json::Result<Self> {
         let mut value: serde_json::Value = serde_json::from_str(json)?;
         if let Some(fields) = value.as_object_mut() {
-            for (name, old_value) in ADDED_SINCE_0_2 {
-                fields.entry(name).or_insert(old_value.into());
+            for (name, old_value) in added_since_0_2() {
+                fields.entry(name).or_insert(old_value);
             }
         }
         serde_json::from_value(value)
@@ -93,7 +107,25 @@ impl GptConfig {
         ])?;
         CausalSelfAttentionConfig::new(self.d_model, self.n_heads)
             .with_dropout(self.dropout)
-            .validate()
+            .validate()?;
+        if self.position == PositionScheme::Rope {
+            if !self.head_dim().is_multiple_of(2) {
+                return Err(Error::Config(format!(
+                    "rotary position embedding turns pairs of features, so each head needs an \
+                     even width; d_model / n_heads = {} / {} = {}",
+                    self.d_model,
+                    self.n_heads,
+                    self.head_dim()
+                )));
+            }
+            if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
+                return Err(Error::Config(format!(
+                    "rope_theta ({}) must be a finite number above 1 (10000 is the usual base)",
+                    self.rope_theta
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Build the model with GPT-2's initialisation, drawing from the backend's RNG as it
@@ -145,7 +177,8 @@ impl GptConfig {
         });
         let gpt = Gpt {
             token_embedding: embedding(self.vocab_size),
-            position_embedding: embedding(self.max_seq_len),
+            position_embedding: (self.position == PositionScheme::Learned)
+                .then(|| embedding(self.max_seq_len)),
             dropout: DropoutConfig::new(self.dropout).init(),
             blocks,
             ln_f: LayerNormConfig::new(self.d_model)
@@ -228,8 +261,9 @@ impl<'a> ForwardOptions<'a> {
 pub struct Gpt {
     /// Token embedding table, `[V, D]`.
     pub token_embedding: Embedding,
-    /// Learned position embedding table, `[max_seq_len, D]`.
-    pub position_embedding: Embedding,
+    /// Learned position embedding table, `[max_seq_len, D]`; `None` with rotary position
+    /// embedding ([`GptConfig::position`]).
+    pub position_embedding: Option<Embedding>,
     dropout: Dropout,
     /// The blocks, applied in order.
     pub blocks: Vec<Block>,
@@ -346,14 +380,26 @@ impl Gpt {
         record(&mut trace, "ids", &[batch, seq]);
 
         let device = tokens.device();
-        let positions = positions(start, batch, seq, left_padding, &device)?;
+        let (rows, positions) = positions(start, batch, seq, left_padding);
         let padding = left_padding.map(|pads| padding_mask(pads, seq, start + seq, &device));
         let token_emb = self.token_embedding.forward(tokens);
-        let position_emb = self.position_embedding.forward(positions);
         record(&mut trace, "token_embedding", &token_emb.dims());
-        record(&mut trace, "position_embedding", &position_emb.dims());
-        // [B, T, D] + [1 or B, T, D]: position vectors added to every sequence.
-        let mut x = self.dropout.forward(token_emb + position_emb);
+        let (x, rotation) = match &self.position_embedding {
+            Some(table) => {
+                let position_emb = table.forward(token_tensor(&positions, rows, seq, &device)?);
+                record(&mut trace, "position_embedding", &position_emb.dims());
+                // [B, T, D] + [1 or B, T, D]: position vectors added to every sequence.
+                (token_emb + position_emb, None)
+            }
+            // RoPE: nothing added here; every layer rotates its queries and keys instead.
+            None => {
+                let head_dim = self.config.head_dim();
+                let theta = self.config.rope_theta;
+                let rotation = Rotation::new(&positions, rows, head_dim, theta, &device);
+                (token_emb, Some(rotation))
+            }
+        };
+        let mut x = self.dropout.forward(x);
         record(&mut trace, "embeddings", &x.dims());
 
         let mut layer_caches = cache.map(|cache| cache.layers_mut());
@@ -364,6 +410,7 @@ impl Gpt {
                 cache: layer_caches.as_mut().and_then(|layers| layers.next()),
                 padding: padding.clone(),
                 trace: trace.as_deref_mut(),
+                rotation: rotation.clone(),
             });
             leave(&mut trace);
         }
@@ -435,7 +482,8 @@ impl Gpt {
 }
 
 /// Absolute positions of the `seq` new tokens: a cached call continues where the cache left off
-/// (`start`), and a padded row counts from its first real token.
+/// (`start`), and a padded row counts from its first real token. Returns the number of rows
+/// and the positions, row-major.
 ///
 /// # Shapes
 /// - output: `[1, T]` without padding (broadcast over rows), `[B, T]` with it
@@ -444,18 +492,14 @@ fn positions(
     batch: usize,
     seq: usize,
     left_padding: Option<&[usize]>,
-    device: &Device,
-) -> Result<Tensor<2, Int>> {
+) -> (usize, Vec<usize>) {
     match left_padding {
-        None => Ok(
-            Tensor::<1, Int>::arange(start as i64..(start + seq) as i64, device).reshape([1, seq]),
-        ),
-        Some(pads) => {
-            let ids: Vec<usize> = pads
-                .iter()
+        None => (1, (start..start + seq).collect()),
+        Some(pads) => (
+            batch,
+            pads.iter()
                 .flat_map(|&pad| (start..start + seq).map(move |pos| pos.saturating_sub(pad)))
-                .collect();
-            token_tensor(&ids, batch, seq, device)
-        }
+                .collect(),
+        ),
     }
 }

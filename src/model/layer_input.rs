@@ -4,6 +4,7 @@
 use burn::tensor::{Bool, Tensor};
 
 use super::cache::LayerKv;
+use super::rope::Rotation;
 use super::trace::ShapeTrace;
 
 /// Input of [`super::Block::forward`] and [`super::CausalSelfAttention::forward`].
@@ -27,6 +28,9 @@ pub struct LayerInput<'a> {
     pub padding: Option<Tensor<4, Bool>>,
     /// Where every stage's shape is recorded.
     pub trace: Option<&'a mut ShapeTrace>,
+    /// The new positions' rotation, for a model with rotary position embedding: queries and
+    /// keys are rotated by it before the scores (and the keys before they are cached).
+    pub rotation: Option<Rotation>,
 }
 
 impl<'a> LayerInput<'a> {
@@ -37,6 +41,7 @@ impl<'a> LayerInput<'a> {
             cache: None,
             padding: None,
             trace: None,
+            rotation: None,
         }
     }
 
@@ -55,6 +60,12 @@ impl<'a> LayerInput<'a> {
     /// Record every stage's shape into `trace`.
     pub fn with_trace(mut self, trace: &'a mut ShapeTrace) -> Self {
         self.trace = Some(trace);
+        self
+    }
+
+    /// Rotate queries and keys by `rotation` (rotary position embedding).
+    pub fn with_rotation(mut self, rotation: Rotation) -> Self {
+        self.rotation = Some(rotation);
         self
     }
 }

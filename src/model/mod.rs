@@ -4,6 +4,7 @@
 //! |----------------|------------------------------------------------------------------------|
 //! | `mask`         | the causal mask (one bottom-right rule), the leaky [`MaskMode`]s, padding |
 //! | `single_head`  | one attention head written to be read                                  |
+//! | `rope`         | positions: the learned table or rotary position embedding (RoPE)        |
 //! | `attention`    | multi-head attention: `split_heads`, the kernels, `merge_heads`, `W_O`  |
 //! | `mlp`          | the feed-forward network, `D -> 4D -> GELU -> D`                        |
 //! | `layer_input`  | the one argument of a layer call: new positions, cache, padding, trace  |
@@ -23,6 +24,7 @@ pub mod init;
 pub mod layer_input;
 pub mod mask;
 pub mod mlp;
+pub mod rope;
 pub mod single_head;
 pub mod trace;
 
@@ -36,5 +38,6 @@ pub use gpt::{ForwardOptions, Gpt, GptConfig};
 pub use layer_input::LayerInput;
 pub use mask::{MaskMode, causal_mask, masked_softmax, padding_mask};
 pub use mlp::{Mlp, MlpConfig};
+pub use rope::{PositionScheme, Rotation};
 pub use single_head::single_head_attention;
 pub use trace::{ShapeTrace, Stage};

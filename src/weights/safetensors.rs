@@ -12,7 +12,7 @@
 //! | name                                         | shape      |
 //! |----------------------------------------------|------------|
 //! | `token_embedding.weight`                     | `[V, D]`   |
-//! | `position_embedding.weight`                  | `[T, D]`   |
+//! | `position_embedding.weight` (absent with RoPE) | `[T, D]` |
 //! | `blocks.{i}.ln_1.weight`, `.bias`            | `[D]`      |
 //! | `blocks.{i}.attn.{query,key,value}.weight`   | `[D, D]`   |
 //! | `blocks.{i}.attn.{query,key,value}.bias`     | `[D]`      |
@@ -40,7 +40,7 @@ use burn::tensor::Device;
 
 use super::file::{TensorSpec, apply_pytorch_layout, check_layout, read_metadata, read_tensors};
 use crate::error::{Error, Result};
-use crate::model::{Gpt, GptConfig};
+use crate::model::{Gpt, GptConfig, PositionScheme};
 use crate::text::CharTokenizer;
 
 /// Metadata key of the model config (JSON) in an exported file.
@@ -52,10 +52,10 @@ pub const VOCABULARY_KEY: &str = "tinygpt.vocabulary";
 /// in module order.
 pub fn tensor_layout(config: &GptConfig) -> Vec<TensorSpec> {
     let (v, t, d) = (config.vocab_size, config.max_seq_len, config.d_model);
-    let mut specs: Vec<TensorSpec> = vec![
-        ("token_embedding.weight".into(), vec![v, d]),
-        ("position_embedding.weight".into(), vec![t, d]),
-    ];
+    let mut specs: Vec<TensorSpec> = vec![("token_embedding.weight".into(), vec![v, d])];
+    if config.position == PositionScheme::Learned {
+        specs.push(("position_embedding.weight".into(), vec![t, d]));
+    }
     let mut push = |name: String, shape: Vec<usize>| specs.push((name, shape));
     for i in 0..config.n_layers {
         let block = format!("blocks.{i}");

@@ -1,0 +1,174 @@
+//! Rotary position embedding (`PositionScheme::Rope`): the rotation depends only on distances,
+//! cached decoding equals the full forward, padded rows compute what they would alone, and a
+//! RoPE model's config and weights travel. The PyTorch fixture is in `tests/reference.rs`.
+
+mod common;
+
+use burn::tensor::Tensor;
+use common::{device, max_abs_diff, random_tensor, random_tokens, row, small_config, temp_dir};
+use tinygpt::model::{ForwardOptions, Rotation};
+use tinygpt::weights::{export_safetensors, load_safetensors, tensor_layout};
+use tinygpt::{Error, Gpt, GptConfig, MaskMode, PositionScheme};
+
+fn rope_model(seed: u64) -> Gpt {
+    small_config(MaskMode::Causal)
+        .with_position(PositionScheme::Rope)
+        .init_seeded(seed, &device())
+        .unwrap()
+}
+
+/// `q·kᵀ` of every head after rotating both at `start..start + T`.
+fn rotated_scores(q: &Tensor<4>, k: &Tensor<4>, start: usize) -> Tensor<4> {
+    let [_, _, seq, head_dim] = q.dims();
+    let positions: Vec<usize> = (start..start + seq).collect();
+    let rotation = Rotation::new(&positions, 1, head_dim, 10000.0, &q.device());
+    rotation
+        .apply(q.clone())
+        .matmul(rotation.apply(k.clone()).swap_dims(2, 3))
+}
+
+#[test]
+fn shifting_every_position_leaves_the_scores_unchanged() {
+    let device = device();
+    let q = random_tensor([2, 3, 7, 8], 1, &device);
+    let k = random_tensor([2, 3, 7, 8], 2, &device);
+    let at_zero = rotated_scores(&q, &k, 0);
+    for shift in [1, 37, 500] {
+        let diff = max_abs_diff(at_zero.clone(), rotated_scores(&q, &k, shift));
+        assert!(diff <= 1e-5, "shift {shift}: scores moved by {diff}");
+    }
+    // And the rotation does change the scores (it is not the identity).
+    let unrotated = q.matmul(k.swap_dims(2, 3));
+    assert!(max_abs_diff(at_zero, unrotated) > 1e-2);
+}
+
+#[test]
+fn cached_decoding_equals_the_full_forward() {
+    let device = device();
+    for (path, model) in [
+        ("fast path", rope_model(3)),
+        ("readable path", rope_model(3).with_fused_attention(false)),
+    ] {
+        let ids = random_tokens(24, 23, 4);
+        let full = model.forward(row(&ids, &device)).unwrap();
+        let mut cache = model.new_cache(1, &device);
+        // A prompt of 9, then one token at a time: every decode step rotates at its position.
+        let mut steps = vec![
+            model
+                .forward_cached(row(&ids[..9], &device), &mut cache)
+                .unwrap(),
+        ];
+        for id in &ids[9..] {
+            steps.push(
+                model
+                    .forward_cached(row(&[*id], &device), &mut cache)
+                    .unwrap(),
+            );
+        }
+        let cached = Tensor::cat(steps, 1);
+        let diff = max_abs_diff(full, cached);
+        assert!(
+            diff <= 1e-4,
+            "{path}: cached and full logits differ by {diff}"
+        );
+    }
+}
+
+#[test]
+fn a_left_padded_row_computes_what_it_computes_alone() {
+    let device = device();
+    let model = rope_model(5);
+    let short = random_tokens(6, 23, 6);
+    let long = random_tokens(10, 23, 7);
+    let mut padded = vec![0; 4];
+    padded.extend(&short);
+    let batch =
+        tinygpt::device::token_tensor(&[padded, long.clone()].concat(), 2, 10, &device).unwrap();
+    let options = ForwardOptions::default().with_left_padding(&[4, 0]);
+    let logits = model.forward_with(batch, options).unwrap();
+    let alone = model.forward(row(&short, &device)).unwrap();
+    let padded_row = logits.clone().slice([0..1, 4..10, 0..23]);
+    let diff = max_abs_diff(padded_row, alone);
+    assert!(
+        diff <= 1e-4,
+        "the padded row differs from the row alone by {diff}"
+    );
+    let full_row = logits.slice([1..2, 0..10, 0..23]);
+    let diff = max_abs_diff(full_row, model.forward(row(&long, &device)).unwrap());
+    assert!(diff <= 1e-4, "the unpadded row differs by {diff}");
+}
+
+#[test]
+fn a_rope_model_has_no_position_table_and_round_trips_through_safetensors() {
+    let device = device();
+    let model = rope_model(8);
+    assert!(model.position_embedding.is_none());
+    let layout = tensor_layout(model.config());
+    assert!(
+        layout
+            .iter()
+            .all(|(name, _)| name != "position_embedding.weight"),
+        "a RoPE model's layout has no position table"
+    );
+    let path = temp_dir("rope_export").join("model.safetensors");
+    export_safetensors(&model, None, &path).unwrap();
+    let (loaded, _) = load_safetensors(&path, &device).unwrap();
+    assert_eq!(loaded.config().position, PositionScheme::Rope);
+    let tokens = row(&random_tokens(12, 23, 9), &device);
+    let diff = max_abs_diff(
+        model.forward(tokens.clone()).unwrap(),
+        loaded.forward(tokens).unwrap(),
+    );
+    assert_eq!(diff, 0.0);
+}
+
+#[test]
+fn configs_name_the_scheme_and_old_ones_read_as_learned() {
+    let rope = GptConfig::new(10).with_position(PositionScheme::Rope);
+    let json = serde_json::to_string(&rope).unwrap();
+    assert!(json.contains("\"position\":\"rope\""), "{json}");
+    assert_eq!(GptConfig::from_json(&json).unwrap(), rope);
+    // A config written before the field existed.
+    let old = r#"{"vocab_size":10,"d_model":128,"n_heads":4,"n_layers":4,"max_seq_len":128,
+                 "dropout":0.0,"mask_mode":"causal"}"#;
+    let config = GptConfig::from_json(old).unwrap();
+    assert_eq!(config.position, PositionScheme::Learned);
+    assert_eq!(config.rope_theta, 10000.0);
+    // Heads of odd width cannot be rotated in pairs.
+    let odd = GptConfig::new(10)
+        .with_d_model(12)
+        .with_n_heads(4)
+        .with_position(PositionScheme::Rope);
+    match odd.validate() {
+        Err(Error::Config(message)) => assert!(message.contains("even width"), "{message}"),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_rope_model_sees_the_order_of_its_tokens() {
+    // Without positions a one-layer causal model is blind to the order of the prefix: the last
+    // position attends to the same set of tokens, so its logits would not change when two
+    // earlier tokens swap places. (With two layers the causal mask itself leaks some order.)
+    let device = device();
+    let model = small_config(MaskMode::Causal)
+        .with_n_layers(1)
+        .with_position(PositionScheme::Rope)
+        .init_seeded(10, &device)
+        .unwrap();
+    let ids = random_tokens(12, 23, 11);
+    let mut swapped = ids.clone();
+    swapped.swap(2, 7);
+    assert_ne!(ids[2], ids[7], "the test needs two different tokens");
+    let last = |ids: &[usize]| {
+        let logits = model.forward(row(ids, &device)).unwrap();
+        logits.slice([0..1, 11..12, 0..23])
+    };
+    // Freshly initialised weights are small, so attention is nearly uniform and the move is
+    // small too: 5.6e-5 here, against 6e-8 (rounding) with the rotation left out.
+    let moved = max_abs_diff(last(&ids), last(&swapped));
+    assert!(
+        moved > 1e-5,
+        "swapping two earlier tokens moved the last logits by {moved}"
+    );
+}
