@@ -14,9 +14,10 @@ use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use common::random_tensor;
 use tinygpt::generate::max_abs_diff;
 use tinygpt::kernels::{
-    bias_gelu, causal_attention, causal_self_attention, composite_only, cross_entropy, fused_for,
-    layer_norm, linear, on_workers,
+    Rotary, bias_gelu, causal_attention, causal_self_attention, composite_only, cross_entropy,
+    fused_for, layer_norm, linear, on_workers,
 };
+use tinygpt::model::Rotation;
 use tinygpt::text::{BUNDLED_CORPUS, TextDataset};
 use tinygpt::train::{TrainConfig, TrainEvent, train};
 use tinygpt::{GptConfig, MaskMode};
@@ -278,8 +279,13 @@ fn linear_matches_composite_and_finite_differences() {
 }
 
 /// Self-attention through three projections (inputs 1-3 weights, 4-6 biases) on
-/// `[B, T, D]`, up to the merged heads.
-fn self_attention_op(shape: [usize; 3], heads: usize) -> impl Fn(&[Tensor<1>]) -> Tensor<1> {
+/// `[B, T, D]`, up to the merged heads; with `rope`, queries and keys rotated at positions
+/// `5..5 + T` (the model's rotation on the composite path, the kernel's on the fused one).
+fn self_attention_op(
+    shape: [usize; 3],
+    heads: usize,
+    rope: bool,
+) -> impl Fn(&[Tensor<1>]) -> Tensor<1> {
     let [batch, seq, d] = shape;
     move |inputs| {
         let device = inputs[0].device();
@@ -293,7 +299,18 @@ fn self_attention_op(shape: [usize; 3], heads: usize) -> impl Fn(&[Tensor<1>]) -
         };
         let (q, k, v) = (layer(0), layer(1), layer(2));
         let x = inputs[0].clone().reshape([batch, seq, d]);
-        causal_self_attention(x, [&q, &k, &v], heads).reshape([batch * seq * d])
+        let positions: Vec<usize> = (5..5 + seq).collect();
+        let rotation = Rotation::new(&positions, 1, d / heads, 10000.0, &device);
+        let rotate = |x: Tensor<4>| rotation.apply(x);
+        let rotary = rope.then(|| {
+            let (cos, sin) = rotation.shared_tables().expect("one row of positions");
+            Rotary {
+                cos,
+                sin,
+                rotate: &rotate,
+            }
+        });
+        causal_self_attention(x, [&q, &k, &v], heads, rotary).reshape([batch * seq * d])
     }
 }
 
@@ -304,22 +321,30 @@ fn packed_self_attention_matches_composite_and_finite_differences() {
     inputs.extend((0..3).map(|i| random(d * d, 42 + i)));
     inputs.extend((0..3).map(|i| random(d, 45 + i)));
     // The key bias adds the same `q·b_K` to every score of a row, which the softmax removes:
-    // its gradient is exactly 0.
+    // its gradient is exactly 0 (not once the keys are rotated: then each key's bias turns
+    // with its position).
     assert_matches_composite_with_zeros(
         "packed self-attention",
-        &self_attention_op([batch, seq, d], heads),
+        &self_attention_op([batch, seq, d], heads, false),
         &inputs,
         &[5],
+    );
+    assert_matches_composite(
+        "packed self-attention with RoPE",
+        &self_attention_op([batch, seq, d], heads, true),
+        &inputs,
     );
     let (seq, d, heads) = (3, 4, 2);
     let mut tiny = vec![random(seq * d, 51)];
     tiny.extend((0..3).map(|i| random(d * d, 52 + i)));
     tiny.extend((0..3).map(|i| random(d, 55 + i)));
-    assert_matches_finite_differences(
-        "packed self-attention",
-        &self_attention_op([1, seq, d], heads),
-        &tiny,
-    );
+    for rope in [false, true] {
+        assert_matches_finite_differences(
+            &format!("packed self-attention, RoPE {rope}"),
+            &self_attention_op([1, seq, d], heads, rope),
+            &tiny,
+        );
+    }
 }
 
 #[test]

@@ -9,6 +9,8 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{Int, Tensor};
 
+use super::flex::values;
+
 use super::attention::{self, CausalAttentionBackward};
 use super::cross_entropy::{self, CrossEntropyBackward};
 use super::gelu::{self, BiasGeluBackward};
@@ -43,6 +45,14 @@ pub trait FusedOps: Backend {
     fn fused_linear_no_bias(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Causal self-attention from packed `[B, T, 3D]` projections to merged heads `[B, T, D]`.
     fn fused_packed_attention(packed: FloatTensor<Self>, heads: usize) -> FloatTensor<Self>;
+    /// The same, the queries and keys rotated first by the `[T, Dh/2]` tables `cos` and `sin`
+    /// (rotary position embedding; the tables take no gradient).
+    fn fused_packed_rope_attention(
+        packed: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self>;
     /// Causal attention, bottom-right aligned.
     fn fused_causal_attention(
         q: FloatTensor<Self>,
@@ -85,7 +95,17 @@ impl FusedOps for Flex {
     }
 
     fn fused_packed_attention(packed: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
-        packed_attention::forward_flex(packed, heads, false).0
+        packed_attention::forward_flex(packed, heads, None, false).0
+    }
+
+    fn fused_packed_rope_attention(
+        packed: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        let tables = rope_tables(&cos, &sin);
+        packed_attention::forward_flex(packed, heads, Some(tables), false).0
     }
 
     fn fused_causal_attention(
@@ -94,6 +114,14 @@ impl FusedOps for Flex {
         v: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         attention::inference_flex(q, k, v)
+    }
+}
+
+/// A rotation's tables as host values.
+fn rope_tables(cos: &FlexTensor, sin: &FlexTensor) -> packed_attention::Tables {
+    packed_attention::Tables {
+        cos: values(cos).into_owned(),
+        sin: values(sin).into_owned(),
     }
 }
 
@@ -171,7 +199,21 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
 
     fn fused_packed_attention(packed: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
         let nodes = [packed.node()];
-        let (out, saved) = packed_attention::forward_flex(packed.into_primitive(), heads, true);
+        let (out, saved) =
+            packed_attention::forward_flex(packed.into_primitive(), heads, None, true);
+        record::<C, _, _>(PackedAttentionBackward, nodes, saved, out)
+    }
+
+    fn fused_packed_rope_attention(
+        packed: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        let nodes = [packed.node()];
+        let tables = rope_tables(&cos.into_primitive(), &sin.into_primitive());
+        let (out, saved) =
+            packed_attention::forward_flex(packed.into_primitive(), heads, Some(tables), true);
         record::<C, _, _>(PackedAttentionBackward, nodes, saved, out)
     }
 
@@ -237,6 +279,21 @@ pub fn linear<const N: usize>(
 pub fn packed_attention(packed: Tensor<3>, heads: usize) -> Tensor<3> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_packed_attention(
         packed.into_dispatch(),
+        heads,
+    ))
+}
+
+/// See [`super::causal_self_attention`].
+pub fn packed_rope_attention(
+    packed: Tensor<3>,
+    cos: Tensor<2>,
+    sin: Tensor<2>,
+    heads: usize,
+) -> Tensor<3> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_packed_rope_attention(
+        packed.into_dispatch(),
+        cos.into_dispatch(),
+        sin.into_dispatch(),
         heads,
     ))
 }

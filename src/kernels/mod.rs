@@ -187,8 +187,21 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     log_probs.gather(1, targets.unsqueeze_dim(1)).mean().neg()
 }
 
+/// A rotary position embedding handed to [`causal_self_attention`]: its tables for the fused
+/// kernel, and the model's own rotation for the composite path (the kernels sit below the
+/// model, so the readable rotation is passed in rather than imported).
+pub struct Rotary<'a> {
+    /// Cosine of every position's angle for each feature pair, `[T, Dh/2]`.
+    pub cos: Tensor<2>,
+    /// Sine of the same angles, `[T, Dh/2]`.
+    pub sin: Tensor<2>,
+    /// The rotation of `[B, H, T, Dh]` queries or keys.
+    pub rotate: &'a dyn Fn(Tensor<4>) -> Tensor<4>,
+}
+
 /// Causal self-attention of `x` through the query, key and value `projections`, up to the
-/// merged heads (the output projection is the caller's).
+/// merged heads (the output projection is the caller's), with the queries and keys rotated
+/// first when `rotary` is given.
 ///
 /// On Flex the three projections run as one product against `[W_Q | W_K | W_V]` (nanoGPT's
 /// `c_attn` layout, assembled from the three layers on every call, so the weights and every
@@ -199,7 +212,12 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
 ///
 /// # Shapes
 /// - x: `[B, T, D]`, each projection `D -> D`, output: `[B, T, D]`
-pub fn causal_self_attention(x: Tensor<3>, projections: [&Linear; 3], n_heads: usize) -> Tensor<3> {
+pub fn causal_self_attention(
+    x: Tensor<3>,
+    projections: [&Linear; 3],
+    n_heads: usize,
+    rotary: Option<Rotary<'_>>,
+) -> Tensor<3> {
     #[cfg(feature = "flex")]
     {
         let seq = x.dims()[1];
@@ -215,7 +233,12 @@ pub fn causal_self_attention(x: Tensor<3>, projections: [&Linear; 3], n_heads: u
             let weight = Tensor::cat(projections.map(|layer| layer.weight.val()).to_vec(), 1);
             let bias = biases.map(|biases| Tensor::cat(biases, 0));
             let packed = extension::linear(x, weight, bias);
-            return extension::packed_attention(packed, n_heads);
+            return match rotary {
+                Some(Rotary { cos, sin, .. }) => {
+                    extension::packed_rope_attention(packed, cos, sin, n_heads)
+                }
+                None => extension::packed_attention(packed, n_heads),
+            };
         }
     }
     // `model::split_heads` and `model::merge_heads`, written out so the kernels stay below the
@@ -226,6 +249,10 @@ pub fn causal_self_attention(x: Tensor<3>, projections: [&Linear; 3], n_heads: u
             .reshape([batch, seq, n_heads, d_model / n_heads])
             .swap_dims(1, 2)
     });
+    let (q, k) = match rotary {
+        Some(Rotary { rotate, .. }) => (rotate(q), rotate(k)),
+        None => (q, k),
+    };
     causal_attention(q, k, v)
         .swap_dims(1, 2)
         .reshape([batch, seq, d_model])

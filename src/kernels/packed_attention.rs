@@ -199,31 +199,83 @@ pub fn backward(
     d_packed
 }
 
-/// What the backward needs: the packed projections, the head count and, when small enough,
-/// the weights.
+/// Rotary position embedding of the queries and keys inside packed rows, in place: in every
+/// head, feature `i` pairs with `i + Dh/2` and the pair at position `t` turns by the angle
+/// whose cosine and sine are `cos[t, i]`, `sin[t, i]` (the half-split convention of
+/// `model::rope`); `inverse` turns it back, which is also the backward of the rotation (a
+/// rotation's transpose is its inverse).
+///
+/// # Shapes
+/// - packed: `[B, T, 3D]`, cos and sin: `[T, Dh/2]`
+pub fn rotate(packed: &mut [f32], shape: &[usize], heads: usize, tables: &Tables, inverse: bool) {
+    let sizes = Sizes::new(shape, heads);
+    let [t, dh, d] = [sizes.seq, sizes.head_dim, sizes.d_model];
+    let half = dh / 2;
+    let sign = if inverse { -1.0 } else { 1.0 };
+    packed
+        .par_chunks_mut(3 * d)
+        .enumerate()
+        .for_each(|(row, features)| {
+            let position = row % t;
+            let cos = &tables.cos[position * half..][..half];
+            let sin = &tables.sin[position * half..][..half];
+            // The queries and the keys: the first two thirds of the row.
+            for head in features[..2 * d].chunks_mut(dh) {
+                let (first, second) = head.split_at_mut(half);
+                for (((a, b), c), s) in first.iter_mut().zip(second).zip(cos).zip(sin) {
+                    let s = sign * s;
+                    (*a, *b) = (*a * c - *b * s, *b * c + *a * s);
+                }
+            }
+        });
+}
+
+/// The cosine and sine tables of a rotation, `[T, Dh/2]` each, row-major.
+#[derive(Clone, Debug)]
+pub struct Tables {
+    pub cos: Vec<f32>,
+    pub sin: Vec<f32>,
+}
+
+/// What the backward needs: the packed projections (rotated, when there is a rotation), the
+/// head count, the rotation and, when small enough, the weights.
 #[derive(Clone, Debug)]
 pub struct Saved {
     packed: FlexTensor,
     heads: usize,
     weights: Option<FlexTensor>,
+    rotation: Option<Tables>,
 }
 
-/// Forward on a Flex tensor; `train` keeps what the backward needs.
-pub fn forward_flex(packed: FlexTensor, heads: usize, train: bool) -> (FlexTensor, Saved) {
+/// Forward on a Flex tensor, rotating queries and keys first when `rotation` is given; `train`
+/// keeps what the backward needs.
+pub fn forward_flex(
+    packed: FlexTensor,
+    heads: usize,
+    rotation: Option<Tables>,
+    train: bool,
+) -> (FlexTensor, Saved) {
     let shape = dims(&packed);
     let sizes = Sizes::new(&shape, heads);
+    let packed = match &rotation {
+        Some(tables) => {
+            let mut rotated = values(&packed).into_owned();
+            rotate(&mut rotated, &shape, heads, tables, false);
+            tensor(rotated, &shape)
+        }
+        None => packed,
+    };
     let keep = train && sizes.batch * sizes.weights_per_entry() <= KEEP_WEIGHTS_UP_TO;
     let (merged, weights) = forward(&values(&packed), &shape, heads, keep);
     let weights = weights.map(|w| tensor(w, &[sizes.batch, heads, sizes.seq, sizes.seq]));
     let out = tensor(merged, &[sizes.batch, sizes.seq, sizes.d_model]);
-    (
-        out,
-        Saved {
-            packed,
-            heads,
-            weights,
-        },
-    )
+    let saved = Saved {
+        packed,
+        heads,
+        weights,
+        rotation,
+    };
+    (out, saved)
 }
 
 /// The backward step recorded under autodiff; the parent is the packed projections.
@@ -239,16 +291,21 @@ impl Backward<Flex, 1> for PackedAttentionBackward {
             packed,
             heads,
             weights,
+            rotation,
         } = ops.state;
         let shape = dims(&packed);
         let weights = weights.as_ref().map(values);
-        let d_packed = backward(
+        let mut d_packed = backward(
             &values(&packed),
             &shape,
             heads,
             weights.as_deref(),
             &values(&d_merged),
         );
+        // Gradients of the rotated q and k, turned back into those of the projections.
+        if let Some(tables) = &rotation {
+            rotate(&mut d_packed, &shape, heads, tables, true);
+        }
         register_grads!(grads, ops.parents, [tensor(d_packed, &shape)]);
     }
 }

@@ -21,9 +21,10 @@ use burn::tensor::{Bool, Device, Tensor};
 use super::init::normal_linear;
 use super::layer_input::LayerInput;
 use super::mask::{MaskMode, masked_softmax};
+use super::rope::Rotation;
 use super::trace::{ShapeTrace, record};
 use crate::error::{Error, Result};
-use crate::kernels::{causal_self_attention, linear_layer};
+use crate::kernels::{Rotary, causal_self_attention, linear_layer};
 
 /// Configuration of a [`CausalSelfAttention`] layer.
 #[derive(Config, Debug)]
@@ -188,9 +189,9 @@ impl CausalSelfAttention {
             rotation,
         } = input.into();
         let [batch, seq, d_model] = x.dims();
-        // The packed kernel reads q and k as projected; rotated ones take the path below.
+        let shared_tables = rotation.as_ref().map(Rotation::shared_tables);
         if cache.is_none()
-            && rotation.is_none()
+            && shared_tables.as_ref().is_none_or(Option::is_some)
             && self.kernel(seq, padding.is_some()) == Kernel::Fused
         {
             // Training and full-sequence forwards: one fused op from x to the merged heads
@@ -210,7 +211,16 @@ impl CausalSelfAttention {
                 record(&mut trace, stage, shape);
             }
             let projections = [&self.query, &self.key, &self.value];
-            let merged = causal_self_attention(x, projections, self.n_heads);
+            let rotate = |x: Tensor<4>| match &rotation {
+                Some(rotation) => rotation.apply(x),
+                None => x,
+            };
+            let rotary = shared_tables.flatten().map(|(cos, sin)| Rotary {
+                cos,
+                sin,
+                rotate: &rotate,
+            });
+            let merged = causal_self_attention(x, projections, self.n_heads, rotary);
             return self.project_output(merged, trace);
         }
         let q = linear_layer(&self.query, x.clone());

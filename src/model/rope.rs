@@ -104,6 +104,18 @@ impl Rotation {
         }
     }
 
+    /// The tables as `[T, Dh/2]` matrices when every row shares its positions (no padding),
+    /// for the fused attention kernel.
+    pub fn shared_tables(&self) -> Option<(Tensor<2>, Tensor<2>)> {
+        let [rows, _, seq, half] = self.cos.dims();
+        (rows == 1).then(|| {
+            (
+                self.cos.clone().reshape([seq, half]),
+                self.sin.clone().reshape([seq, half]),
+            )
+        })
+    }
+
     /// Rotate every head's vectors at this call's positions.
     ///
     /// # Shapes
