@@ -72,23 +72,11 @@ pub fn sum(values: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// `Σ a·b`, summed in [`LANES`] interleaved partial sums.
+/// `Σ a·b`, summed in [`LANES`] interleaved partial sums (`b − 0` is `b` exactly, and the
+/// compiler drops the subtraction).
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; LANES];
-    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .map(|(a, b)| a * b)
-        .sum();
-    for (a, b) in a_chunks.zip(b_chunks) {
-        for ((lane, a), b) in lanes.iter_mut().zip(a).zip(b) {
-            *lane += a * b;
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
+    dot_centred(a, b, 0.0)
 }
 
 /// `Σ a·(b − centre)`, summed in [`LANES`] interleaved partial sums.
