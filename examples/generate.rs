@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use burn::tensor::Device;
 use clap::Parser;
 use tinygpt::generate::{
-    DecodeMode, GenerationConfig, Generator, SamplingConfig, compare_decoding,
+    DecodeMode, GenerationConfig, Generator, SamplingConfig, WindowPolicy, compare_decoding,
 };
 use tinygpt::plot::attention_heatmap;
 use tinygpt::train::checkpoint::{self, Checkpoint};
@@ -46,6 +46,10 @@ struct Args {
     /// Stop when the output ends with this text (repeatable).
     #[arg(long)]
     stop: Vec<String>,
+    /// Past the context window: `slide-half` (keep the last half, prefill it again once every
+    /// half window) or `crop` (nanoGPT's: the last max_seq_len tokens at every step, recomputed).
+    #[arg(long, default_value = "slide-half")]
+    window: WindowPolicy,
     /// Recompute the whole context for every token instead of using the KV cache.
     #[arg(long)]
     no_cache: bool,
@@ -148,7 +152,8 @@ fn stream(
     let config = GenerationConfig::new(args.max_new_tokens)
         .with_sampling(sampling)
         .with_stop(stop)
-        .with_mode(mode);
+        .with_mode(mode)
+        .with_window(args.window);
     let mut out = std::io::stdout().lock();
     let _ = write!(out, "{}", args.prompt);
     let generation = Generator::new(&checkpoint.model, device).generate(
@@ -195,7 +200,13 @@ fn compare(
              cached and naive decoding are expected to differ"
         );
     }
-    let report = compare_decoding(&checkpoint.model, prompt, args.max_new_tokens, device)?;
+    let report = compare_decoding(
+        &checkpoint.model,
+        prompt,
+        args.max_new_tokens,
+        args.window,
+        device,
+    )?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());

@@ -1,5 +1,6 @@
 //! Importing nanoGPT checkpoints: tinygpt must compute what PyTorch computed with the same
-//! weights. The fixtures come from `tests/fixtures/make_nanogpt_fixture.py` (run by hand).
+//! weights. The fixtures come from `scripts/make_nanogpt_fixture.py` and
+//! `scripts/make_nanogpt_crop_fixture.py` (run by hand).
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Tensor;
 use common::{NamedTensor, device, read_safetensors, row, temp_dir, values, write_safetensors};
 use serde::Deserialize;
+use tinygpt::generate::{DecodeMode, GenerationConfig, Generator, WindowPolicy};
 use tinygpt::text::CharTokenizer;
 use tinygpt::train::checkpoint::{self, TrainState};
 use tinygpt::weights::import_nanogpt;
@@ -240,4 +242,49 @@ fn mismatched_files_name_the_first_tensor_that_does_not_fit() {
 fn a_head_count_that_does_not_divide_the_width_is_refused() {
     let err = import_error(&fixture_path("nanogpt_tied.safetensors"), 5);
     assert!(err.contains("divisible"), "{err}");
+}
+
+/// nanoGPT's own `generate(..., top_k=1)` past the context window, from
+/// `scripts/make_nanogpt_crop_fixture.py`.
+#[derive(Deserialize)]
+struct CropFixture {
+    block_size: usize,
+    prompt: Vec<usize>,
+    new_tokens: Vec<usize>,
+}
+
+#[test]
+fn crop_generation_gives_nanogpts_own_tokens_past_the_context() {
+    let text = std::fs::read_to_string(fixture_path("nanogpt_crop.json")).unwrap();
+    let want: CropFixture = serde_json::from_str(&text).unwrap();
+    let model = import("nanogpt_tied");
+    assert_eq!(model.config().max_seq_len, want.block_size);
+    assert!(
+        want.prompt.len() + want.new_tokens.len() > 2 * want.block_size,
+        "the fixture must reach well past the window"
+    );
+    let generator = Generator::new(&model, &device());
+    for mode in [DecodeMode::Cached, DecodeMode::Naive] {
+        let config = GenerationConfig::new(want.new_tokens.len())
+            .with_mode(mode)
+            .with_window(WindowPolicy::Crop);
+        let got = generator
+            .generate(std::slice::from_ref(&want.prompt), &config, &mut |_, _| {})
+            .unwrap();
+        let first_difference = got.tokens[0]
+            .iter()
+            .zip(&want.new_tokens)
+            .position(|(a, b)| a != b);
+        assert_eq!(
+            first_difference, None,
+            "{mode:?}: tinygpt and nanoGPT part at new token {first_difference:?}"
+        );
+        assert_eq!(got.tokens[0].len(), want.new_tokens.len());
+    }
+    // nanoGPT's policy matters: keeping half the window gives other tokens past it.
+    let config = GenerationConfig::new(want.new_tokens.len());
+    let slid = generator
+        .generate(std::slice::from_ref(&want.prompt), &config, &mut |_, _| {})
+        .unwrap();
+    assert_ne!(slid.tokens[0], want.new_tokens);
 }

@@ -5,6 +5,7 @@ use burn::tensor::Device;
 use serde::Serialize;
 
 use super::generator::{DecodeMode, Generation, GenerationConfig, Generator};
+use super::window::WindowPolicy;
 use crate::error::Result;
 use crate::model::Gpt;
 
@@ -55,7 +56,7 @@ pub struct DecodingComparison {
 }
 
 /// Decode `max_new_tokens` greedy tokens after `prompt` twice, with the KV cache and naively,
-/// and compare the tokens and every step's logits.
+/// both past the context as `window` says, and compare the tokens and every step's logits.
 ///
 /// # Errors
 /// The generator's errors.
@@ -63,12 +64,14 @@ pub fn compare_decoding(
     model: &Gpt,
     prompt: &[usize],
     max_new_tokens: usize,
+    window: WindowPolicy,
     device: &Device,
 ) -> Result<DecodingComparison> {
     let generator = Generator::new(model, device);
     let run = |mode| {
         let config = GenerationConfig::new(max_new_tokens)
             .with_mode(mode)
+            .with_window(window)
             .with_record_logits(true);
         generator.generate(&[prompt.to_vec()], &config, &mut |_, _| {})
     };

@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::sampler::{Sampler, SamplingConfig};
-use super::window::Windows;
+use super::window::{WindowPolicy, Windows};
 use crate::device::{floats, ints, token_tensor};
 use crate::error::{Error, Result};
 use crate::model::{ForwardOptions, Gpt, KvCache};
@@ -40,6 +40,9 @@ pub struct GenerationConfig {
     /// Keep every step's logits (for comparing decoding modes).
     #[config(default = false)]
     pub record_logits: bool,
+    /// What happens once a row's window is full.
+    #[config(default = "WindowPolicy::SlideHalf")]
+    pub window: WindowPolicy,
 }
 
 /// Where the time went and how the cache behaved.
@@ -154,7 +157,7 @@ impl<'m> Generator<'m> {
                 break;
             }
             windows.push(&next);
-            logits = if windows.slide(capacity, capacity / 2) {
+            logits = if windows.slide(capacity, config.window.keep(capacity)) {
                 out.stats.window_slides += 1;
                 if let Some(cache) = cache.as_mut() {
                     cache.reset();

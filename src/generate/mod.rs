@@ -15,3 +15,4 @@ pub mod window;
 pub use compare::{DecodingComparison, compare_decoding, max_abs_diff};
 pub use generator::{DecodeMode, Generation, GenerationConfig, GenerationStats, Generator};
 pub use sampler::{Sampler, SamplingConfig};
+pub use window::WindowPolicy;

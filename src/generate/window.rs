@@ -3,12 +3,65 @@
 //!
 //! # Past the context window
 //! The model has learned positions `0..max_seq_len` only. When a row's window is full and one
-//! more token must be fed, the generator slides it: it keeps the last `max_seq_len / 2` tokens,
-//! resets the cache and prefills them again at positions `0..max_seq_len / 2`. That happens
-//! once every `max_seq_len / 2` new tokens and costs one prefill of `max_seq_len / 2` tokens, so
-//! on average one extra forward position per new token, instead of the whole context per token
-//! that naive decoding pays. Naive decoding slides at the same moments, so both modes see
-//! identical windows and agree.
+//! more token must be fed, the generator slides it, as the [`WindowPolicy`] says:
+//!
+//! - `slide-half` (the default): keep the last `max_seq_len / 2` tokens, reset the cache and
+//!   prefill them again at positions `0..max_seq_len / 2`. That happens once every
+//!   `max_seq_len / 2` new tokens and costs one prefill of `max_seq_len / 2` tokens, so on
+//!   average one extra forward position per new token, instead of the whole context per token
+//!   that naive decoding pays.
+//! - `crop` (nanoGPT's `generate`): every step past the window sees the last `max_seq_len`
+//!   tokens at positions `0..max_seq_len`, so every step is a prefill of the whole window; the
+//!   cache saves nothing there, but the model sees as much context as it can, and an imported
+//!   nanoGPT model generates exactly what nanoGPT does.
+//!
+//! Naive decoding slides at the same moments, so both modes see identical windows and agree.
+
+use serde::{Deserialize, Serialize};
+
+/// What generation does once a row's window is full (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WindowPolicy {
+    /// Keep the last half of the window and prefill it again, once every half window.
+    #[default]
+    SlideHalf,
+    /// Keep the last `max_seq_len` tokens at every step, recomputed (nanoGPT's behaviour).
+    Crop,
+}
+
+impl WindowPolicy {
+    /// Tokens a full window of `capacity` keeps when it slides.
+    pub fn keep(self, capacity: usize) -> usize {
+        match self {
+            Self::SlideHalf => capacity / 2,
+            Self::Crop => capacity,
+        }
+    }
+}
+
+impl std::fmt::Display for WindowPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::SlideHalf => "slide-half",
+            Self::Crop => "crop",
+        })
+    }
+}
+
+impl std::str::FromStr for WindowPolicy {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name {
+            "slide-half" => Ok(Self::SlideHalf),
+            "crop" => Ok(Self::Crop),
+            other => Err(format!(
+                "unknown window policy `{other}`: use `slide-half` or `crop`"
+            )),
+        }
+    }
+}
 
 /// Each row's window of tokens, fed to the model left-padded to the longest row.
 #[derive(Clone, Debug)]
