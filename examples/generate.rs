@@ -47,7 +47,8 @@ struct Args {
     #[arg(long)]
     stop: Vec<String>,
     /// Past the context window: `slide-half` (keep the last half, prefill it again once every
-    /// half window) or `crop` (nanoGPT's: the last max_seq_len tokens at every step, recomputed).
+    /// half window), `crop` (nanoGPT's: the last max_seq_len tokens at every step, recomputed)
+    /// or `rolling` (RoPE models: the cache drops its oldest position for each new one).
     #[arg(long, default_value = "slide-half")]
     window: WindowPolicy,
     /// Recompute the whole context for every token instead of using the KV cache.

@@ -6,6 +6,7 @@ mod common;
 
 use burn::tensor::Tensor;
 use common::{device, max_abs_diff, random_tensor, random_tokens, row, small_config, temp_dir};
+use tinygpt::generate::{GenerationConfig, Generator, WindowPolicy, compare_decoding};
 use tinygpt::model::{ForwardOptions, Rotation};
 use tinygpt::weights::{export_safetensors, load_safetensors, tensor_layout};
 use tinygpt::{Error, Gpt, GptConfig, MaskMode, PositionScheme};
@@ -171,4 +172,82 @@ fn a_rope_model_sees_the_order_of_its_tokens() {
         moved > 1e-5,
         "swapping two earlier tokens moved the last logits by {moved}"
     );
+}
+
+/// A RoPE model with a 16-position window, so three windows of tokens stay quick.
+fn short_window_rope_model(seed: u64) -> Gpt {
+    small_config(MaskMode::Causal)
+        .with_max_seq_len(16)
+        .with_position(PositionScheme::Rope)
+        .init_seeded(seed, &device())
+        .unwrap()
+}
+
+#[test]
+fn a_rolling_cache_equals_a_band_masked_forward_over_three_windows() {
+    let device = device();
+    let window = 16;
+    for (path, model) in [
+        ("fast path", short_window_rope_model(12)),
+        (
+            "readable path",
+            short_window_rope_model(12).with_fused_attention(false),
+        ),
+    ] {
+        let ids = random_tokens(3 * window, 23, 13);
+        // Every position sees the last 16 up to itself, over all 48 tokens at once.
+        let band = ForwardOptions::default().with_band(window);
+        let reference = model.forward_with(row(&ids, &device), band).unwrap();
+        // The same with a rolling cache: a prompt of 5, then one token at a time; from
+        // position 16 on, each step overwrites the oldest slot.
+        let mut cache = model.new_cache(1, &device).rolling();
+        let mut steps = vec![
+            model
+                .forward_cached(row(&ids[..5], &device), &mut cache)
+                .unwrap(),
+        ];
+        for id in &ids[5..] {
+            steps.push(
+                model
+                    .forward_cached(row(&[*id], &device), &mut cache)
+                    .unwrap(),
+            );
+        }
+        assert_eq!(cache.len(), window);
+        assert_eq!(cache.position(), 3 * window);
+        let diff = max_abs_diff(reference, Tensor::cat(steps, 1));
+        assert!(
+            diff <= 1e-4,
+            "{path}: rolling and band-masked logits differ by {diff}"
+        );
+    }
+}
+
+#[test]
+fn rolling_generation_matches_its_naive_reference_and_needs_rope() {
+    let device = device();
+    let model = short_window_rope_model(14);
+    let prompt = random_tokens(6, 23, 15);
+    let report = compare_decoding(&model, &prompt, 3 * 16, WindowPolicy::Rolling, &device).unwrap();
+    assert!(
+        report.identical_tokens,
+        "cached and naive rolling decoding chose other tokens"
+    );
+    assert!(
+        report.max_abs_logit_diff <= 1e-4,
+        "{}",
+        report.max_abs_logit_diff
+    );
+    assert_eq!(report.window_slides, 0);
+    assert_eq!(report.cache_len_after_decode, 16);
+    // A learned position table ends at the window: rolling past it is refused up front.
+    let learned = small_config(MaskMode::Causal)
+        .with_max_seq_len(16)
+        .init_seeded(14, &device)
+        .unwrap();
+    let config = GenerationConfig::new(40).with_window(WindowPolicy::Rolling);
+    match Generator::new(&learned, &device).generate(&[prompt], &config, &mut |_, _| {}) {
+        Err(Error::Config(message)) => assert!(message.contains("rotary"), "{message}"),
+        other => panic!("expected a config error, got {:?}", other.map(|g| g.tokens)),
+    }
 }

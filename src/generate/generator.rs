@@ -12,7 +12,7 @@ use super::sampler::{Sampler, SamplingConfig};
 use super::window::{WindowPolicy, Windows};
 use crate::device::{floats, ints, token_tensor};
 use crate::error::{Error, Result};
-use crate::model::{ForwardOptions, Gpt, KvCache};
+use crate::model::{ForwardOptions, Gpt, KvCache, PositionScheme};
 
 /// How each step's logits are computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,17 +123,26 @@ impl<'m> Generator<'m> {
         let capacity = self.model.config().max_seq_len;
         let mut windows = Windows::new(prompts, capacity);
         let batch = windows.batch();
+        let rolling = config.window == WindowPolicy::Rolling;
+        if rolling {
+            self.check_rolling(&windows)?;
+        }
         let mut cache = match config.mode {
+            DecodeMode::Cached if rolling => {
+                Some(self.model.new_cache(batch, &self.device).rolling())
+            }
             DecodeMode::Cached => Some(self.model.new_cache(batch, &self.device)),
             DecodeMode::Naive => None,
         };
+        // Naive decoding with a rolling window runs the whole sequence with the band mask.
+        let band = rolling.then_some(capacity);
 
         let mut out = Generation {
             tokens: vec![Vec::new(); batch],
             ..Default::default()
         };
         let started = Instant::now();
-        let mut logits = self.prefill(&windows, cache.as_mut())?;
+        let mut logits = self.prefill(&windows, cache.as_mut(), band)?;
         out.stats.prefill_tokens = batch * windows.len();
         out.stats.prefill_seconds = started.elapsed().as_secs_f64();
         out.stats.cache_len_after_prefill = cache.as_ref().map_or(0, KvCache::len);
@@ -157,14 +166,16 @@ impl<'m> Generator<'m> {
                 break;
             }
             windows.push(&next);
-            logits = if windows.slide(capacity, config.window.keep(capacity)) {
+            logits = if let Some(keep) = config.window.keep(capacity)
+                && windows.slide(capacity, keep)
+            {
                 out.stats.window_slides += 1;
                 if let Some(cache) = cache.as_mut() {
                     cache.reset();
                 }
-                self.prefill(&windows, cache.as_mut())?
+                self.prefill(&windows, cache.as_mut(), band)?
             } else {
-                self.step(&windows, &next, cache.as_mut())?
+                self.step(&windows, &next, cache.as_mut(), band)?
             };
             out.stats.decode_tokens += batch;
         }
@@ -192,14 +203,40 @@ impl<'m> Generator<'m> {
         }
     }
 
+    /// A rolling window needs positions that are not a table, and rows that keep step (one
+    /// ring of slots serves the whole batch).
+    fn check_rolling(&self, windows: &Windows) -> Result<()> {
+        if self.model.config().position != PositionScheme::Rope {
+            return Err(Error::Config(
+                "the rolling window needs rotary position embedding (a learned position table \
+                 ends at max_seq_len): train with `--position rope`, or use `--window \
+                 slide-half` or `crop`"
+                    .into(),
+            ));
+        }
+        if windows.padding().iter().any(|&pad| pad > 0) {
+            return Err(Error::Tokens(
+                "the rolling window needs prompts of equal length (after cropping to the \
+                 context); generate them one at a time"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Logits of the last position after running every row's whole window (filling the cache
     /// when there is one).
     ///
     /// # Shapes
     /// - output: `[B, V]`
-    fn prefill(&self, windows: &Windows, cache: Option<&mut KvCache>) -> Result<Tensor<2>> {
+    fn prefill(
+        &self,
+        windows: &Windows,
+        cache: Option<&mut KvCache>,
+        band: Option<usize>,
+    ) -> Result<Tensor<2>> {
         let ids = windows.padded();
-        self.last_logits(&ids, windows.len(), windows, cache)
+        self.last_logits(&ids, windows.len(), windows, cache, band)
     }
 
     /// Logits after feeding the newest token: one cached step, or every window again.
@@ -208,10 +245,11 @@ impl<'m> Generator<'m> {
         windows: &Windows,
         newest: &[usize],
         cache: Option<&mut KvCache>,
+        band: Option<usize>,
     ) -> Result<Tensor<2>> {
         match cache {
-            Some(cache) => self.last_logits(newest, 1, windows, Some(cache)),
-            None => self.prefill(windows, None),
+            Some(cache) => self.last_logits(newest, 1, windows, Some(cache), None),
+            None => self.prefill(windows, None, band),
         }
     }
 
@@ -223,6 +261,7 @@ impl<'m> Generator<'m> {
         len: usize,
         windows: &Windows,
         cache: Option<&mut KvCache>,
+        band: Option<usize>,
     ) -> Result<Tensor<2>> {
         let tokens = token_tensor(ids, windows.batch(), len, &self.device)?;
         let padding = windows.padding();
@@ -231,6 +270,7 @@ impl<'m> Generator<'m> {
             left_padding: Some(&padding),
             trace: None,
             last_only: true,
+            band,
         };
         let logits = self.model.forward_with(tokens, options)?;
         let [batch, _, vocab] = logits.dims();

@@ -15,6 +15,11 @@
 //!   cache saves nothing there, but the model sees as much context as it can, and an imported
 //!   nanoGPT model generates exactly what nanoGPT does.
 //!
+//! - `rolling` (models with rotary position embedding): nothing is recomputed; the cache
+//!   rolls, every new position overwriting the oldest one's slot, at constant cost per token.
+//!   Each token sees the last `max_seq_len` positions up to itself, which is sliding-window
+//!   attention: naive decoding then runs the whole sequence with that band mask.
+//!
 //! Naive decoding slides at the same moments, so both modes see identical windows and agree.
 
 use serde::{Deserialize, Serialize};
@@ -28,14 +33,19 @@ pub enum WindowPolicy {
     SlideHalf,
     /// Keep the last `max_seq_len` tokens at every step, recomputed (nanoGPT's behaviour).
     Crop,
+    /// Roll the cache: the oldest position makes room for the newest, nothing recomputed
+    /// (rotary position embedding only).
+    Rolling,
 }
 
 impl WindowPolicy {
-    /// Tokens a full window of `capacity` keeps when it slides.
-    pub fn keep(self, capacity: usize) -> usize {
+    /// Tokens a full window of `capacity` keeps when it slides; `None` for a rolling window,
+    /// which never slides.
+    pub fn keep(self, capacity: usize) -> Option<usize> {
         match self {
-            Self::SlideHalf => capacity / 2,
-            Self::Crop => capacity,
+            Self::SlideHalf => Some(capacity / 2),
+            Self::Crop => Some(capacity),
+            Self::Rolling => None,
         }
     }
 }
@@ -45,6 +55,7 @@ impl std::fmt::Display for WindowPolicy {
         f.write_str(match self {
             Self::SlideHalf => "slide-half",
             Self::Crop => "crop",
+            Self::Rolling => "rolling",
         })
     }
 }
@@ -56,8 +67,9 @@ impl std::str::FromStr for WindowPolicy {
         match name {
             "slide-half" => Ok(Self::SlideHalf),
             "crop" => Ok(Self::Crop),
+            "rolling" => Ok(Self::Rolling),
             other => Err(format!(
-                "unknown window policy `{other}`: use `slide-half` or `crop`"
+                "unknown window policy `{other}`: use `slide-half`, `crop` or `rolling`"
             )),
         }
     }

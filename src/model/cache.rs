@@ -9,11 +9,21 @@
 //! same shapes (the README has the figures). The price is memory held up front for the whole
 //! context ([`KvCache::allocated_bytes`]), which at this model size is small.
 //!
+//! # Rolling
+//! A cache made [`KvCache::rolling`] keeps going once full: each new position overwrites the
+//! oldest one's slot (slot `position mod capacity`), so every query sees exactly the last
+//! `capacity` keys, at constant cost per token. Attention does not care in which order the
+//! keys lie, so the slots need no reordering, but the keys must carry their positions
+//! themselves: only rotary position embedding does that (a learned table ends at
+//! `max_seq_len`). This is sliding-window attention, and equals a full forward with a band
+//! mask ([`super::mask::band_mask`]).
+//!
 //! # Invariants
 //! - every layer holds the same number of positions, [`KvCache::len`];
 //! - a forward pass appends exactly its new tokens, never more;
 //! - `len` never exceeds the capacity (the model's `max_seq_len`): the model refuses the call
-//!   with [`crate::Error::CacheFull`] before anything is written.
+//!   with [`crate::Error::CacheFull`] before anything is written (a rolling cache, once full,
+//!   takes one position per call and overwrites the oldest).
 
 use burn::tensor::{Device, Tensor};
 
@@ -28,6 +38,8 @@ pub struct LayerKv {
     key: Tensor<4>,
     value: Tensor<4>,
     len: usize,
+    /// Positions appended since the last reset (more than `len` once a rolling cache wraps).
+    seen: usize,
 }
 
 impl LayerKv {
@@ -36,6 +48,7 @@ impl LayerKv {
             key: Tensor::zeros(shape, device),
             value: Tensor::zeros(shape, device),
             len: 0,
+            seen: 0,
         }
     }
 
@@ -55,18 +68,25 @@ impl LayerKv {
     ) -> (Tensor<4>, Tensor<4>) {
         let [batch, heads, capacity, head_dim] = self.key.dims();
         let [_, _, new, _] = new_key.dims();
-        assert!(
-            self.len + new <= capacity,
-            "KV cache overflow: the model must check capacity"
-        );
-        let rows = self.len..self.len + new;
+        // Full (rolling): the one new position takes the oldest one's slot.
+        let start = if self.len + new > capacity {
+            assert!(
+                new == 1 && self.len == capacity,
+                "KV cache overflow: the model must check capacity"
+            );
+            self.seen % capacity
+        } else {
+            self.len
+        };
+        let rows = start..start + new;
         // Move the buffers out (leaving a cheap handle behind) so they are uniquely owned while
         // written: Burn can then update them in place instead of copying them.
         let key = std::mem::replace(&mut self.key, new_key.clone());
         let value = std::mem::replace(&mut self.value, new_value.clone());
         self.key = key.slice_assign([0..batch, 0..heads, rows.clone(), 0..head_dim], new_key);
         self.value = value.slice_assign([0..batch, 0..heads, rows, 0..head_dim], new_value);
-        self.len += new;
+        self.len = (self.len + new).min(capacity);
+        self.seen += new;
         let visible = [0..batch, 0..heads, 0..self.len, 0..head_dim];
         (
             self.key.clone().slice(visible.clone()),
@@ -103,6 +123,7 @@ pub struct KvCache {
     n_heads: usize,
     head_dim: usize,
     capacity: usize,
+    rolling: bool,
 }
 
 impl KvCache {
@@ -126,7 +147,27 @@ impl KvCache {
             n_heads,
             head_dim,
             capacity,
+            rolling: false,
         }
+    }
+
+    /// The same cache, rolling: once full, every new position overwrites the oldest (see the
+    /// module docs). For models with rotary position embedding only; the model refuses a
+    /// learned-position model's call past its table.
+    pub fn rolling(mut self) -> Self {
+        self.rolling = true;
+        self
+    }
+
+    /// Whether the cache rolls once full.
+    pub fn is_rolling(&self) -> bool {
+        self.rolling
+    }
+
+    /// Absolute position of the next token: the positions appended since the last reset (equal
+    /// to [`KvCache::len`] until a rolling cache wraps).
+    pub fn position(&self) -> usize {
+        self.layers.first().map_or(0, |layer| layer.seen)
     }
 
     /// Positions cached so far (the same in every layer).
@@ -158,15 +199,24 @@ impl KvCache {
     pub fn reset(&mut self) {
         for layer in &mut self.layers {
             layer.len = 0;
+            layer.seen = 0;
         }
     }
 
     /// Forget every position from `len` on, keeping the first `len` (a no-op when the cache
     /// holds fewer). Rewinding is free: later appends overwrite the forgotten slots. Used to
     /// decode again from the same prefix, e.g. to time one decode step at a fixed context.
+    ///
+    /// # Panics
+    /// On a rolling cache that has wrapped (its oldest positions are gone).
     pub fn truncate(&mut self, len: usize) {
+        assert!(
+            self.position() <= self.capacity,
+            "a rolling cache that has wrapped cannot be rewound"
+        );
         for layer in &mut self.layers {
             layer.len = layer.len.min(len);
+            layer.seen = layer.seen.min(len);
         }
     }
 
@@ -214,7 +264,8 @@ impl KvCache {
                 self.batch
             )));
         }
-        if self.len() + new > self.capacity {
+        let rolls_on = self.rolling && new == 1 && self.len() == self.capacity;
+        if self.len() + new > self.capacity && !rolls_on {
             return Err(Error::CacheFull {
                 cached: self.len(),
                 new,

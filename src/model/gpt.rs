@@ -20,7 +20,7 @@ use super::block::{Block, BlockConfig};
 use super::cache::KvCache;
 use super::init::{INIT_STD, normal_linear, residual_init_std};
 use super::layer_input::LayerInput;
-use super::mask::{MaskMode, padding_mask};
+use super::mask::{MaskMode, band_mask, padding_mask};
 use super::rope::{PositionScheme, Rotation};
 use super::trace::{ShapeTrace, enter, leave, record};
 use crate::device::token_tensor;
@@ -224,6 +224,10 @@ pub struct ForwardOptions<'a> {
     /// and it spares the LM head (`D × V` per position) and the final LayerNorm on every
     /// other position of a prompt.
     pub last_only: bool,
+    /// Sliding-window attention: every query sees only the last `band` positions up to
+    /// itself ([`super::mask::band_mask`]), so a sequence may run past `max_seq_len` (with
+    /// rotary position embedding only). The reference a rolling cache must match.
+    pub band: Option<usize>,
 }
 
 impl<'a> ForwardOptions<'a> {
@@ -248,6 +252,12 @@ impl<'a> ForwardOptions<'a> {
     /// Compute the logits of the last position only.
     pub fn with_last_only(mut self, last_only: bool) -> Self {
         self.last_only = last_only;
+        self
+    }
+
+    /// Let every query see only the last `width` positions up to itself.
+    pub fn with_band(mut self, width: usize) -> Self {
+        self.band = Some(width);
         self
     }
 }
@@ -370,10 +380,17 @@ impl Gpt {
             left_padding,
             mut trace,
             last_only,
+            band,
         } = options;
         let [batch, seq] = tokens.dims();
-        let start =
-            self.check_call(batch, seq, cache.as_deref(), left_padding, trace.as_deref())?;
+        let start = self.check_call(
+            batch,
+            seq,
+            cache.as_deref(),
+            left_padding,
+            trace.as_deref(),
+            band,
+        )?;
         // Without any padding the mask would hide nothing: skip building it, which also keeps
         // the fast attention kernels available.
         let left_padding = left_padding.filter(|pads| pads.iter().any(|&pad| pad > 0));
@@ -382,6 +399,14 @@ impl Gpt {
         let device = tokens.device();
         let (rows, positions) = positions(start, batch, seq, left_padding);
         let padding = left_padding.map(|pads| padding_mask(pads, seq, start + seq, &device));
+        // The band hides keys like padding does: both go to the readable attention.
+        let padding = match (padding, band) {
+            (Some(padding), Some(width)) => {
+                Some(padding.bool_or(band_mask(seq, start + seq, width, &device)))
+            }
+            (None, Some(width)) => Some(band_mask(seq, start + seq, width, &device)),
+            (padding, None) => padding,
+        };
         let token_emb = self.token_embedding.forward(tokens);
         record(&mut trace, "token_embedding", &token_emb.dims());
         let (x, rotation) = match &self.position_embedding {
@@ -442,6 +467,7 @@ impl Gpt {
         cache: Option<&KvCache>,
         left_padding: Option<&[usize]>,
         trace: Option<&ShapeTrace>,
+        band: Option<usize>,
     ) -> Result<usize> {
         if seq == 0 || batch == 0 {
             return Err(Error::Tokens(format!(
@@ -465,17 +491,32 @@ impl Gpt {
                     .into(),
             ));
         }
+        let learned = self.position_embedding.is_some();
+        if band == Some(0) {
+            return Err(Error::Config("a band of width 0 hides every key".into()));
+        }
         match cache {
             Some(cache) => {
                 let config = &self.config;
                 cache.check_model(config.n_layers, config.n_heads, config.head_dim())?;
                 cache.check_append(batch, seq)?;
-                Ok(cache.len())
+                if learned && cache.position() + seq > config.max_seq_len {
+                    return Err(Error::Config(format!(
+                        "position {} is past the learned position table ({} rows): a rolling \
+                         cache needs rotary position embedding (`--position rope`)",
+                        cache.position() + seq - 1,
+                        config.max_seq_len
+                    )));
+                }
+                Ok(cache.position())
             }
-            None if seq > self.config.max_seq_len => Err(Error::SequenceTooLong {
-                len: seq,
-                max_seq_len: self.config.max_seq_len,
-            }),
+            // Past the window only with a band, and only when positions are not a table.
+            None if seq > self.config.max_seq_len && (band.is_none() || learned) => {
+                Err(Error::SequenceTooLong {
+                    len: seq,
+                    max_seq_len: self.config.max_seq_len,
+                })
+            }
             None => Ok(0),
         }
     }

@@ -186,6 +186,27 @@ pub fn padding_mask(
     Tensor::from_data(data, device)
 }
 
+/// Sliding-window attention's band: `true` where query `i` (absolute position
+/// `k_len − q_len + i`) must not see key `j` because it lies `width` or more positions back.
+/// With the causal mask, query `p` sees keys `p − width + 1 ..= p`: what a rolling cache of
+/// `width` positions holds ([`super::cache::KvCache::rolling`]).
+///
+/// # Shapes
+/// - output: `[1, 1, q_len, k_len]`, broadcasting over rows and heads.
+///
+/// # Panics
+/// If `q_len > k_len` or `width == 0`.
+pub fn band_mask(q_len: usize, k_len: usize, width: usize, device: &Device) -> Tensor<4, Bool> {
+    assert!(q_len <= k_len, "{q_len} queries against only {k_len} keys");
+    assert!(width > 0, "a band of width 0 hides every key");
+    let offset = k_len - q_len;
+    let blocked: Vec<bool> = (offset..k_len)
+        .flat_map(|query| (0..k_len).map(move |key| key + width <= query))
+        .collect();
+    let data = burn::tensor::TensorData::new(blocked, [1, 1, q_len, k_len]);
+    Tensor::from_data(data, device)
+}
+
 /// Scores to attention weights under `mode`: mask the logits with `-inf`, softmax over the
 /// keys, and (for [`MaskMode::AfterSoftmax`] only) zero the future weights afterwards.
 /// `extra_mask`, when given, blocks more keys (`true` = blocked), e.g. [`padding_mask`].

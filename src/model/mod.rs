@@ -36,7 +36,7 @@ pub use block::{Block, BlockConfig};
 pub use cache::{KvCache, LayerKv};
 pub use gpt::{ForwardOptions, Gpt, GptConfig};
 pub use layer_input::LayerInput;
-pub use mask::{MaskMode, causal_mask, masked_softmax, padding_mask};
+pub use mask::{MaskMode, band_mask, causal_mask, masked_softmax, padding_mask};
 pub use mlp::{Mlp, MlpConfig};
 pub use rope::{PositionScheme, Rotation};
 pub use single_head::single_head_attention;
