@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{device, random_tensor, random_tokens, small_model, values};
+use common::{both_paths, device, random_tensor, random_tokens, small_model, values};
 use tinygpt::device::token_tensor;
 use tinygpt::model::{merge_heads, split_heads};
 use tinygpt::{ForwardOptions, MaskMode, ShapeTrace};
@@ -73,10 +73,7 @@ fn every_stage_has_the_documented_shape() {
         ("logits", vec![b, t, v]),
     ];
     // The readable kernel records the tensors it computes; the fast ones must report the same.
-    for (path, model) in [
-        ("fast path", model.clone()),
-        ("readable path", model.with_fused_attention(false)),
-    ] {
+    for (path, model) in both_paths(model) {
         let mut trace = ShapeTrace::new();
         let options = ForwardOptions::default().with_trace(&mut trace);
         model.forward_with(tokens.clone(), options).unwrap();

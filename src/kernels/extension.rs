@@ -125,6 +125,18 @@ fn rope_tables(cos: &FlexTensor, sin: &FlexTensor) -> packed_attention::Tables {
     }
 }
 
+/// The packed attention on `Autodiff<Flex>`, with or without a rotation, recorded.
+fn recorded_packed_attention<C: CheckpointStrategy>(
+    packed: FloatTensor<Autodiff<Flex, C>>,
+    heads: usize,
+    rotation: Option<packed_attention::Tables>,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    let nodes = [packed.node()];
+    let (out, saved) =
+        packed_attention::forward_flex(packed.into_primitive(), heads, rotation, true);
+    record::<C, _, _>(PackedAttentionBackward, nodes, saved, out)
+}
+
 /// The output of a fused op on `Autodiff<Flex>`: when any of the inputs behind `nodes` needs a
 /// gradient, `step` is recorded with `saved` for the backward pass; otherwise `saved` is
 /// dropped.
@@ -198,10 +210,7 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
     }
 
     fn fused_packed_attention(packed: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
-        let nodes = [packed.node()];
-        let (out, saved) =
-            packed_attention::forward_flex(packed.into_primitive(), heads, None, true);
-        record::<C, _, _>(PackedAttentionBackward, nodes, saved, out)
+        recorded_packed_attention::<C>(packed, heads, None)
     }
 
     fn fused_packed_rope_attention(
@@ -210,11 +219,8 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         sin: FloatTensor<Self>,
         heads: usize,
     ) -> FloatTensor<Self> {
-        let nodes = [packed.node()];
         let tables = rope_tables(&cos.into_primitive(), &sin.into_primitive());
-        let (out, saved) =
-            packed_attention::forward_flex(packed.into_primitive(), heads, Some(tables), true);
-        record::<C, _, _>(PackedAttentionBackward, nodes, saved, out)
+        recorded_packed_attention::<C>(packed, heads, Some(tables))
     }
 
     fn fused_causal_attention(

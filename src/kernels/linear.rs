@@ -114,6 +114,21 @@ pub fn backward_flex(saved: Saved, dy: FlexTensor, wanted: [bool; 3]) -> [Option
     [dx, dw, db]
 }
 
+/// The gradients for the parents present (`[x, W]`, and `b` with a bias), registered.
+fn backward_step<const N: usize>(ops: Ops<Saved, N>, grads: &mut Gradients) {
+    let dy = grads.consume::<Flex>(&ops.node);
+    let mut wanted = [false; 3];
+    for (wanted, parent) in wanted.iter_mut().zip(&ops.parents) {
+        *wanted = parent.is_some();
+    }
+    let values = backward_flex(ops.state, dy, wanted);
+    for (parent, value) in ops.parents.into_iter().zip(values) {
+        if let (Some(node), Some(value)) = (parent, value) {
+            grads.register::<Flex>(node.id, value);
+        }
+    }
+}
+
 /// The backward step of a linear layer with a bias; parents are `[x, W, b]`.
 #[derive(Debug)]
 pub struct LinearBackward;
@@ -122,14 +137,7 @@ impl Backward<Flex, 3> for LinearBackward {
     type State = Saved;
 
     fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let dy = grads.consume::<Flex>(&ops.node);
-        let wanted = ops.parents.each_ref().map(Option::is_some);
-        let values = backward_flex(ops.state, dy, wanted);
-        for (parent, value) in ops.parents.into_iter().zip(values) {
-            if let (Some(node), Some(value)) = (parent, value) {
-                grads.register::<Flex>(node.id, value);
-            }
-        }
+        backward_step(ops, grads);
     }
 }
 
@@ -141,13 +149,6 @@ impl Backward<Flex, 2> for LinearNoBiasBackward {
     type State = Saved;
 
     fn backward(self, ops: Ops<Saved, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let dy = grads.consume::<Flex>(&ops.node);
-        let [x_wanted, w_wanted] = ops.parents.each_ref().map(Option::is_some);
-        let [dx, dw, _] = backward_flex(ops.state, dy, [x_wanted, w_wanted, false]);
-        for (parent, value) in ops.parents.into_iter().zip([dx, dw]) {
-            if let (Some(node), Some(value)) = (parent, value) {
-                grads.register::<Flex>(node.id, value);
-            }
-        }
+        backward_step(ops, grads);
     }
 }

@@ -55,7 +55,12 @@ pub fn small_models_both_paths(
     seed: u64,
     device: &Device,
 ) -> [(&'static str, Gpt); 2] {
-    let model = small_model(mask_mode, seed, device);
+    both_paths(small_model(mask_mode, seed, device))
+}
+
+/// `model` on the fused fast path (where its mode allows it) and forced through the readable
+/// attention.
+pub fn both_paths(model: Gpt) -> [(&'static str, Gpt); 2] {
     [
         ("fast path", model.clone()),
         ("readable path", model.with_fused_attention(false)),
