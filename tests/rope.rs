@@ -5,17 +5,21 @@
 mod common;
 
 use burn::tensor::Tensor;
-use common::{device, max_abs_diff, random_tensor, random_tokens, row, small_config, temp_dir};
+use common::{
+    both_paths, device, max_abs_diff, random_tensor, random_tokens, row, small_config, temp_dir,
+};
 use tinygpt::generate::{GenerationConfig, Generator, WindowPolicy, compare_decoding};
 use tinygpt::model::{ForwardOptions, Rotation};
 use tinygpt::weights::{export_safetensors, load_safetensors, tensor_layout};
 use tinygpt::{Error, Gpt, GptConfig, MaskMode, PositionScheme};
 
+/// The small test model with rotary position embedding.
+fn rope_config() -> GptConfig {
+    small_config(MaskMode::Causal).with_position(PositionScheme::Rope)
+}
+
 fn rope_model(seed: u64) -> Gpt {
-    small_config(MaskMode::Causal)
-        .with_position(PositionScheme::Rope)
-        .init_seeded(seed, &device())
-        .unwrap()
+    rope_config().init_seeded(seed, &device()).unwrap()
 }
 
 /// `q·kᵀ` of every head after rotating both at `start..start + T`.
@@ -46,10 +50,7 @@ fn shifting_every_position_leaves_the_scores_unchanged() {
 #[test]
 fn cached_decoding_equals_the_full_forward() {
     let device = device();
-    for (path, model) in [
-        ("fast path", rope_model(3)),
-        ("readable path", rope_model(3).with_fused_attention(false)),
-    ] {
+    for (path, model) in both_paths(rope_model(3)) {
         let ids = random_tokens(24, 23, 4);
         let full = model.forward(row(&ids, &device)).unwrap();
         let mut cache = model.new_cache(1, &device);
@@ -152,9 +153,8 @@ fn a_rope_model_sees_the_order_of_its_tokens() {
     // position attends to the same set of tokens, so its logits would not change when two
     // earlier tokens swap places. (With two layers the causal mask itself leaks some order.)
     let device = device();
-    let model = small_config(MaskMode::Causal)
+    let model = rope_config()
         .with_n_layers(1)
-        .with_position(PositionScheme::Rope)
         .init_seeded(10, &device)
         .unwrap();
     let ids = random_tokens(12, 23, 11);
@@ -176,9 +176,8 @@ fn a_rope_model_sees_the_order_of_its_tokens() {
 
 /// A RoPE model with a 16-position window, so three windows of tokens stay quick.
 fn short_window_rope_model(seed: u64) -> Gpt {
-    small_config(MaskMode::Causal)
+    rope_config()
         .with_max_seq_len(16)
-        .with_position(PositionScheme::Rope)
         .init_seeded(seed, &device())
         .unwrap()
 }
@@ -187,13 +186,7 @@ fn short_window_rope_model(seed: u64) -> Gpt {
 fn a_rolling_cache_equals_a_band_masked_forward_over_three_windows() {
     let device = device();
     let window = 16;
-    for (path, model) in [
-        ("fast path", short_window_rope_model(12)),
-        (
-            "readable path",
-            short_window_rope_model(12).with_fused_attention(false),
-        ),
-    ] {
+    for (path, model) in both_paths(short_window_rope_model(12)) {
         let ids = random_tokens(3 * window, 23, 13);
         // Every position sees the last 16 up to itself, over all 48 tokens at once.
         let band = ForwardOptions::default().with_band(window);
@@ -215,6 +208,17 @@ fn a_rolling_cache_equals_a_band_masked_forward_over_three_windows() {
         }
         assert_eq!(cache.len(), window);
         assert_eq!(cache.position(), 3 * window);
+        // The wrapped cache is the band already; a band on top of it is refused, not misread.
+        let options = ForwardOptions::default()
+            .with_cache(&mut cache)
+            .with_band(window);
+        match model.forward_with(row(&ids[..1], &device), options) {
+            Err(Error::Config(message)) => assert!(message.contains("rolling"), "{message}"),
+            other => panic!(
+                "{path}: expected a config error, got {:?}",
+                other.map(|_| ())
+            ),
+        }
         let diff = max_abs_diff(reference, Tensor::cat(steps, 1));
         assert!(
             diff <= 1e-4,

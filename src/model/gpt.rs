@@ -394,6 +394,8 @@ impl Gpt {
         // Without any padding the mask would hide nothing: skip building it, which also keeps
         // the fast attention kernels available.
         let left_padding = left_padding.filter(|pads| pads.iter().any(|&pad| pad > 0));
+        // Likewise a band at least as wide as every key seen so far hides nothing.
+        let band = band.filter(|&width| start + seq > width);
         record(&mut trace, "ids", &[batch, seq]);
 
         let device = tokens.device();
@@ -500,6 +502,13 @@ impl Gpt {
                 let config = &self.config;
                 cache.check_model(config.n_layers, config.n_heads, config.head_dim())?;
                 cache.check_append(batch, seq)?;
+                if band.is_some() && cache.position() > cache.len() {
+                    return Err(Error::Config(
+                        "a band mask cannot be laid over a rolling cache that has wrapped: the \
+                         cache already holds only the band's keys; pass no band with it"
+                            .into(),
+                    ));
+                }
                 if learned && cache.position() + seq > config.max_seq_len {
                     return Err(Error::Config(format!(
                         "position {} is past the learned position table ({} rows): a rolling \
