@@ -2,7 +2,8 @@
 //! without the KV cache at contexts 128, 512 and 2048, and the cache's bytes. Prints a table,
 //! then one JSON object per figure; `--json` prints only the JSON lines.
 //!
-//! `cargo run --release --example bench -- [--quick] [--json] [--device NAME]`
+//! `cargo run --release --example bench -- [--quick] [--json] [--device NAME] [--kv-heads N]
+//! [--position rope]`
 //!
 //! Timing: each workload runs `warmup` times untimed, then `repeats` times timed one by one;
 //! the figure is from the median run. `scripts/pytorch_bench.py` times PyTorch the same way.
@@ -15,7 +16,8 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 use serde::Serialize;
-use tinygpt::bench::{CONTEXTS, Decoder, PREFILL, TrainStep, VOCAB};
+use tinygpt::bench::{CONTEXTS, Decoder, PREFILL, TRAIN_SEQ, TrainStep, VOCAB, model_config};
+use tinygpt::{GptConfig, PositionScheme};
 
 #[derive(Parser)]
 #[command(about = "Measure tinygpt's training and decoding speed and its KV cache memory")]
@@ -36,6 +38,22 @@ struct Args {
     /// Only this workload (for profiling one of them): all, train, prefill or decode.
     #[arg(long, default_value = "all", value_parser = ["all", "train", "prefill", "decode"])]
     only: String,
+    /// Key/value heads of the model (grouped-query attention; must divide its 4 heads).
+    /// Default: 4, multi-head attention.
+    #[arg(long)]
+    kv_heads: Option<usize>,
+    /// Position scheme of the model: learned (the default) or rope.
+    #[arg(long, default_value = "learned")]
+    position: PositionScheme,
+}
+
+impl Args {
+    /// The benchmark model with this run's key/value heads and positions, window `max_seq_len`.
+    fn model(&self, max_seq_len: usize) -> GptConfig {
+        model_config(max_seq_len)
+            .with_n_kv_heads(self.kv_heads)
+            .with_position(self.position)
+    }
 }
 
 /// One figure, printed as a JSON line.
@@ -47,7 +65,7 @@ struct Figure {
     #[serde(skip_serializing_if = "Option::is_none")]
     context: Option<usize>,
     value: f64,
-    /// For `kv_cache_bytes`: `2·L·B·H·Dh·S·4` beside the measured value.
+    /// For `kv_cache_bytes`: `2·L·B·H_kv·Dh·S·4` beside the measured value.
     #[serde(skip_serializing_if = "Option::is_none")]
     formula: Option<f64>,
 }
@@ -106,10 +124,13 @@ fn measure(args: &Args) -> anyhow::Result<()> {
         train_repeats: if args.quick { 2 } else { 10 },
         table: !args.json,
     };
+    let model = args.model(CONTEXTS[CONTEXTS.len() - 1]);
     plan.say(format!(
-        "tinygpt bench: backend {}; model D=128 H=4 L=4 V={VOCAB}; median of {} runs ({} for \
-         training) after {} warm-up",
+        "tinygpt bench: backend {}; model D=128 H=4 H_kv={} L=4 V={VOCAB}, {} positions; median \
+         of {} runs ({} for training) after {} warm-up",
         tinygpt::device::describe(&args.device, &device),
+        model.kv_heads(),
+        model.position,
         plan.repeats,
         plan.train_repeats,
         plan.warmup
@@ -125,16 +146,16 @@ fn measure(args: &Args) -> anyhow::Result<()> {
     let wanted = |workload: &str| args.only == "all" || args.only == workload;
     let mut figures = Vec::new();
     if wanted("train") {
-        figures.push(training(&plan, &device)?);
+        figures.push(training(&plan, &args.model(TRAIN_SEQ), &device)?);
     }
-    let mut decoder = Decoder::new(&device)?;
+    let mut decoder = Decoder::with_config(&model, &device)?;
     if wanted("prefill") {
         figures.push(prefill(&plan, &mut decoder)?);
     }
     if wanted("decode") {
         plan.say(format!(
             "\n{:>8} {:>14} {:>14} {:>9} {:>12} {:>12}",
-            "context", "cached tok/s", "naive tok/s", "speedup", "KV bytes", "2LBHDhS4"
+            "context", "cached tok/s", "naive tok/s", "speedup", "KV bytes", "2LBHkvDhS4"
         ));
         for context in CONTEXTS {
             figures.extend(decode(&plan, &mut decoder, context)?);
@@ -148,8 +169,12 @@ fn measure(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn training(plan: &Plan, device: &burn::tensor::Device) -> tinygpt::Result<Figure> {
-    let mut train = TrainStep::new(device)?;
+fn training(
+    plan: &Plan,
+    config: &GptConfig,
+    device: &burn::tensor::Device,
+) -> tinygpt::Result<Figure> {
+    let mut train = TrainStep::with_config(config, device)?;
     let seconds = median_seconds(plan.warmup, plan.train_repeats, || train.run())?;
     let rate = train.tokens() as f64 / seconds;
     plan.say(format!(
@@ -211,7 +236,8 @@ fn decode(plan: &Plan, decoder: &mut Decoder, context: usize) -> tinygpt::Result
     decoder.fill(context)?;
     let measured = decoder.cache_bytes();
     let config = decoder.config();
-    let formula = (2 * config.n_layers * config.n_heads * config.head_dim() * context * 4) as f64;
+    let formula =
+        (2 * config.n_layers * config.kv_heads() * config.head_dim() * context * 4) as f64;
     plan.say(format!(
         "{context:>8} {cached:>14.0} {naive:>14.1} {:>8.1}x {measured:>12} {formula:>12.0}",
         cached / naive

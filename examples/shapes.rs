@@ -1,7 +1,10 @@
 //! Walks one forward pass of the default-sized model and prints the shape at every stage, then
 //! the KV cache across a prefill and three one-token decode steps.
 //!
-//! `cargo run --release --example shapes -- [--device NAME] [--batch B] [--seq T]`
+//! `cargo run --release --example shapes -- [--device NAME] [--batch B] [--seq T] [--kv-heads N]`
+//!
+//! With `--kv-heads 2` (or 1) the model uses grouped-query (multi-query) attention: the key and
+//! value stages and the cache shrink to the key/value heads while the queries keep all heads.
 
 mod common;
 
@@ -27,6 +30,9 @@ struct Args {
     /// Vocabulary size, V.
     #[arg(long, default_value_t = 65)]
     vocab: usize,
+    /// Key/value heads, H_kv (grouped-query attention; must divide the 4 heads). Default: 4.
+    #[arg(long)]
+    kv_heads: Option<usize>,
 }
 
 fn shape(dims: &[usize]) -> String {
@@ -47,19 +53,28 @@ fn main() -> ExitCode {
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let device = tinygpt::device::device_by_name(&args.device).context("--device")?;
-    let config = GptConfig::new(args.vocab);
+    let config = GptConfig::new(args.vocab).with_n_kv_heads(args.kv_heads);
     let model = config.init(&device)?;
     let (b, t) = (args.batch, args.seq);
     println!(
-        "model: V={} D={} H={} Dh={} L={} context={}  |  input: B={b} T={t}  |  backend: {}\n",
+        "model: V={} D={} H={} H_kv={} Dh={} L={} context={}  |  input: B={b} T={t}  |  backend: {}",
         config.vocab_size,
         config.d_model,
         config.n_heads,
+        config.kv_heads(),
         config.head_dim(),
         config.n_layers,
         config.max_seq_len,
         tinygpt::device::describe(&args.device, &device)
     );
+    if config.kv_heads() < config.n_heads {
+        let group = config.n_heads / config.kv_heads();
+        println!(
+            "grouped-query attention: query head h reads key/value head h / {group} \
+             ({group} query heads share each key/value head)"
+        );
+    }
+    println!();
 
     let ids: Vec<usize> = (0..b * t)
         .map(|i| (i * 7 + 3) % config.vocab_size)
@@ -75,7 +90,7 @@ fn run() -> anyhow::Result<()> {
         println!("  {:<34} {}", stage.name, shape(&stage.shape));
     }
 
-    println!("\nKV cache (per layer, K and V each [B, H, S, Dh]):");
+    println!("\nKV cache (per layer, K and V each [B, H_kv, S, Dh]):");
     let mut cache = model.new_cache(b, &device);
     let logits = model.forward_cached(token_tensor(&ids, b, t, &device)?, &mut cache)?;
     let report = |phase: &str, new: usize, logits: &[usize], cache: &KvCache| {

@@ -50,6 +50,10 @@ struct Args {
     /// Attention heads.
     #[arg(long, default_value_t = 4)]
     n_heads: usize,
+    /// Key/value heads shared by the attention heads (grouped-query attention; 1 is
+    /// multi-query attention; must divide --n-heads). Default: one per head (multi-head).
+    #[arg(long)]
+    kv_heads: Option<usize>,
     /// Blocks.
     #[arg(long, default_value_t = 2)]
     n_layers: usize,
@@ -129,7 +133,7 @@ fn run() -> anyhow::Result<()> {
         .join(", ");
     println!(
         "backend {}; training on {source} ({} characters); models: {models}; {} steps each, \
-         batch {} x {} tokens, D={} H={} L={}",
+         batch {} x {} tokens, D={} H={} H_kv={} L={}, {} positions",
         tinygpt::device::describe(&args.device, &device),
         text.chars().count(),
         args.steps,
@@ -137,7 +141,9 @@ fn run() -> anyhow::Result<()> {
         args.seq_len,
         args.d_model,
         args.n_heads,
-        args.n_layers
+        args.kv_heads.unwrap_or(args.n_heads),
+        args.n_layers,
+        args.position,
     );
 
     let started = Instant::now();
@@ -206,6 +212,7 @@ fn demo_config(args: &Args, leaks: Vec<MaskMode>, grammar_check: bool) -> DemoCo
     let model = GptConfig::new(1)
         .with_d_model(args.d_model)
         .with_n_heads(args.n_heads)
+        .with_n_kv_heads(args.kv_heads)
         .with_n_layers(args.n_layers)
         .with_max_seq_len(args.seq_len)
         .with_tie_embeddings(args.tie_embeddings)

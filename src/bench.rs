@@ -66,8 +66,17 @@ impl TrainStep {
     /// # Errors
     /// The model's errors.
     pub fn new(device: &Device) -> Result<Self> {
+        Self::with_config(&model_config(TRAIN_SEQ), device)
+    }
+
+    /// The same with a model of `config` (another position scheme or key/value head count; its
+    /// window must hold [`TRAIN_SEQ`] tokens).
+    ///
+    /// # Errors
+    /// The model's errors.
+    pub fn with_config(config: &GptConfig, device: &Device) -> Result<Self> {
         let device = device.clone().autodiff();
-        let model = model_config(TRAIN_SEQ).init_seeded(1, &device)?;
+        let model = config.init_seeded(1, &device)?;
         let tokens = token_ids(TRAIN_BATCH * (TRAIN_SEQ + 1), 2);
         let rows: Vec<&[usize]> = tokens.chunks(TRAIN_SEQ + 1).collect();
         let batch = Batch {
@@ -130,12 +139,20 @@ impl Decoder {
     /// # Errors
     /// The model's errors.
     pub fn new(device: &Device) -> Result<Self> {
-        let max = CONTEXTS[CONTEXTS.len() - 1];
-        let model = model_config(max).init_seeded(3, device)?;
+        Self::with_config(&model_config(CONTEXTS[CONTEXTS.len() - 1]), device)
+    }
+
+    /// The same with a model of `config` (another position scheme or key/value head count),
+    /// decoding up to its window.
+    ///
+    /// # Errors
+    /// The model's errors.
+    pub fn with_config(config: &GptConfig, device: &Device) -> Result<Self> {
+        let model = config.init_seeded(3, device)?;
         Ok(Self {
             cache: model.new_cache(1, device),
             model,
-            ids: token_ids(max, 4),
+            ids: token_ids(config.max_seq_len, 4),
             device: device.clone(),
         })
     }

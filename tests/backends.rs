@@ -48,14 +48,16 @@ fn tokens(len: usize, seed: u64) -> Vec<usize> {
     random_tokens(len, 23, seed)
 }
 
-/// The small model on both attention paths, and the same with rotary position embedding.
+/// The small model on both attention paths, and the same with rotary position embedding and
+/// grouped-query attention (4 heads sharing 2 key/value heads).
 fn models(seed: u64, device: &Device) -> Vec<(&'static str, Gpt)> {
     let mut models = small_models_both_paths(MaskMode::Causal, seed, device).to_vec();
-    let rope = small_config(MaskMode::Causal)
+    let rope_gqa = small_config(MaskMode::Causal)
         .with_position(PositionScheme::Rope)
+        .with_n_kv_heads(Some(2))
         .init_seeded(seed, device)
         .unwrap();
-    models.push(("rope", rope));
+    models.push(("rope + gqa", rope_gqa));
     models
 }
 

@@ -4,7 +4,10 @@
 mod common;
 
 use burn::tensor::{Device, Tensor};
-use common::{device, max_abs_diff, random_tokens, small_model, small_models_both_paths};
+use common::{
+    both_paths, device, max_abs_diff, random_tokens, small_config, small_model,
+    small_models_both_paths,
+};
 use tinygpt::device::token_tensor;
 use tinygpt::{Error, Gpt, MaskMode};
 
@@ -24,6 +27,15 @@ fn cached_decode_equals_naive_recompute_at_every_step() {
     let device = device();
     for (path, model) in small_models_both_paths(MaskMode::Causal, 5, &device) {
         eprintln!("{path}");
+        assert_cached_decode_equals_naive(&model, &device);
+    }
+    // Grouped-query attention: the decode step stacks each group's queries on its shared head.
+    let gqa = small_config(MaskMode::Causal)
+        .with_n_kv_heads(Some(2))
+        .init_seeded(5, &device)
+        .unwrap();
+    for (path, model) in both_paths(gqa) {
+        eprintln!("GQA, {path}");
         assert_cached_decode_equals_naive(&model, &device);
     }
 }
@@ -118,30 +130,37 @@ fn assert_chunked_prefill_equals_one_shot(model: &Gpt, device: &Device) {
 #[test]
 fn memory_bytes_follow_the_formula() {
     let device = device();
-    let model = small_model(MaskMode::Causal, 7, &device);
-    let config = model.config().clone();
-    let batch = 3;
-    let mut cache = model.new_cache(batch, &device);
-    assert_eq!(cache.memory_bytes(), 0);
-    for len in [4, 1, 6] {
-        let ids = random_tokens(batch * len, config.vocab_size, len as u64);
-        model
-            .forward_cached(token_tensor(&ids, batch, len, &device).unwrap(), &mut cache)
+    // 4 heads with 4 key/value heads (multi-head), 2 (grouped) and 1 (multi-query): the cache
+    // holds the key/value heads only.
+    for kv_heads in [4, 2, 1] {
+        let model = small_config(MaskMode::Causal)
+            .with_n_kv_heads(Some(kv_heads))
+            .init_seeded(7, &device)
             .unwrap();
-        // 2 (K and V) · L · B · H · Dh · S · 4 bytes (f32)
-        let formula =
-            2 * config.n_layers * batch * config.n_heads * config.head_dim() * cache.len() * 4;
+        let config = model.config().clone();
+        let batch = 3;
+        let mut cache = model.new_cache(batch, &device);
+        assert_eq!(cache.memory_bytes(), 0);
+        for len in [4, 1, 6] {
+            let ids = random_tokens(batch * len, config.vocab_size, len as u64);
+            model
+                .forward_cached(token_tensor(&ids, batch, len, &device).unwrap(), &mut cache)
+                .unwrap();
+            // 2 (K and V) · L · B · H_kv · Dh · S · 4 bytes (f32)
+            let formula =
+                2 * config.n_layers * batch * kv_heads * config.head_dim() * cache.len() * 4;
+            assert_eq!(
+                cache.memory_bytes(),
+                formula,
+                "{kv_heads} key/value heads, at {} positions",
+                cache.len()
+            );
+        }
         assert_eq!(
-            cache.memory_bytes(),
-            formula,
-            "at {} positions",
-            cache.len()
+            cache.allocated_bytes(),
+            2 * config.n_layers * batch * kv_heads * config.head_dim() * config.max_seq_len * 4
         );
     }
-    assert_eq!(
-        cache.allocated_bytes(),
-        2 * config.n_layers * batch * config.n_heads * config.head_dim() * config.max_seq_len * 4
-    );
 }
 
 #[test]

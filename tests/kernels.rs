@@ -206,36 +206,43 @@ fn cross_entropy_matches_composite_and_finite_differences() {
     );
 }
 
-/// Causal attention on `[B, H, T, Dh]` queries and `[B, H, S, Dh]` keys and values.
-fn attention_op(shape: [usize; 5]) -> impl Fn(&[Tensor<1>]) -> Tensor<1> {
-    let [batch, heads, queries, keys, head_dim] = shape;
+/// Causal attention on `[B, H, T, Dh]` queries and `[B, H_kv, S, Dh]` keys and values.
+fn attention_op(shape: [usize; 6]) -> impl Fn(&[Tensor<1>]) -> Tensor<1> {
+    let [batch, heads, kv_heads, queries, keys, head_dim] = shape;
     move |inputs| {
         let q = inputs[0].clone().reshape([batch, heads, queries, head_dim]);
-        let k = inputs[1].clone().reshape([batch, heads, keys, head_dim]);
-        let v = inputs[2].clone().reshape([batch, heads, keys, head_dim]);
+        let k = inputs[1].clone().reshape([batch, kv_heads, keys, head_dim]);
+        let v = inputs[2].clone().reshape([batch, kv_heads, keys, head_dim]);
         causal_attention(q, k, v).reshape([batch * heads * queries * head_dim])
     }
 }
 
 #[test]
 fn causal_attention_matches_composite_and_finite_differences() {
-    // As many queries as keys (training) and fewer (a prefill after a cache: bottom-right).
-    for (queries, keys) in [(9, 9), (5, 12)] {
-        let shape = [2, 3, queries, keys, 8];
-        let inputs = [
-            random(2 * 3 * queries * 8, 13),
-            random(2 * 3 * keys * 8, 14),
-            random(2 * 3 * keys * 8, 15),
-        ];
-        let name = format!("attention T={queries} S={keys}");
-        assert_matches_composite(&name, &attention_op(shape), &inputs);
+    // As many queries as keys (training) and fewer (a prefill after a cache: bottom-right);
+    // 6 query heads with 6, 2 or 1 key/value heads (the composite repeats the shared heads,
+    // the kernel groups the queries instead).
+    for kv_heads in [6, 2, 1] {
+        for (queries, keys) in [(9, 9), (5, 12)] {
+            let shape = [2, 6, kv_heads, queries, keys, 8];
+            let inputs = [
+                random(2 * 6 * queries * 8, 13),
+                random(2 * kv_heads * keys * 8, 14),
+                random(2 * kv_heads * keys * 8, 15),
+            ];
+            let name = format!("attention T={queries} S={keys}, {kv_heads} key/value heads");
+            assert_matches_composite(&name, &attention_op(shape), &inputs);
+        }
     }
-    let tiny = [
-        random(2 * 3 * 4, 16),
-        random(2 * 4 * 4, 17),
-        random(2 * 4 * 4, 18),
-    ];
-    assert_matches_finite_differences("attention", &attention_op([1, 2, 3, 4, 4]), &tiny);
+    for kv_heads in [2, 1] {
+        let tiny = [
+            random(2 * 3 * 4, 16),
+            random(kv_heads * 4 * 4, 17),
+            random(kv_heads * 4 * 4, 18),
+        ];
+        let name = format!("attention, {kv_heads} key/value heads");
+        assert_matches_finite_differences(&name, &attention_op([1, 2, kv_heads, 3, 4, 4]), &tiny);
+    }
 }
 
 /// `x·W (+ b)` on `[2, rows/2, D_in]`; with `transposed` the weight input is `[D_out, D_in]`
@@ -279,28 +286,32 @@ fn linear_matches_composite_and_finite_differences() {
 }
 
 /// Self-attention through three projections (inputs 1-3 weights, 4-6 biases) on
-/// `[B, T, D]`, up to the merged heads; with `rope`, queries and keys rotated at positions
-/// `5..5 + T` (the model's rotation on the composite path, the kernel's on the fused one).
+/// `[B, T, D]`, up to the merged heads, with `heads = [H, H_kv]` query and key/value heads (the
+/// key and value projections are `D -> H_kv·Dh`); with `rope`, queries and keys rotated at
+/// positions `5..5 + T` (the model's rotation on the composite path, the kernel's on the fused
+/// one).
 fn self_attention_op(
     shape: [usize; 3],
-    heads: usize,
+    heads: [usize; 2],
     rope: bool,
 ) -> impl Fn(&[Tensor<1>]) -> Tensor<1> {
     let [batch, seq, d] = shape;
+    let head_dim = d / heads[0];
+    let widths = [d, heads[1] * head_dim, heads[1] * head_dim];
     move |inputs| {
         let device = inputs[0].device();
         let layer = |i: usize| -> Linear {
-            let mut layer = LinearConfig::new(d, d).init(&device);
+            let mut layer = LinearConfig::new(d, widths[i]).init(&device);
             // `initialized` keeps the graph: the weight is a reshape of the flat input leaf.
-            layer.weight =
-                Param::initialized(ParamId::new(), inputs[1 + i].clone().reshape([d, d]));
+            let weight = inputs[1 + i].clone().reshape([d, widths[i]]);
+            layer.weight = Param::initialized(ParamId::new(), weight);
             layer.bias = Some(Param::initialized(ParamId::new(), inputs[4 + i].clone()));
             layer
         };
         let (q, k, v) = (layer(0), layer(1), layer(2));
         let x = inputs[0].clone().reshape([batch, seq, d]);
         let positions: Vec<usize> = (5..5 + seq).collect();
-        let rotation = Rotation::new(&positions, 1, d / heads, 10000.0, &device);
+        let rotation = Rotation::new(&positions, 1, head_dim, 10000.0, &device);
         let rotate = |x: Tensor<4>| rotation.apply(x);
         let rotary = rope.then(|| {
             let (cos, sin) = rotation.shared_tables().expect("one row of positions");
@@ -314,36 +325,50 @@ fn self_attention_op(
     }
 }
 
+/// Inputs for [`self_attention_op`]: x, three weights, three biases.
+fn self_attention_inputs(shape: [usize; 3], heads: [usize; 2], seed: u64) -> Vec<Vec<f32>> {
+    let [batch, seq, d] = shape;
+    let kv_width = heads[1] * d / heads[0];
+    let widths = [d, kv_width, kv_width];
+    let mut inputs = vec![random(batch * seq * d, seed)];
+    inputs.extend((0..3).map(|i| random(d * widths[i], seed + 1 + i as u64)));
+    inputs.extend((0..3).map(|i| random(widths[i], seed + 4 + i as u64)));
+    inputs
+}
+
 #[test]
 fn packed_self_attention_matches_composite_and_finite_differences() {
-    let (batch, seq, d, heads) = (3, 7, 12, 3);
-    let mut inputs = vec![random(batch * seq * d, 41)];
-    inputs.extend((0..3).map(|i| random(d * d, 42 + i)));
-    inputs.extend((0..3).map(|i| random(d, 45 + i)));
-    // The key bias adds the same `q·b_K` to every score of a row, which the softmax removes:
-    // its gradient is exactly 0 (not once the keys are rotated: then each key's bias turns
-    // with its position).
-    assert_matches_composite_with_zeros(
-        "packed self-attention",
-        &self_attention_op([batch, seq, d], heads, false),
-        &inputs,
-        &[5],
-    );
-    assert_matches_composite(
-        "packed self-attention with RoPE",
-        &self_attention_op([batch, seq, d], heads, true),
-        &inputs,
-    );
-    let (seq, d, heads) = (3, 4, 2);
-    let mut tiny = vec![random(seq * d, 51)];
-    tiny.extend((0..3).map(|i| random(d * d, 52 + i)));
-    tiny.extend((0..3).map(|i| random(d, 55 + i)));
-    for rope in [false, true] {
-        assert_matches_finite_differences(
-            &format!("packed self-attention, RoPE {rope}"),
-            &self_attention_op([1, seq, d], heads, rope),
-            &tiny,
+    // Multi-head (3 of 3 key/value heads), grouped (6 query heads sharing 2) and multi-query
+    // (6 sharing 1): the composite path repeats the shared heads, the kernel reads them in
+    // place and sums their gradients over each group.
+    for (d, heads) in [(12, [3, 3]), (24, [6, 2]), (24, [6, 1])] {
+        let shape = [3, 7, d];
+        let inputs = self_attention_inputs(shape, heads, 41);
+        // The key bias adds the same `q·b_K` to every score of a row, which the softmax
+        // removes: its gradient is exactly 0 (not once the keys are rotated: then each key's
+        // bias turns with its position).
+        assert_matches_composite_with_zeros(
+            &format!("packed self-attention, heads {heads:?}"),
+            &self_attention_op(shape, heads, false),
+            &inputs,
+            &[5],
         );
+        assert_matches_composite(
+            &format!("packed self-attention with RoPE, heads {heads:?}"),
+            &self_attention_op(shape, heads, true),
+            &inputs,
+        );
+    }
+    for (d, heads) in [(4, [2, 2]), (8, [4, 2])] {
+        let shape = [1, 3, d];
+        let tiny = self_attention_inputs(shape, heads, 51);
+        for rope in [false, true] {
+            assert_matches_finite_differences(
+                &format!("packed self-attention, heads {heads:?}, RoPE {rope}"),
+                &self_attention_op(shape, heads, rope),
+                &tiny,
+            );
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use common::{device, max_abs_diff};
 use serde::Deserialize;
 use tinygpt::model::BlockConfig;
 use tinygpt::model::{
-    CausalSelfAttention, CausalSelfAttentionConfig, Rotation, fused_causal_attention,
+    CausalSelfAttention, CausalSelfAttentionConfig, LayerInput, Rotation, fused_causal_attention,
 };
 
 const TOLERANCE: f32 = 1e-5;
@@ -199,5 +199,48 @@ fn rotary_embedding_matches_the_hugging_face_convention() {
             fused_causal_attention(q, k, v),
             fixture.tensor("out", &device),
         );
+    }
+}
+
+#[test]
+fn grouped_query_attention_matches_torch_enable_gqa() {
+    let device = device();
+    // 4 query heads sharing 2 key/value heads, sharing 1 (multi-query), and 2 with RoPE.
+    for name in ["gqa_2.json", "gqa_1.json", "gqa_2_rope.json"] {
+        let fixture = load(name);
+        let [d_model, n_heads, n_kv_heads, seq] =
+            ["d_model", "n_heads", "n_kv_heads", "seq"].map(|n| fixture.size(n));
+        let theta = fixture.config["theta"];
+        // The attention core alone: grouped queries against the shared heads.
+        let [q, k, v] = ["q", "k", "v"].map(|n| fixture.tensor::<4>(n, &device));
+        assert_matches(
+            &format!("{name}, attention core"),
+            fused_causal_attention(q, k, v),
+            fixture.tensor("context", &device),
+        );
+        // The whole layer, on the readable path (keys and values repeated per group) and the
+        // fast one (shared heads read in place).
+        let config =
+            CausalSelfAttentionConfig::new(d_model, n_heads).with_n_kv_heads(Some(n_kv_heads));
+        for fused in [false, true] {
+            let mut layer = fixture.attention("", config.init(&device).unwrap(), &device);
+            layer.set_fused(fused);
+            let mut input = LayerInput::new(fixture.tensor("x", &device));
+            if theta > 0.0 {
+                let positions: Vec<usize> = (0..seq).collect();
+                input.rotation = Some(Rotation::new(
+                    &positions,
+                    1,
+                    d_model / n_heads,
+                    theta,
+                    &device,
+                ));
+            }
+            assert_matches(
+                &format!("{name}, layer, fast kernels {fused}"),
+                layer.forward(input),
+                fixture.tensor("out", &device),
+            );
+        }
     }
 }

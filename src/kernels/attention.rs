@@ -9,6 +9,14 @@
 //! in the backward. The causal mask is aligned bottom-right, as everywhere in the crate: query `i` of `T`
 //! sees keys `0 ..= i + S − T`.
 //!
+//! # Grouped queries
+//! With fewer key/value heads than query heads (grouped-query attention, `H = G·H_kv`), query
+//! head `h` reads key/value head `h / G`. The `G` query heads of a group are adjacent in
+//! `[B, H, T, Dh]`, so reshaping the queries to `[B, H_kv, G·T, Dh]` lines each group's queries
+//! up against its one key/value head: every product below then runs per key/value head, the
+//! keys and values are never repeated, and `dK`, `dV` sum over the group by themselves. Only
+//! the mask needs to know that row `r` of a group is query `r mod T`.
+//!
 //! # Maths
 //! `P = softmax(mask(Q Kᵀ · c))` with `c = 1/√Dh`, `O = P V`. Given `dO`:
 //! `dV = Pᵀ dO`, `dP = dO Vᵀ`, `dS = P ⊙ (dP − rowsum(P ⊙ dP)) · c`, `dQ = dS K`,
@@ -92,14 +100,32 @@ pub fn score_gradient_row(weights: &[f32], weight_grads: &mut [f32], scale: f32)
 /// which saves the backward one matrix product and one softmax.
 pub const KEEP_WEIGHTS_UP_TO: usize = 16 << 20;
 
-/// The causal attention weights `softmax(mask(q·kᵀ / √Dh))`.
+/// The queries of each key/value head side by side (see the module docs).
 ///
 /// # Shapes
-/// - q: `[B, H, T, Dh]`, k: `[B, H, S, Dh]`, output `[B, H, T, S]`
-fn weights_flex(q: FlexTensor, k: FlexTensor) -> FlexTensor {
-    let [_, _, queries, head_dim] = dims(&q)[..] else {
+/// - q: `[B, H, T, Dh]` with `H = G·H_kv`, output `[B, H_kv, G·T, Dh]`
+fn grouped(q: FlexTensor, kv_heads: usize) -> FlexTensor {
+    let [batch, heads, queries, head_dim] = dims(&q)[..] else {
         unreachable!("attention inputs are 4-d")
     };
+    assert!(
+        kv_heads > 0 && heads.is_multiple_of(kv_heads),
+        "{heads} query heads cannot share {kv_heads} key/value heads evenly"
+    );
+    if heads == kv_heads {
+        return q;
+    }
+    let shape = [batch, kv_heads, heads / kv_heads * queries, head_dim];
+    Flex::float_reshape(q, shape.into())
+}
+
+/// The causal attention weights `softmax(mask(q·kᵀ / √Dh))` for queries grouped by
+/// [`grouped`], `queries` (`T`) positions per head.
+///
+/// # Shapes
+/// - q: `[B, H_kv, G·T, Dh]`, k: `[B, H_kv, S, Dh]`, output `[B, H_kv, G·T, S]`
+fn weights_flex(q: FlexTensor, k: FlexTensor, queries: usize) -> FlexTensor {
+    let head_dim = dims(&q)[3];
     let keys = dims(&k)[2];
     let mut weights = Flex::float_matmul(q, Flex::float_swap_dims(k, 2, 3));
     causal_softmax(
@@ -112,13 +138,16 @@ fn weights_flex(q: FlexTensor, k: FlexTensor) -> FlexTensor {
 }
 
 /// Forward: the weights with one matrix product and a fused masked softmax, then `P·V`.
-/// Returns the weights too, for the backward.
+/// Returns the weights too (grouped, `[B, H_kv, G·T, S]`), for the backward.
 ///
 /// # Shapes
-/// - q: `[B, H, T, Dh]`, k and v: `[B, H, S, Dh]` with `S ≥ T`, output `[B, H, T, Dh]`
+/// - q: `[B, H, T, Dh]`, k and v: `[B, H_kv, S, Dh]` with `S ≥ T` and `H_kv` dividing `H`,
+///   output `[B, H, T, Dh]`
 pub fn forward_flex(q: FlexTensor, k: FlexTensor, v: FlexTensor) -> (FlexTensor, FlexTensor) {
-    let weights = weights_flex(q, k);
-    (Flex::float_matmul(weights.clone(), v), weights)
+    let shape = dims(&q);
+    let weights = weights_flex(grouped(q, dims(&k)[1]), k, shape[2]);
+    let out = Flex::float_matmul(weights.clone(), v);
+    (Flex::float_reshape(out, shape.into()), weights)
 }
 
 /// Above this many weights per head (`T·S`, 1 MB of `f32`) inference leaves attention to
@@ -131,7 +160,8 @@ pub const WEIGHTS_PER_HEAD_IN_CACHE: usize = 256 * 1024;
 /// for long ones.
 ///
 /// # Shapes
-/// - q: `[B, H, T, Dh]`, k and v: `[B, H, S, Dh]` with `S ≥ T`, output `[B, H, T, Dh]`
+/// - q: `[B, H, T, Dh]`, k and v: `[B, H_kv, S, Dh]` with `S ≥ T`, output `[B, H, T, Dh]`
+///   (Flex's kernel shares key/value heads between query heads the same way)
 pub fn inference_flex(q: FlexTensor, k: FlexTensor, v: FlexTensor) -> FlexTensor {
     if dims(&q)[2] * dims(&k)[2] <= WEIGHTS_PER_HEAD_IN_CACHE {
         return forward_flex(q, k, v).0;
@@ -153,18 +183,23 @@ pub fn saved(qkv: [FlexTensor; 3], weights: FlexTensor) -> Saved {
 /// The gradients of `q`, `k` and `v` for an upstream gradient `d_out`.
 pub fn backward_flex(saved: Saved, d_out: FlexTensor) -> [FlexTensor; 3] {
     let [q, k, v] = saved.qkv;
-    let keys = dims(&k)[2];
-    let scale = 1.0 / (dims(&q)[3] as f32).sqrt();
+    let q_shape = dims(&q);
+    let [keys, kv_heads] = [dims(&k)[2], dims(&k)[1]];
+    let scale = 1.0 / (q_shape[3] as f32).sqrt();
+    let q = grouped(q, kv_heads);
+    let d_out = grouped(d_out, kv_heads);
     let weights = match saved.weights {
         Some(weights) => weights,
-        None => weights_flex(q.clone(), k.clone()),
+        None => weights_flex(q.clone(), k.clone(), q_shape[2]),
     };
+    // With groups, these products sum over each group's query heads: dK and dV of a shared
+    // head collect the gradients of every query head that read it.
     let d_v = Flex::float_matmul(Flex::float_swap_dims(weights.clone(), 2, 3), d_out.clone());
     let mut d_scores = Flex::float_matmul(d_out, Flex::float_swap_dims(v, 2, 3));
     score_gradient(&values(&weights), values_mut(&mut d_scores), keys, scale);
     let d_q = Flex::float_matmul(d_scores.clone(), k);
     let d_k = Flex::float_matmul(Flex::float_swap_dims(d_scores, 2, 3), q);
-    [d_q, d_k, d_v]
+    [Flex::float_reshape(d_q, q_shape.into()), d_k, d_v]
 }
 
 /// What the backward needs: the inputs, and the weights unless they were too large to keep.

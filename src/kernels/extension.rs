@@ -43,8 +43,13 @@ pub trait FusedOps: Backend {
     ) -> FloatTensor<Self>;
     /// `x·W`.
     fn fused_linear_no_bias(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// Causal self-attention from packed `[B, T, 3D]` projections to merged heads `[B, T, D]`.
-    fn fused_packed_attention(packed: FloatTensor<Self>, heads: usize) -> FloatTensor<Self>;
+    /// Causal self-attention from packed `[B, T, D + 2·H_kv·Dh]` projections to merged heads
+    /// `[B, T, D]`, `heads` query heads sharing `kv_heads` key/value heads.
+    fn fused_packed_attention(
+        packed: FloatTensor<Self>,
+        heads: usize,
+        kv_heads: usize,
+    ) -> FloatTensor<Self>;
     /// The same, the queries and keys rotated first by the `[T, Dh/2]` tables `cos` and `sin`
     /// (rotary position embedding; the tables take no gradient).
     fn fused_packed_rope_attention(
@@ -52,8 +57,10 @@ pub trait FusedOps: Backend {
         cos: FloatTensor<Self>,
         sin: FloatTensor<Self>,
         heads: usize,
+        kv_heads: usize,
     ) -> FloatTensor<Self>;
-    /// Causal attention, bottom-right aligned.
+    /// Causal attention, bottom-right aligned; the key/value heads may be fewer than the query
+    /// heads (grouped-query attention).
     fn fused_causal_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -94,8 +101,12 @@ impl FusedOps for Flex {
         linear::forward_flex(x, weight, None).0
     }
 
-    fn fused_packed_attention(packed: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
-        packed_attention::forward_flex(packed, heads, None, false).0
+    fn fused_packed_attention(
+        packed: FloatTensor<Self>,
+        heads: usize,
+        kv_heads: usize,
+    ) -> FloatTensor<Self> {
+        packed_attention::forward_flex(packed, [heads, kv_heads], None, false).0
     }
 
     fn fused_packed_rope_attention(
@@ -103,9 +114,10 @@ impl FusedOps for Flex {
         cos: FloatTensor<Self>,
         sin: FloatTensor<Self>,
         heads: usize,
+        kv_heads: usize,
     ) -> FloatTensor<Self> {
         let tables = rope_tables(&cos, &sin);
-        packed_attention::forward_flex(packed, heads, Some(tables), false).0
+        packed_attention::forward_flex(packed, [heads, kv_heads], Some(tables), false).0
     }
 
     fn fused_causal_attention(
@@ -128,7 +140,7 @@ fn rope_tables(cos: &FlexTensor, sin: &FlexTensor) -> packed_attention::Tables {
 /// The packed attention on `Autodiff<Flex>`, with or without a rotation, recorded.
 fn recorded_packed_attention<C: CheckpointStrategy>(
     packed: FloatTensor<Autodiff<Flex, C>>,
-    heads: usize,
+    heads: [usize; 2],
     rotation: Option<packed_attention::Tables>,
 ) -> FloatTensor<Autodiff<Flex, C>> {
     let nodes = [packed.node()];
@@ -209,8 +221,12 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         record::<C, _, _>(LinearNoBiasBackward, nodes, saved, out)
     }
 
-    fn fused_packed_attention(packed: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
-        recorded_packed_attention::<C>(packed, heads, None)
+    fn fused_packed_attention(
+        packed: FloatTensor<Self>,
+        heads: usize,
+        kv_heads: usize,
+    ) -> FloatTensor<Self> {
+        recorded_packed_attention::<C>(packed, [heads, kv_heads], None)
     }
 
     fn fused_packed_rope_attention(
@@ -218,9 +234,10 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         cos: FloatTensor<Self>,
         sin: FloatTensor<Self>,
         heads: usize,
+        kv_heads: usize,
     ) -> FloatTensor<Self> {
         let tables = rope_tables(&cos.into_primitive(), &sin.into_primitive());
-        recorded_packed_attention::<C>(packed, heads, Some(tables))
+        recorded_packed_attention::<C>(packed, [heads, kv_heads], Some(tables))
     }
 
     fn fused_causal_attention(
@@ -282,10 +299,11 @@ pub fn linear<const N: usize>(
 }
 
 /// See [`super::causal_self_attention`].
-pub fn packed_attention(packed: Tensor<3>, heads: usize) -> Tensor<3> {
+pub fn packed_attention(packed: Tensor<3>, heads: usize, kv_heads: usize) -> Tensor<3> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_packed_attention(
         packed.into_dispatch(),
         heads,
+        kv_heads,
     ))
 }
 
@@ -295,12 +313,14 @@ pub fn packed_rope_attention(
     cos: Tensor<2>,
     sin: Tensor<2>,
     heads: usize,
+    kv_heads: usize,
 ) -> Tensor<3> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_packed_rope_attention(
         packed.into_dispatch(),
         cos.into_dispatch(),
         sin.into_dispatch(),
         heads,
+        kv_heads,
     ))
 }
 

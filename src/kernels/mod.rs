@@ -201,23 +201,26 @@ pub struct Rotary<'a> {
 
 /// Causal self-attention of `x` through the query, key and value `projections`, up to the
 /// merged heads (the output projection is the caller's), with the queries and keys rotated
-/// first when `rotary` is given.
+/// first when `rotary` is given. `heads` is `[H, H_kv]`: the query heads and the key/value heads
+/// they share (equal for multi-head attention).
 ///
 /// On Flex the three projections run as one product against `[W_Q | W_K | W_V]` (nanoGPT's
 /// `c_attn` layout, assembled from the three layers on every call, so the weights and every
 /// file written from them keep their three names) and the attention reads the heads in place
-/// from the packed `[B, T, 3D]` result ([`packed_attention`](self) kernel). Elsewhere, and for
-/// sequences longer than 512, it is the model's readable sequence: three projections,
-/// `split_heads`, [`causal_attention`], `merge_heads`.
+/// from the packed `[B, T, D + 2·H_kv·Dh]` result ([`packed_attention`](self) kernel).
+/// Elsewhere, and for sequences longer than 512, it is the model's readable sequence: three
+/// projections, `split_heads`, [`causal_attention`], `merge_heads`.
 ///
 /// # Shapes
-/// - x: `[B, T, D]`, each projection `D -> D`, output: `[B, T, D]`
+/// - x: `[B, T, D]`, query projection `D -> D`, key and value projections `D -> H_kv·Dh`,
+///   output: `[B, T, D]`
 pub fn causal_self_attention(
     x: Tensor<3>,
     projections: [&Linear; 3],
-    n_heads: usize,
+    heads: [usize; 2],
     rotary: Option<Rotary<'_>>,
 ) -> Tensor<3> {
+    let [n_heads, kv_heads] = heads;
     #[cfg(feature = "flex")]
     {
         let seq = x.dims()[1];
@@ -235,20 +238,27 @@ pub fn causal_self_attention(
             let packed = extension::linear(x, weight, bias);
             return match rotary {
                 Some(Rotary { cos, sin, .. }) => {
-                    extension::packed_rope_attention(packed, cos, sin, n_heads)
+                    extension::packed_rope_attention(packed, cos, sin, n_heads, kv_heads)
                 }
-                None => extension::packed_attention(packed, n_heads),
+                None => extension::packed_attention(packed, n_heads, kv_heads),
             };
         }
     }
     // `model::split_heads` and `model::merge_heads`, written out so the kernels stay below the
     // model in the module graph.
     let [batch, seq, d_model] = x.dims();
-    let [q, k, v] = projections.map(|layer| {
+    let head_dim = d_model / n_heads;
+    let split = |layer: &Linear, heads: usize| {
         linear_layer(layer, x.clone())
-            .reshape([batch, seq, n_heads, d_model / n_heads])
+            .reshape([batch, seq, heads, head_dim])
             .swap_dims(1, 2)
-    });
+    };
+    let [query, key, value] = projections;
+    let (q, k, v) = (
+        split(query, n_heads),
+        split(key, kv_heads),
+        split(value, kv_heads),
+    );
     let (q, k) = match rotary {
         Some(Rotary { rotate, .. }) => (rotate(q), rotate(k)),
         None => (q, k),
@@ -259,13 +269,16 @@ pub fn causal_self_attention(
 }
 
 /// Causal attention with the mask aligned bottom-right (query `i` of `T` sees keys
-/// `0 ..= i + S − T`), scale `1/√Dh`.
+/// `0 ..= i + S − T`), scale `1/√Dh`. With fewer key/value heads than query heads
+/// (grouped-query attention), query head `h` reads key/value head `h / G`, `G = H / H_kv`.
 ///
 /// # Shapes
-/// - q: `[B, H, T, Dh]`, k and v: `[B, H, S, Dh]` with `S ≥ T`, output: `[B, H, T, Dh]`
+/// - q: `[B, H, T, Dh]`, k and v: `[B, H_kv, S, Dh]` with `S ≥ T` and `H_kv` dividing `H`,
+///   output: `[B, H, T, Dh]`
 pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     #[cfg(feature = "flex")]
     if fused_for(&q.device(), q.dtype()) {
+        // Flex's kernel and the crate's own share key/value heads without copying them.
         return extension::causal_attention(q, k, v);
     }
     let options = burn::tensor::ops::AttentionModuleOptions {
@@ -273,5 +286,25 @@ pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
         softcap: None,
         is_causal: true,
     };
+    // Burn's generic attention wants as many key/value heads as query heads: give each query
+    // head its group's keys and values (a copy, on backends without a grouped kernel).
+    let groups = q.dims()[1] / k.dims()[1];
+    let (k, v) = (repeat_heads(k, groups), repeat_heads(v, groups));
     burn::tensor::module::attention(q, k, v, None, None, options)
+}
+
+/// Each key/value head repeated for the `groups` query heads that share it (head `h` of the
+/// result is head `h / groups` of the input); the same as `model::repeat_kv`, kept here so the
+/// kernels stay below the model.
+///
+/// # Shapes
+/// - x: `[B, H_kv, S, Dh]`, output: `[B, H_kv·groups, S, Dh]`
+fn repeat_heads(x: Tensor<4>, groups: usize) -> Tensor<4> {
+    if groups == 1 {
+        return x;
+    }
+    let [batch, kv_heads, seq, head_dim] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([batch, kv_heads, groups, seq, head_dim])
+        .reshape([batch, kv_heads * groups, seq, head_dim])
 }

@@ -1,13 +1,18 @@
-//! Causal self-attention from the packed projections `[B, T, 3·D]` (queries, keys and values
-//! side by side, as nanoGPT's `c_attn` produces them) straight to the merged heads `[B, T, D]`,
-//! forward and backward.
+//! Causal self-attention from the packed projections `[B, T, D + 2·H_kv·Dh]` (queries, keys and
+//! values side by side, as nanoGPT's `c_attn` produces them) straight to the merged heads
+//! `[B, T, D]`, forward and backward.
 //!
 //! Head `h` of batch entry `b` reads its queries, keys and values as strided views of the
-//! packed rows (columns `h·Dh ..`, `D + h·Dh ..`, `2D + h·Dh ..`) and writes its output into
-//! columns `h·Dh ..` of the merged rows, so neither `split_heads` nor `merge_heads` copies
-//! anything, and the backward writes `dq`, `dk` and `dv` into one packed gradient, which is
-//! what the single `x·[W_Q | W_K | W_V]` product before it takes. The maths are those of
-//! [`super::attention`], per head.
+//! packed rows and writes its output into columns `h·Dh ..` of the merged rows, so neither
+//! `split_heads` nor `merge_heads` copies anything, and the backward writes `dq`, `dk` and `dv`
+//! into one packed gradient, which is what the single `x·[W_Q | W_K | W_V]` product before it
+//! takes. With grouped-query attention (`H_kv < H` key/value heads, `G = H / H_kv`) query head
+//! `h` reads key/value head `h / G` in place, and the backward accumulates `dk` and `dv` over
+//! the group. The maths are those of [`super::attention`], per head.
+//!
+//! ```text
+//! packed row: | q: H heads of Dh | k: H_kv heads of Dh | v: H_kv heads of Dh |
+//! ```
 
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -20,6 +25,14 @@ use super::attention::{KEEP_WEIGHTS_UP_TO, causal_softmax_row, score_gradient_ro
 use super::flex::{dims, tensor, values};
 use super::gemm::{Matrix, Output, matmul_into};
 
+/// The three parts of a packed row.
+#[derive(Clone, Copy, Debug)]
+enum Part {
+    Query,
+    Key,
+    Value,
+}
+
 /// The sizes of one call.
 #[derive(Clone, Copy, Debug)]
 struct Sizes {
@@ -27,31 +40,45 @@ struct Sizes {
     seq: usize,
     d_model: usize,
     heads: usize,
+    kv_heads: usize,
     head_dim: usize,
 }
 
 impl Sizes {
-    fn new(packed: &[usize], heads: usize) -> Self {
-        let [batch, seq, three_d] = packed[..] else {
-            panic!("packed projections must be [B, T, 3·D], got {packed:?}")
+    fn new(packed: &[usize], heads: usize, kv_heads: usize) -> Self {
+        let [batch, seq, width] = packed[..] else {
+            panic!("packed projections must be [B, T, D + 2·H_kv·Dh], got {packed:?}")
         };
-        let d_model = three_d / 3;
+        let columns_per_dim = heads + 2 * kv_heads;
         assert!(
-            three_d % 3 == 0 && heads > 0 && d_model.is_multiple_of(heads),
-            "packed width {three_d} is not 3·D with D divisible by {heads} heads"
+            kv_heads > 0 && heads.is_multiple_of(kv_heads) && width.is_multiple_of(columns_per_dim),
+            "packed width {width} is not (H + 2·H_kv)·Dh for {heads} query heads sharing \
+             {kv_heads} key/value heads"
         );
+        let head_dim = width / columns_per_dim;
         Self {
             batch,
             seq,
-            d_model,
+            d_model: heads * head_dim,
             heads,
-            head_dim: d_model / heads,
+            kv_heads,
+            head_dim,
         }
     }
 
-    /// Elements of one batch entry's packed rows, `T·3D`.
+    /// Columns of a packed row, `D + 2·H_kv·Dh`.
+    fn width(&self) -> usize {
+        self.d_model + 2 * self.kv_heads * self.head_dim
+    }
+
+    /// Query heads sharing one key/value head, `G`.
+    fn group(&self) -> usize {
+        self.heads / self.kv_heads
+    }
+
+    /// Elements of one batch entry's packed rows.
     fn packed_per_entry(&self) -> usize {
-        self.seq * 3 * self.d_model
+        self.seq * self.width()
     }
 
     /// Elements of one batch entry's merged rows, `T·D`.
@@ -68,22 +95,38 @@ impl Sizes {
         1.0 / (self.head_dim as f32).sqrt()
     }
 
-    /// Part `part` (0 = q, 1 = k, 2 = v) of head `head` in one entry's packed rows: `[T, Dh]`.
-    fn part<'a>(&self, packed: &'a [f32], part: usize, head: usize) -> Matrix<'a> {
-        let offset = part * self.d_model + head * self.head_dim;
+    /// First column of the part that query head `head` reads: its own queries, or its group's
+    /// keys or values.
+    fn column(&self, part: Part, head: usize) -> usize {
+        let kv_head = head / self.group();
+        let kv_width = self.kv_heads * self.head_dim;
+        match part {
+            Part::Query => head * self.head_dim,
+            Part::Key => self.d_model + kv_head * self.head_dim,
+            Part::Value => self.d_model + kv_width + kv_head * self.head_dim,
+        }
+    }
+
+    /// What query head `head` reads of `part` in one entry's packed rows: `[T, Dh]`.
+    fn part<'a>(&self, packed: &'a [f32], part: Part, head: usize) -> Matrix<'a> {
         Matrix::strided(
             packed,
-            offset,
+            self.column(part, head),
             [self.seq, self.head_dim],
-            [3 * self.d_model, 1],
+            [self.width(), 1],
         )
+    }
+
+    /// Whether `head` is the first of its group (its key/value gradients start the sums).
+    fn starts_group(&self, head: usize) -> bool {
+        head.is_multiple_of(self.group())
     }
 }
 
 /// `softmax(mask(q·kᵀ / √Dh))` of one head into `weights` (`[T, T]`, row-major).
 fn head_weights(sizes: &Sizes, packed: &[f32], head: usize, weights: &mut [f32]) {
-    let q = sizes.part(packed, 0, head);
-    let k = sizes.part(packed, 1, head);
+    let q = sizes.part(packed, Part::Query, head);
+    let k = sizes.part(packed, Part::Key, head);
     matmul_into(Output::row_major(weights), q, k.t(), false);
     for (row, scores) in weights.chunks_mut(sizes.seq).enumerate() {
         causal_softmax_row(scores, row + 1, sizes.scale());
@@ -95,10 +138,10 @@ fn head_weights(sizes: &Sizes, packed: &[f32], head: usize, weights: &mut [f32])
 pub fn forward(
     packed: &[f32],
     shape: &[usize],
-    heads: usize,
+    [heads, kv_heads]: [usize; 2],
     keep_weights: bool,
 ) -> (Vec<f32>, Option<Vec<f32>>) {
-    let sizes = Sizes::new(shape, heads);
+    let sizes = Sizes::new(shape, heads, kv_heads);
     let mut merged = vec![0.0; sizes.batch * sizes.merged_per_entry()];
     let mut kept = keep_weights.then(|| vec![0.0; sizes.batch * sizes.weights_per_entry()]);
     let outputs = merged.par_chunks_mut(sizes.merged_per_entry()).enumerate();
@@ -136,22 +179,23 @@ fn forward_entry(
     for head in 0..sizes.heads {
         let weights = &mut weights[head * per_head..][..t * t];
         head_weights(sizes, packed, head, weights);
-        let v = sizes.part(packed, 2, head);
+        let v = sizes.part(packed, Part::Value, head);
         let p = Matrix::row_major(weights, t, t);
         matmul_into(Output::strided(out, head * dh, sizes.d_model), p, v, false);
     }
 }
 
-/// Backward: the packed gradient `[B, T, 3D]` for the merged heads' gradient `d_merged`.
+/// Backward: the packed gradient `[B, T, D + 2·H_kv·Dh]` for the merged heads' gradient
+/// `d_merged`.
 pub fn backward(
     packed: &[f32],
     shape: &[usize],
-    heads: usize,
+    [heads, kv_heads]: [usize; 2],
     kept_weights: Option<&[f32]>,
     d_merged: &[f32],
 ) -> Vec<f32> {
-    let sizes = Sizes::new(shape, heads);
-    let [t, dh, d] = [sizes.seq, sizes.head_dim, sizes.d_model];
+    let sizes = Sizes::new(shape, heads, kv_heads);
+    let [t, dh, d, width] = [sizes.seq, sizes.head_dim, sizes.d_model, sizes.width()];
     let mut d_packed = vec![0.0; packed.len()];
     d_packed
         .par_chunks_mut(sizes.packed_per_entry())
@@ -172,13 +216,16 @@ pub fn backward(
                 };
                 let p = Matrix::row_major(weights, t, t);
                 let d_o = Matrix::strided(d_out, head * dh, [t, dh], [d, 1]);
-                let [q, k, v] = [0, 1, 2].map(|part| sizes.part(packed, part, head));
+                let [q, k, v] = [Part::Query, Part::Key, Part::Value]
+                    .map(|part| sizes.part(packed, part, head));
+                // A shared key/value head's gradients sum over its group's query heads.
+                let accumulate = !sizes.starts_group(head);
                 // dV = Pᵀ·dO
                 matmul_into(
-                    Output::strided(d_packed, 2 * d + head * dh, 3 * d),
+                    Output::strided(d_packed, sizes.column(Part::Value, head), width),
                     p.t(),
                     d_o,
-                    false,
+                    accumulate,
                 );
                 // dP = dO·Vᵀ, then dS = P ⊙ (dP − rowsum(P ⊙ dP)) / √Dh, row by row
                 matmul_into(Output::row_major(&mut d_scores), d_o, v.t(), false);
@@ -187,12 +234,17 @@ pub fn backward(
                 }
                 let d_s = Matrix::row_major(&d_scores, t, t);
                 // dQ = dS·K, dK = dSᵀ·Q
-                matmul_into(Output::strided(d_packed, head * dh, 3 * d), d_s, k, false);
                 matmul_into(
-                    Output::strided(d_packed, d + head * dh, 3 * d),
+                    Output::strided(d_packed, sizes.column(Part::Query, head), width),
+                    d_s,
+                    k,
+                    false,
+                );
+                matmul_into(
+                    Output::strided(d_packed, sizes.column(Part::Key, head), width),
                     d_s.t(),
                     q,
-                    false,
+                    accumulate,
                 );
             }
         });
@@ -206,21 +258,28 @@ pub fn backward(
 /// rotation's transpose is its inverse).
 ///
 /// # Shapes
-/// - packed: `[B, T, 3D]`, cos and sin: `[T, Dh/2]`
-pub fn rotate(packed: &mut [f32], shape: &[usize], heads: usize, tables: &Tables, inverse: bool) {
-    let sizes = Sizes::new(shape, heads);
-    let [t, dh, d] = [sizes.seq, sizes.head_dim, sizes.d_model];
+/// - packed: `[B, T, D + 2·H_kv·Dh]`, cos and sin: `[T, Dh/2]`
+pub fn rotate(
+    packed: &mut [f32],
+    shape: &[usize],
+    [heads, kv_heads]: [usize; 2],
+    tables: &Tables,
+    inverse: bool,
+) {
+    let sizes = Sizes::new(shape, heads, kv_heads);
+    let [t, dh] = [sizes.seq, sizes.head_dim];
+    let rotated = sizes.column(Part::Value, 0);
     let half = dh / 2;
     let sign = if inverse { -1.0 } else { 1.0 };
     packed
-        .par_chunks_mut(3 * d)
+        .par_chunks_mut(sizes.width())
         .enumerate()
         .for_each(|(row, features)| {
             let position = row % t;
             let cos = &tables.cos[position * half..][..half];
             let sin = &tables.sin[position * half..][..half];
-            // The queries and the keys: the first two thirds of the row.
-            for head in features[..2 * d].chunks_mut(dh) {
+            // The queries and the keys: the row up to the values.
+            for head in features[..rotated].chunks_mut(dh) {
                 let (first, second) = head.split_at_mut(half);
                 for (((a, b), c), s) in first.iter_mut().zip(second).zip(cos).zip(sin) {
                     let s = sign * s;
@@ -238,11 +297,11 @@ pub struct Tables {
 }
 
 /// What the backward needs: the packed projections (rotated, when there is a rotation), the
-/// head count, the rotation and, when small enough, the weights.
+/// head counts (query, key/value), the rotation and, when small enough, the weights.
 #[derive(Clone, Debug)]
 pub struct Saved {
     packed: FlexTensor,
-    heads: usize,
+    heads: [usize; 2],
     weights: Option<FlexTensor>,
     rotation: Option<Tables>,
 }
@@ -251,12 +310,12 @@ pub struct Saved {
 /// keeps what the backward needs.
 pub fn forward_flex(
     packed: FlexTensor,
-    heads: usize,
+    heads: [usize; 2],
     rotation: Option<Tables>,
     train: bool,
 ) -> (FlexTensor, Saved) {
     let shape = dims(&packed);
-    let sizes = Sizes::new(&shape, heads);
+    let sizes = Sizes::new(&shape, heads[0], heads[1]);
     let packed = match &rotation {
         Some(tables) => {
             let mut rotated = values(&packed).into_owned();
@@ -267,7 +326,7 @@ pub fn forward_flex(
     };
     let keep = train && sizes.batch * sizes.weights_per_entry() <= KEEP_WEIGHTS_UP_TO;
     let (merged, weights) = forward(&values(&packed), &shape, heads, keep);
-    let weights = weights.map(|w| tensor(w, &[sizes.batch, heads, sizes.seq, sizes.seq]));
+    let weights = weights.map(|w| tensor(w, &[sizes.batch, sizes.heads, sizes.seq, sizes.seq]));
     let out = tensor(merged, &[sizes.batch, sizes.seq, sizes.d_model]);
     let saved = Saved {
         packed,

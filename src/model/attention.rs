@@ -1,6 +1,14 @@
 //! Multi-head causal self-attention with the head bookkeeping spelled out: project to Q, K, V,
 //! `split_heads`, scores, mask, softmax, weights · V, `merge_heads`, output projection `W_O`.
 //!
+//! # Grouped-query attention
+//! With `n_kv_heads < n_heads` the key and value projections produce only `H_kv` heads, and
+//! each group of `G = H / H_kv` adjacent query heads shares one of them (query head `h` reads
+//! key/value head `h / G`); `n_kv_heads = 1` is multi-query attention. The cache then holds
+//! `H_kv` heads, `G` times less memory, which is what GQA is for: decoding reads the whole
+//! cache at every step. The readable kernel shows the sharing by repeating each key/value head
+//! for its group ([`repeat_kv`]); the fast kernels share them without copying.
+//!
 //! The attention core (scores to mixed values) has three implementations that compute the same
 //! thing where more than one applies; [`CausalSelfAttention`] picks one per call from the mask
 //! mode, the dropout, the padding and the number of new queries, never from whether a trace is
@@ -31,8 +39,12 @@ use crate::kernels::{Rotary, causal_self_attention, linear_layer};
 pub struct CausalSelfAttentionConfig {
     /// Width of the residual stream, `D`.
     pub d_model: usize,
-    /// Number of heads, `H`; each head works in `Dh = D / H` dimensions.
+    /// Number of (query) heads, `H`; each head works in `Dh = D / H` dimensions.
     pub n_heads: usize,
+    /// Number of key/value heads, `H_kv`, shared by groups of `H / H_kv` query heads; `None`
+    /// (the default) means `H`, plain multi-head attention.
+    #[config(default = "None")]
+    pub n_kv_heads: Option<usize>,
     /// How the attention logits are masked.
     #[config(default = "MaskMode::Causal")]
     pub mask_mode: MaskMode,
@@ -69,6 +81,15 @@ impl CausalSelfAttentionConfig {
                 largest_divisor_at_most(self.d_model, self.n_heads)
             )));
         }
+        let kv_heads = self.kv_heads();
+        if kv_heads == 0 || kv_heads > self.n_heads || !self.n_heads.is_multiple_of(kv_heads) {
+            return Err(Error::Config(format!(
+                "n_kv_heads ({kv_heads}) must divide n_heads ({}) so every key/value head serves \
+                 the same number of query heads; try one of {:?}",
+                self.n_heads,
+                divisors(self.n_heads)
+            )));
+        }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::Config(format!(
                 "dropout ({}) must be in [0, 1)",
@@ -84,19 +105,33 @@ impl CausalSelfAttentionConfig {
     /// [`Error::Config`] when [`CausalSelfAttentionConfig::validate`] fails.
     pub fn init(&self, device: &Device) -> Result<CausalSelfAttention> {
         self.validate()?;
-        let projection = |std: f64| normal_linear(self.d_model, self.d_model, std, device);
+        let kv_width = self.kv_heads() * self.d_model / self.n_heads;
+        let projection = |width: usize, std: f64| normal_linear(self.d_model, width, std, device);
         Ok(CausalSelfAttention {
-            query: projection(self.init_std),
-            key: projection(self.init_std),
-            value: projection(self.init_std),
-            output: projection(self.output_init_std),
+            query: projection(self.d_model, self.init_std),
+            key: projection(kv_width, self.init_std),
+            value: projection(kv_width, self.init_std),
+            output: projection(self.d_model, self.output_init_std),
             attn_dropout: DropoutConfig::new(self.dropout).init(),
             resid_dropout: DropoutConfig::new(self.dropout).init(),
             n_heads: self.n_heads,
+            n_kv_heads: self.kv_heads(),
             mask_mode: self.mask_mode,
             fused: true,
         })
     }
+}
+
+impl CausalSelfAttentionConfig {
+    /// Key/value heads, `H_kv`: `n_kv_heads`, or `n_heads` when unset.
+    pub fn kv_heads(&self) -> usize {
+        self.n_kv_heads.unwrap_or(self.n_heads)
+    }
+}
+
+/// The divisors of `n`, in increasing order (the valid key/value head counts for `n` heads).
+fn divisors(n: usize) -> Vec<usize> {
+    (1..=n).filter(|&k| n.is_multiple_of(k)).collect()
 }
 
 /// The largest divisor of `n` that is at most `at_most` (a suggestion for a bad `n_heads`).
@@ -115,37 +150,41 @@ enum Kernel {
     Fused,
 }
 
-/// Multi-head causal self-attention.
+/// Multi-head causal self-attention, optionally with grouped key/value heads.
 ///
 /// # Shapes
 /// - input: `[B, T, D]`
 /// - output: `[B, T, D]`
 ///
-/// Inside, with `H` heads of width `Dh = D / H` and `S` keys (`S = T` without a cache,
-/// `S = cached + T` with one):
+/// Inside, with `H` heads of width `Dh = D / H`, `H_kv` key/value heads (`H_kv = H` for plain
+/// multi-head attention) and `S` keys (`S = T` without a cache, `S = cached + T` with one):
 ///
-/// | stage            | shape            |
-/// |------------------|------------------|
-/// | q, k, v          | `[B, T, D]`      |
-/// | split_heads      | `[B, H, T, Dh]`  |
-/// | keys with cache  | `[B, H, S, Dh]`  |
-/// | scores, weights  | `[B, H, T, S]`   |
-/// | attended         | `[B, H, T, Dh]`  |
-/// | merge_heads      | `[B, T, D]`      |
-/// | output (W_O)     | `[B, T, D]`      |
+/// | stage                  | shape               |
+/// |------------------------|---------------------|
+/// | q                      | `[B, T, D]`         |
+/// | k, v                   | `[B, T, H_kv·Dh]`   |
+/// | split_heads q          | `[B, H, T, Dh]`     |
+/// | split_heads k, v       | `[B, H_kv, T, Dh]`  |
+/// | keys with cache        | `[B, H_kv, S, Dh]`  |
+/// | repeat_kv (readable)   | `[B, H, S, Dh]`     |
+/// | scores, weights        | `[B, H, T, S]`      |
+/// | attended               | `[B, H, T, Dh]`     |
+/// | merge_heads            | `[B, T, D]`         |
+/// | output (W_O)           | `[B, T, D]`         |
 #[derive(Module, Debug)]
 pub struct CausalSelfAttention {
     /// Query projection `W_Q`, `[D, D]` (Burn stores linear weights as `[in, out]`).
     pub query: Linear,
-    /// Key projection `W_K`.
+    /// Key projection `W_K`, `[D, H_kv·Dh]`.
     pub key: Linear,
-    /// Value projection `W_V`.
+    /// Value projection `W_V`, `[D, H_kv·Dh]`.
     pub value: Linear,
     /// Output projection `W_O`, mixing the heads back together.
     pub output: Linear,
     attn_dropout: Dropout,
     resid_dropout: Dropout,
     n_heads: usize,
+    n_kv_heads: usize,
     #[module(skip)]
     mask_mode: MaskMode,
     #[module(skip)]
@@ -153,9 +192,19 @@ pub struct CausalSelfAttention {
 }
 
 impl CausalSelfAttention {
-    /// Number of heads.
+    /// Number of (query) heads, `H`.
     pub fn n_heads(&self) -> usize {
         self.n_heads
+    }
+
+    /// Number of key/value heads, `H_kv` (equal to `H` for plain multi-head attention).
+    pub fn n_kv_heads(&self) -> usize {
+        self.n_kv_heads
+    }
+
+    /// Query heads per key/value head, `G = H / H_kv`.
+    pub fn group_size(&self) -> usize {
+        self.n_heads / self.n_kv_heads
     }
 
     /// The masking rule this layer applies.
@@ -196,14 +245,17 @@ impl CausalSelfAttention {
         {
             // Training and full-sequence forwards: one fused op from x to the merged heads
             // (see `crate::kernels::causal_self_attention`); the stages are those below.
-            let heads = [batch, self.n_heads, seq, d_model / self.n_heads];
+            let head_dim = d_model / self.n_heads;
+            let heads = [batch, self.n_heads, seq, head_dim];
+            let kv_heads = [batch, self.n_kv_heads, seq, head_dim];
+            let kv = [batch, seq, self.n_kv_heads * head_dim];
             for (stage, shape) in [
                 ("q", &[batch, seq, d_model][..]),
-                ("k", &[batch, seq, d_model]),
-                ("v", &[batch, seq, d_model]),
+                ("k", &kv),
+                ("v", &kv),
                 ("q_heads", &heads),
-                ("k_heads", &heads),
-                ("v_heads", &heads),
+                ("k_heads", &kv_heads),
+                ("v_heads", &kv_heads),
                 ("scores", &[batch, self.n_heads, seq, seq]),
                 ("weights", &[batch, self.n_heads, seq, seq]),
                 ("attended", &heads),
@@ -220,7 +272,8 @@ impl CausalSelfAttention {
                 sin,
                 rotate: &rotate,
             });
-            let merged = causal_self_attention(x, projections, self.n_heads, rotary);
+            let heads = [self.n_heads, self.n_kv_heads];
+            let merged = causal_self_attention(x, projections, heads, rotary);
             return self.project_output(merged, trace);
         }
         let q = linear_layer(&self.query, x.clone());
@@ -231,9 +284,9 @@ impl CausalSelfAttention {
         record(&mut trace, "v", &v.dims());
 
         let (q, k, v) = (
-            self.split_heads(q),
-            self.split_heads(k),
-            self.split_heads(v),
+            split_heads(q, self.n_heads),
+            split_heads(k, self.n_kv_heads),
+            split_heads(v, self.n_kv_heads),
         );
         record(&mut trace, "q_heads", &q.dims());
         // Rotary position embedding: queries and keys turned by their positions' angles (the
@@ -251,6 +304,16 @@ impl CausalSelfAttention {
 
         let attended = match self.kernel(q.dims()[2], padding.is_some()) {
             Kernel::Readable => {
+                // Each query head gets its group's keys and values (a copy; the fast kernels
+                // read the shared heads in place).
+                let (k, v) = (
+                    repeat_kv(k, self.group_size()),
+                    repeat_kv(v, self.group_size()),
+                );
+                if self.group_size() > 1 {
+                    record(&mut trace, "k_repeated", &k.dims());
+                    record(&mut trace, "v_repeated", &v.dims());
+                }
                 self.masked_attention(q, k, v, padding, trace.as_deref_mut())
                     .0
             }
@@ -346,7 +409,7 @@ impl CausalSelfAttention {
         (weights.clone().matmul(v), weights)
     }
 
-    /// Give each head its own slice of the model dimension.
+    /// Give each (query) head its own slice of the model dimension.
     ///
     /// # Shapes
     /// - input: `[B, T, D]`
@@ -354,6 +417,24 @@ impl CausalSelfAttention {
     pub fn split_heads(&self, x: Tensor<3>) -> Tensor<4> {
         split_heads(x, self.n_heads)
     }
+}
+
+/// Repeat each key/value head for the `groups` query heads that share it: head `h` of the
+/// result is head `h / groups` of the input, so query head `h` meets its group's keys. This is
+/// what grouped-query attention means, written as a copy; the fast kernels get the same result
+/// by grouping the queries instead (see [`crate::kernels::causal_attention`]).
+///
+/// # Shapes
+/// - x: `[B, H_kv, S, Dh]`, output: `[B, H_kv·groups, S, Dh]`
+pub fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
+    if groups == 1 {
+        return x;
+    }
+    let [batch, kv_heads, seq, head_dim] = x.dims();
+    // [B, H_kv, S, Dh] -> [B, H_kv, 1, S, Dh] -> [B, H_kv, G, S, Dh] -> [B, H_kv·G, S, Dh]
+    x.unsqueeze_dim::<5>(2)
+        .expand([batch, kv_heads, groups, seq, head_dim])
+        .reshape([batch, kv_heads * groups, seq, head_dim])
 }
 
 /// Give each of `n_heads` heads its own slice of the model dimension: head `h` gets features
@@ -387,16 +468,25 @@ pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
 }
 
 /// Attention of a single query position (a decode step) over all `S` keys: with one query the
-/// causal mask hides nothing, so this is `softmax(q·Kᵀ / √Dh)·V` without one.
+/// causal mask hides nothing, so this is `softmax(q·Kᵀ / √Dh)·V` without one. With grouped
+/// key/value heads, the `G` query heads of a group are stacked against their shared head, so
+/// each cached head is read once per step, not once per query head.
 ///
 /// # Shapes
-/// - q: `[B, H, 1, Dh]`, k and v: `[B, H, S, Dh]`, output: `[B, H, 1, Dh]`
+/// - q: `[B, H, 1, Dh]`, k and v: `[B, H_kv, S, Dh]`, output: `[B, H, 1, Dh]`
 pub fn single_query_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
-    let scale = (q.dims()[3] as f64).sqrt().recip();
+    let [batch, heads, _, head_dim] = q.dims();
+    let kv_heads = k.dims()[1];
+    let scale = (head_dim as f64).sqrt().recip();
+    // [B, H, 1, Dh] -> [B, H_kv, G, Dh]: a group's queries as the rows of one matrix.
+    let q = q.reshape([batch, kv_heads, heads / kv_heads, head_dim]);
     // K·qᵀ rather than q·Kᵀ: the cache's rows are contiguous, so this is a row-major
     // matrix-vector product, which the CPU backends run several times faster.
-    let scores = k.matmul(q.swap_dims(2, 3)).mul_scalar(scale); // [B, H, S, 1]
-    softmax(scores, 2).swap_dims(2, 3).matmul(v)
+    let scores = k.matmul(q.swap_dims(2, 3)).mul_scalar(scale); // [B, H_kv, S, G]
+    softmax(scores, 2)
+        .swap_dims(2, 3)
+        .matmul(v) // [B, H_kv, G, Dh]
+        .reshape([batch, heads, 1, head_dim])
 }
 
 /// Causal attention through a fused kernel: on Flex the crate's own, with a hand-written
@@ -404,7 +494,8 @@ pub fn single_query_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tenso
 /// `attention` op. Both align the causal mask bottom-right like [`super::mask::causal_mask`].
 ///
 /// # Shapes
-/// - q: `[B, H, T, Dh]`, k and v: `[B, H, S, Dh]`, output: `[B, H, T, Dh]`
+/// - q: `[B, H, T, Dh]`, k and v: `[B, H_kv, S, Dh]` (`H_kv` dividing `H`), output:
+///   `[B, H, T, Dh]`
 pub fn fused_causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     crate::kernels::causal_attention(q, k, v)
 }

@@ -24,6 +24,9 @@ pub struct BlockConfig {
     pub d_model: usize,
     /// Attention heads, `H`.
     pub n_heads: usize,
+    /// Key/value heads, `H_kv` (`None`: `H`); see [`CausalSelfAttentionConfig::n_kv_heads`].
+    #[config(default = "None")]
+    pub n_kv_heads: Option<usize>,
     /// How attention is masked.
     #[config(default = "MaskMode::Causal")]
     pub mask_mode: MaskMode,
@@ -43,6 +46,7 @@ impl BlockConfig {
     /// [`CausalSelfAttentionConfig::validate`]).
     pub fn init(&self, device: &Device) -> Result<Block> {
         let attn = CausalSelfAttentionConfig::new(self.d_model, self.n_heads)
+            .with_n_kv_heads(self.n_kv_heads)
             .with_mask_mode(self.mask_mode)
             .with_dropout(self.dropout)
             .with_init_std(INIT_STD)

@@ -2,7 +2,8 @@
 //! projects only the new token instead of recomputing the whole prefix.
 //!
 //! # Layout: pre-allocated, written in place
-//! Each layer owns one key and one value buffer of shape `[B, H, capacity, Dh]`, allocated once;
+//! Each layer owns one key and one value buffer of shape `[B, H_kv, capacity, Dh]` (`H_kv` key/value
+//! heads: the model's heads, or fewer with grouped-query attention), allocated once;
 //! a step writes its new rows with `slice_assign` at `len..len + T` and attention reads the
 //! prefix `0..len + T`. The alternative, concatenating the new rows onto the old tensor, copies
 //! the whole cache at every step; `cargo run --release --example kv_append` times both on the
@@ -32,7 +33,7 @@ use crate::error::{Error, Result};
 /// Keys and values of one attention layer.
 ///
 /// # Shapes
-/// - key, value buffers: `[B, H, capacity, Dh]`, rows `0..len` valid.
+/// - key, value buffers: `[B, H_kv, capacity, Dh]`, rows `0..len` valid.
 #[derive(Debug, Clone)]
 pub struct LayerKv {
     key: Tensor<4>,
@@ -55,8 +56,8 @@ impl LayerKv {
     /// Append the new positions' keys and values; return all keys and values so far.
     ///
     /// # Shapes
-    /// - new_key, new_value: `[B, H, T, Dh]`
-    /// - returns keys and values `[B, H, len + T, Dh]`
+    /// - new_key, new_value: `[B, H_kv, T, Dh]`
+    /// - returns keys and values `[B, H_kv, len + T, Dh]`
     ///
     /// # Panics
     /// If the new rows do not fit or their shape differs from the cache's; the model checks
@@ -94,12 +95,12 @@ impl LayerKv {
         )
     }
 
-    /// The cached keys, `[B, H, len, Dh]`.
+    /// The cached keys, `[B, H_kv, len, Dh]`.
     pub fn keys(&self) -> Tensor<4> {
         self.visible(&self.key)
     }
 
-    /// The cached values, `[B, H, len, Dh]`.
+    /// The cached values, `[B, H_kv, len, Dh]`.
     pub fn values(&self) -> Tensor<4> {
         self.visible(&self.value)
     }
@@ -120,31 +121,32 @@ impl LayerKv {
 pub struct KvCache {
     layers: Vec<LayerKv>,
     batch: usize,
-    n_heads: usize,
+    kv_heads: usize,
     head_dim: usize,
     capacity: usize,
     rolling: bool,
 }
 
 impl KvCache {
-    /// An empty cache for `n_layers` layers, `batch` sequences, `n_heads` heads of width
-    /// `head_dim`, holding up to `capacity` positions.
+    /// An empty cache for `n_layers` layers, `batch` sequences, `kv_heads` key/value heads of
+    /// width `head_dim` (the model's heads, or its key/value heads with grouped-query
+    /// attention), holding up to `capacity` positions.
     ///
     /// # Shapes
-    /// - each layer: keys and values `[batch, n_heads, capacity, head_dim]`
+    /// - each layer: keys and values `[batch, kv_heads, capacity, head_dim]`
     pub fn new(
         n_layers: usize,
         batch: usize,
-        n_heads: usize,
+        kv_heads: usize,
         head_dim: usize,
         capacity: usize,
         device: &Device,
     ) -> Self {
-        let shape = [batch, n_heads, capacity, head_dim];
+        let shape = [batch, kv_heads, capacity, head_dim];
         Self {
             layers: (0..n_layers).map(|_| LayerKv::new(shape, device)).collect(),
             batch,
-            n_heads,
+            kv_heads,
             head_dim,
             capacity,
             rolling: false,
@@ -220,8 +222,13 @@ impl KvCache {
         }
     }
 
+    /// Key/value heads per layer, `H_kv`.
+    pub fn kv_heads(&self) -> usize {
+        self.kv_heads
+    }
+
     /// Bytes held by the cached keys and values, measured from the tensors:
-    /// `2 · L · B · H · Dh · len · bytes_per_element`.
+    /// `2 · L · B · H_kv · Dh · len · bytes_per_element`.
     pub fn memory_bytes(&self) -> usize {
         self.layers
             .iter()
@@ -234,7 +241,7 @@ impl KvCache {
     }
 
     /// Bytes allocated for the buffers, which are sized for the full capacity:
-    /// `2 · L · B · H · Dh · capacity · bytes_per_element`.
+    /// `2 · L · B · H_kv · Dh · capacity · bytes_per_element`.
     pub fn allocated_bytes(&self) -> usize {
         self.layers
             .iter()
@@ -282,15 +289,15 @@ impl KvCache {
     pub(crate) fn check_model(
         &self,
         n_layers: usize,
-        n_heads: usize,
+        kv_heads: usize,
         head_dim: usize,
     ) -> Result<()> {
         let expected = [
             ("layers", n_layers),
-            ("heads", n_heads),
+            ("key/value heads", kv_heads),
             ("head width", head_dim),
         ];
-        let actual = [self.layers.len(), self.n_heads, self.head_dim];
+        let actual = [self.layers.len(), self.kv_heads, self.head_dim];
         for ((what, want), got) in expected.into_iter().zip(actual) {
             if want != got {
                 return Err(Error::CacheMismatch(format!(

@@ -39,6 +39,11 @@ pub struct GptConfig {
     /// Attention heads per block, `H`; `D` must be divisible by `H`.
     #[config(default = 4)]
     pub n_heads: usize,
+    /// Key/value heads per block, `H_kv`, each shared by `H / H_kv` query heads
+    /// (grouped-query attention; 1 is multi-query attention). `None`, the default, means `H`:
+    /// plain multi-head attention.
+    #[config(default = "None")]
+    pub n_kv_heads: Option<usize>,
     /// Number of blocks, `L`.
     #[config(default = 4)]
     pub n_layers: usize,
@@ -66,11 +71,12 @@ pub struct GptConfig {
 
 /// Fields added to [`GptConfig`] after 0.2, with the value that gives 0.2's model: a config
 /// written before them reads as that model.
-fn added_since_0_2() -> [(&'static str, serde_json::Value); 3] {
+fn added_since_0_2() -> [(&'static str, serde_json::Value); 4] {
     [
         ("tie_embeddings", false.into()),
         ("position", "learned".into()),
         ("rope_theta", 10000.0.into()),
+        ("n_kv_heads", serde_json::Value::Null),
     ]
 }
 
@@ -95,6 +101,11 @@ impl GptConfig {
         self.d_model / self.n_heads.max(1)
     }
 
+    /// Key/value heads per block, `H_kv`: `n_kv_heads`, or `n_heads` when unset.
+    pub fn kv_heads(&self) -> usize {
+        self.n_kv_heads.unwrap_or(self.n_heads)
+    }
+
     /// Check every size before anything is allocated.
     ///
     /// # Errors
@@ -106,6 +117,7 @@ impl GptConfig {
             ("max_seq_len", self.max_seq_len),
         ])?;
         CausalSelfAttentionConfig::new(self.d_model, self.n_heads)
+            .with_n_kv_heads(self.n_kv_heads)
             .with_dropout(self.dropout)
             .validate()?;
         if self.position == PositionScheme::Rope {
@@ -164,6 +176,7 @@ impl GptConfig {
                 .init(device)
         };
         let block = BlockConfig::new(self.d_model, self.n_heads)
+            .with_n_kv_heads(self.n_kv_heads)
             .with_mask_mode(self.mask_mode)
             .with_dropout(self.dropout)
             .with_residual_init_std(residual_init_std(self.n_layers));
@@ -338,7 +351,7 @@ impl Gpt {
         KvCache::new(
             config.n_layers,
             batch,
-            config.n_heads,
+            config.kv_heads(),
             config.head_dim(),
             config.max_seq_len,
             device,
@@ -500,7 +513,7 @@ impl Gpt {
         match cache {
             Some(cache) => {
                 let config = &self.config;
-                cache.check_model(config.n_layers, config.n_heads, config.head_dim())?;
+                cache.check_model(config.n_layers, config.kv_heads(), config.head_dim())?;
                 cache.check_append(batch, seq)?;
                 if band.is_some() && cache.position() > cache.len() {
                     return Err(Error::Config(

@@ -29,7 +29,7 @@ pub mod single_head;
 pub mod trace;
 
 pub use attention::{
-    CausalSelfAttention, CausalSelfAttentionConfig, fused_causal_attention, merge_heads,
+    CausalSelfAttention, CausalSelfAttentionConfig, fused_causal_attention, merge_heads, repeat_kv,
     single_query_attention, split_heads,
 };
 pub use block::{Block, BlockConfig};

@@ -63,9 +63,12 @@ pub fn tensor_layout(config: &GptConfig) -> Vec<TensorSpec> {
             push(format!("{block}.{norm}.weight"), vec![d]);
             push(format!("{block}.{norm}.bias"), vec![d]);
         }
-        for projection in ["query", "key", "value", "output"] {
-            push(format!("{block}.attn.{projection}.weight"), vec![d, d]);
-            push(format!("{block}.attn.{projection}.bias"), vec![d]);
+        // Key and value project to the key/value heads only: `H_kv·Dh` rows (fewer than `D`
+        // with grouped-query attention).
+        let kv = config.kv_heads() * config.head_dim();
+        for (projection, rows) in [("query", d), ("key", kv), ("value", kv), ("output", d)] {
+            push(format!("{block}.attn.{projection}.weight"), vec![rows, d]);
+            push(format!("{block}.attn.{projection}.bias"), vec![rows]);
         }
         push(format!("{block}.mlp.fc.weight"), vec![4 * d, d]);
         push(format!("{block}.mlp.fc.bias"), vec![4 * d]);
