@@ -88,7 +88,8 @@ fn run() -> anyhow::Result<()> {
     let backend = tinygpt::device::describe(&args.device, &device);
     let config = checkpoint.model.config();
     eprintln!(
-        "backend {backend}; checkpoint {} ({}, {} mask, D={} H={} L={}, context {})",
+        "backend {backend}; checkpoint {} ({}, {} mask, D={} H={} H_kv={} L={}, {} positions, \
+         context {})",
         checkpoint.dir.display(),
         match &checkpoint.state.origin {
             Some(origin) => format!("imported from {origin}"),
@@ -97,7 +98,9 @@ fn run() -> anyhow::Result<()> {
         config.mask_mode,
         config.d_model,
         config.n_heads,
+        config.kv_heads(),
         config.n_layers,
+        config.position,
         config.max_seq_len
     );
     let prompt = checkpoint
