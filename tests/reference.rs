@@ -202,12 +202,28 @@ fn rotary_embedding_matches_the_hugging_face_convention() {
     }
 }
 
+/// The test device, and flex beside it when it is compiled in and not already the test device:
+/// flex's fast path is the crate's own kernels, which the other backends do not run.
+fn test_device_and_flex() -> Vec<Device> {
+    let mut devices = vec![device()];
+    if tinygpt::device::compiled_backends().contains(&"flex") {
+        let flex = tinygpt::device::device_by_name("flex").expect("flex is compiled in");
+        if flex != devices[0] {
+            devices.push(flex);
+        }
+    }
+    devices
+}
+
 #[test]
 fn grouped_query_attention_matches_torch_enable_gqa() {
-    let device = device();
     // 4 query heads sharing 2 key/value heads, sharing 1 (multi-query), and 2 with RoPE.
-    for name in ["gqa_2.json", "gqa_1.json", "gqa_2_rope.json"] {
+    for (name, device) in ["gqa_2.json", "gqa_1.json", "gqa_2_rope.json"]
+        .into_iter()
+        .flat_map(|name| test_device_and_flex().into_iter().map(move |d| (name, d)))
+    {
         let fixture = load(name);
+        let name = &format!("{name} on {device:?}");
         let [d_model, n_heads, n_kv_heads, seq] =
             ["d_model", "n_heads", "n_kv_heads", "seq"].map(|n| fixture.size(n));
         let theta = fixture.config["theta"];
