@@ -118,7 +118,7 @@ fn run() -> anyhow::Result<()> {
     config
         .model
         .validate()
-        .context("check --d-model, --n-heads and --n-layers")?;
+        .context("check --d-model, --n-heads, --kv-heads, --n-layers and --position")?;
     config.sampling().validate().context("--temperature")?;
     config
         .validate()

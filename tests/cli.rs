@@ -203,6 +203,10 @@ fn settings_are_checked_before_any_training() {
             &["ambiguous", "--leak unmasked", "--leak off"],
         ),
         (&["--n-heads", "3"], &["divisible"]),
+        (
+            &["--kv-heads", "3"],
+            &["n_kv_heads (3) must divide", "--kv-heads"],
+        ),
     ] {
         let output = tiny_train(&out, args);
         assert_clear_error(&output, words);
