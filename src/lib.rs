@@ -20,7 +20,9 @@
 //! | logits                        | `[B, T, V]`      |
 //!
 //! `B` batch, `T` new tokens, `S` keys (`S = T` without a cache, cached + `T` with one), `D`
-//! model width, `H` heads, `Dh = D / H`, `V` vocabulary.
+//! model width, `H` heads, `Dh = D / H`, `V` vocabulary. With grouped-query attention
+//! ([`GptConfig::n_kv_heads`]) K and V have `H_kv < H` heads: `[B, T, H_kv·Dh]` projected,
+//! `[B, H_kv, S, Dh]` split and cached, each shared by `H / H_kv` query heads.
 //!
 //! The backend is chosen at run time through a Burn [`burn::tensor::Device`]; see [`device`].
 //!
