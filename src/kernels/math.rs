@@ -10,7 +10,7 @@
 /// bits. Every step is a plain float operation or an integer operation on the value's bits, so
 /// a loop of these compiles to vector instructions (a float-to-int `as` cast, which saturates,
 /// kept it scalar: 4x slower; `mul_add` without a target FMA is a library call);
-/// [`super::simd::vectorised`] picks the vector width at run time.
+/// `kernels::simd::vectorised` picks the vector width at run time.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75; // the first 16 bits of ln 2: n · LN2_HI is exact
@@ -58,7 +58,7 @@ pub fn erf(x: f32) -> f32 {
 /// it may not reorder).
 const LANES: usize = 8;
 
-/// `Σ values`, summed in [`LANES`] interleaved partial sums.
+/// `Σ values`, summed in `LANES` interleaved partial sums.
 #[inline(always)]
 pub fn sum(values: &[f32]) -> f32 {
     let mut lanes = [0.0f32; LANES];
@@ -72,14 +72,14 @@ pub fn sum(values: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// `Σ a·b`, summed in [`LANES`] interleaved partial sums (`b − 0` is `b` exactly, and the
+/// `Σ a·b`, summed in `LANES` interleaved partial sums (`b − 0` is `b` exactly, and the
 /// compiler drops the subtraction).
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_centred(a, b, 0.0)
 }
 
-/// `Σ a·(b − centre)`, summed in [`LANES`] interleaved partial sums.
+/// `Σ a·(b − centre)`, summed in `LANES` interleaved partial sums.
 #[inline(always)]
 pub fn dot_centred(a: &[f32], b: &[f32], centre: f32) -> f32 {
     let mut lanes = [0.0f32; LANES];
@@ -98,7 +98,7 @@ pub fn dot_centred(a: &[f32], b: &[f32], centre: f32) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// The largest value (`-∞` for none), in [`LANES`] partial maxima.
+/// The largest value (`-∞` for none), in `LANES` partial maxima.
 #[inline(always)]
 pub fn max(values: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; LANES];
@@ -115,7 +115,7 @@ pub fn max(values: &[f32]) -> f32 {
     lanes.iter().fold(tail, |m, &v| if v > m { v } else { m })
 }
 
-/// `Σ e^(v − shift)` over `values`, in [`LANES`] partial sums, without writing anything.
+/// `Σ e^(v − shift)` over `values`, in `LANES` partial sums, without writing anything.
 #[inline(always)]
 pub fn sum_exp(values: &[f32], shift: f32) -> f32 {
     let mut lanes = [0.0f32; LANES];
