@@ -184,6 +184,20 @@ pub enum Error {
         step: usize,
     },
 
+    /// A tensor whose shape cannot go where the code sends it (the failure gallery's shape
+    /// faults end here instead of in a backend's panic).
+    #[error("{stage}: got {got}, expected {expected}; likely cause: {cause}")]
+    Shape {
+        /// Where, e.g. `attention scores q · kᵀ`.
+        stage: String,
+        /// The shape (or shapes) that arrived.
+        got: String,
+        /// The shape that would work there.
+        expected: String,
+        /// The mistake that usually produces it.
+        cause: String,
+    },
+
     /// A directory another process is writing.
     #[error(
         "{} is being written by process {pid}; wait for it to finish (or, if no such process \

@@ -35,6 +35,7 @@
 //! | [`text`]     | the character tokenizer, training text and batches, the toy grammar       |
 //! | [`train`]    | the training loop, its config, loss, metrics and checkpoints              |
 //! | [`leak`]     | the mask-leak demonstration: causality probe, honest loss, the report     |
+//! | [`faults`]   | the failure gallery: classic attention bugs planted, and what catches them |
 //! | [`weights`]  | safetensors export and load, nanoGPT import                               |
 //! | [`kernels`]  | fused CPU kernels with hand-written backward passes (Flex)               |
 //! | [`bench`](mod@bench) | the workloads the benchmarks time                                         |
@@ -62,6 +63,7 @@ pub mod allocator;
 pub mod bench;
 pub mod device;
 pub mod error;
+pub mod faults;
 pub mod fs;
 pub mod generate;
 pub mod kernels;

@@ -26,6 +26,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Device, Tensor};
 
+use super::fault::Fault;
 use super::init::normal_linear;
 use super::layer_input::LayerInput;
 use super::mask::{MaskMode, masked_softmax};
@@ -134,6 +135,24 @@ fn divisors(n: usize) -> Vec<usize> {
     (1..=n).filter(|&k| n.is_multiple_of(k)).collect()
 }
 
+/// Check that a tensor about to enter `stage` has the shape it needs there, so a wrong shape is
+/// the crate's error naming both shapes and the usual cause, not a backend's panic inside a
+/// kernel.
+///
+/// # Errors
+/// [`Error::Shape`] when `got` differs from `expected`.
+fn expect_shape(stage: &str, got: &[usize], expected: &[usize], cause: &str) -> Result<()> {
+    if got == expected {
+        return Ok(());
+    }
+    Err(Error::Shape {
+        stage: stage.into(),
+        got: format!("{got:?}"),
+        expected: format!("{expected:?}"),
+        cause: cause.into(),
+    })
+}
+
 /// The largest divisor of `n` that is at most `at_most` (a suggestion for a bad `n_heads`).
 fn largest_divisor_at_most(n: usize, at_most: usize) -> usize {
     (1..=at_most.min(n))
@@ -229,19 +248,37 @@ impl CausalSelfAttention {
     /// # Shapes
     /// - input.x: `[B, T, D]`, output: `[B, T, D]`
     /// - input.padding: `[B, 1, T, S]`
+    ///
+    /// # Panics
+    /// When a fault planted in `input` trips a check; [`Self::try_forward`] returns the error.
     pub fn forward<'a>(&self, input: impl Into<LayerInput<'a>>) -> Tensor<3> {
+        self.try_forward(input)
+            .unwrap_or_else(|err| panic!("a planted fault tripped a check: {err}"))
+    }
+
+    /// [`Self::forward`], returning the error of a check that a planted fault tripped (without
+    /// a fault it cannot fail).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for [`Fault::TransposedKey`] (unless `S` happens to equal `Dh`, when
+    /// the wrong product has the right shape and only the values are wrong),
+    /// [`Fault::MissingMerge`] and [`Fault::CacheWrongAxis`].
+    pub fn try_forward<'a>(&self, input: impl Into<LayerInput<'a>>) -> Result<Tensor<3>> {
         let LayerInput {
             x,
             cache,
             padding,
             mut trace,
             rotation,
+            fault,
         } = input.into();
         let [batch, seq, d_model] = x.dims();
         let shared_tables = rotation.as_ref().map(Rotation::shared_tables);
+        // A planted fault lives in the readable code: it takes the readable kernel.
+        let readable_only = padding.is_some() || fault.is_some();
         if cache.is_none()
             && shared_tables.as_ref().is_none_or(Option::is_some)
-            && self.kernel(seq, padding.is_some()) == Kernel::Fused
+            && self.kernel(seq, readable_only) == Kernel::Fused
         {
             // Training and full-sequence forwards: one fused op from x to the merged heads
             // (see `crate::kernels::causal_self_attention`); the stages are those below.
@@ -274,7 +311,7 @@ impl CausalSelfAttention {
             });
             let heads = [self.n_heads, self.n_kv_heads];
             let merged = causal_self_attention(x, projections, heads, rotary);
-            return self.project_output(merged, trace);
+            return Ok(self.project_output(merged, trace));
         }
         let q = linear_layer(&self.query, x.clone());
         let k = linear_layer(&self.key, x.clone());
@@ -296,13 +333,13 @@ impl CausalSelfAttention {
             None => (q, k),
         };
         let (k, v) = match cache {
-            Some(cache) => cache.append(k, v),
+            Some(cache) => cache.append(k, v, fault)?,
             None => (k, v),
         };
         record(&mut trace, "k_heads", &k.dims());
         record(&mut trace, "v_heads", &v.dims());
 
-        let attended = match self.kernel(q.dims()[2], padding.is_some()) {
+        let attended = match self.kernel(q.dims()[2], readable_only) {
             Kernel::Readable => {
                 // Each query head gets its group's keys and values (a copy; the fast kernels
                 // read the shared heads in place).
@@ -314,7 +351,7 @@ impl CausalSelfAttention {
                     record(&mut trace, "k_repeated", &k.dims());
                     record(&mut trace, "v_repeated", &v.dims());
                 }
-                self.masked_attention(q, k, v, padding, trace.as_deref_mut())
+                self.masked_attention(q, k, v, padding, fault, trace.as_deref_mut())?
                     .0
             }
             kernel => {
@@ -332,7 +369,20 @@ impl CausalSelfAttention {
         };
         record(&mut trace, "attended", &attended.dims());
 
-        self.project_output(merge_heads(attended), trace)
+        // W_O mixes the heads of each position, so it needs them side by side, [B, T, H·Dh].
+        // The missing-merge fault hands it the heads as attention leaves them.
+        let for_output = match fault {
+            Some(Fault::MissingMerge) => attended.dims().to_vec(),
+            _ => vec![batch, seq, d_model],
+        };
+        expect_shape(
+            "input of the output projection W_O",
+            &for_output,
+            &[batch, seq, d_model],
+            "the merge step was skipped: merge_heads puts the heads back side by side \
+             ([B, H, T, Dh] -> swap to [B, T, H, Dh] -> reshape to [B, T, D]) before W_O",
+        )?;
+        Ok(self.project_output(merge_heads(attended), trace))
     }
 
     /// The output projection `W_O` (and dropout) on the merged heads.
@@ -380,7 +430,8 @@ impl CausalSelfAttention {
         v: Tensor<4>,
         trace: Option<&mut ShapeTrace>,
     ) -> (Tensor<4>, Tensor<4>) {
-        self.masked_attention(q, k, v, None, trace)
+        self.masked_attention(q, k, v, None, None, trace)
+            .expect("no fault, so every shape fits")
     }
 
     fn masked_attention(
@@ -389,14 +440,25 @@ impl CausalSelfAttention {
         k: Tensor<4>,
         v: Tensor<4>,
         padding: Option<Tensor<4, Bool>>,
+        fault: Option<Fault>,
         mut trace: Option<&mut ShapeTrace>,
-    ) -> (Tensor<4>, Tensor<4>) {
+    ) -> Result<(Tensor<4>, Tensor<4>)> {
         let head_dim = q.dims()[3];
         // [B, H, T, Dh] x [B, H, Dh, S] -> [B, H, T, S], scaled so the logits' variance does
-        // not grow with the head width.
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .div_scalar((head_dim as f64).sqrt());
+        // not grow with the head width. (The transposed-key fault forgets the swap.)
+        let [batch, heads, keys, _] = k.dims();
+        let key_operand = match fault {
+            Some(Fault::TransposedKey) => k,
+            _ => k.swap_dims(2, 3),
+        };
+        expect_shape(
+            "attention scores q · kᵀ, the key operand",
+            &key_operand.dims(),
+            &[batch, heads, head_dim, keys],
+            "K was not transposed: the product needs q's last axis (Dh) to meet K's last \
+             axis, so K must enter as kᵀ = k.swap_dims(2, 3), [B, H, Dh, S]",
+        )?;
+        let scores = q.matmul(key_operand).div_scalar((head_dim as f64).sqrt());
         record(&mut trace, "scores", &scores.dims());
         let weights = self
             .attn_dropout
@@ -406,7 +468,7 @@ impl CausalSelfAttention {
             trace.record_weights("weights", &weights);
         }
         // [B, H, T, S] x [B, H, S, Dh] -> [B, H, T, Dh]
-        (weights.clone().matmul(v), weights)
+        Ok((weights.clone().matmul(v), weights))
     }
 
     /// Give each (query) head its own slice of the model dimension.

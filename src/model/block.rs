@@ -96,27 +96,42 @@ impl Block {
     /// # Shapes
     /// - input.x: `[B, T, D]`, output: `[B, T, D]`
     /// - input.padding: `[B, 1, T, S]` (see [`super::mask::padding_mask`])
+    ///
+    /// # Panics
+    /// When a fault planted in `input` trips a check; [`Block::try_forward`] returns the error.
     pub fn forward<'a>(&self, input: impl Into<LayerInput<'a>>) -> Tensor<3> {
+        self.try_forward(input)
+            .unwrap_or_else(|err| panic!("a planted fault tripped a check: {err}"))
+    }
+
+    /// [`Block::forward`], returning the error of a check that a planted fault tripped
+    /// (without a fault it cannot fail).
+    ///
+    /// # Errors
+    /// See [`CausalSelfAttention::try_forward`].
+    pub fn try_forward<'a>(&self, input: impl Into<LayerInput<'a>>) -> Result<Tensor<3>> {
         let LayerInput {
             x,
             cache,
             padding,
             mut trace,
             rotation,
+            fault,
         } = input.into();
         enter(&mut trace, "attn");
-        let attended = self.attn.forward(LayerInput {
+        let attended = self.attn.try_forward(LayerInput {
             x: layer_norm(&self.ln_1, x.clone()),
             cache,
             padding,
             trace: trace.as_deref_mut(),
             rotation,
-        });
+            fault,
+        })?;
         leave(&mut trace);
         let x = x + attended;
         record(&mut trace, "after_attn", &x.dims());
         let x = x.clone() + self.mlp.forward(layer_norm(&self.ln_2, x));
         record(&mut trace, "output", &x.dims());
-        x
+        Ok(x)
     }
 }

@@ -28,6 +28,7 @@
 
 use burn::tensor::{Device, Tensor};
 
+use super::fault::Fault;
 use crate::error::{Error, Result};
 
 /// Keys and values of one attention layer.
@@ -53,11 +54,15 @@ impl LayerKv {
         }
     }
 
-    /// Append the new positions' keys and values; return all keys and values so far.
+    /// Append the new positions' keys and values; return all keys and values so far. A
+    /// planted cache fault (see [`super::fault`]) makes the append go wrong the way it names.
     ///
     /// # Shapes
     /// - new_key, new_value: `[B, H_kv, T, Dh]`
     /// - returns keys and values `[B, H_kv, len + T, Dh]`
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when [`Fault::CacheWrongAxis`] extends the cache along the heads axis.
     ///
     /// # Panics
     /// If the new rows do not fit or their shape differs from the cache's; the model checks
@@ -66,9 +71,25 @@ impl LayerKv {
         &mut self,
         new_key: Tensor<4>,
         new_value: Tensor<4>,
-    ) -> (Tensor<4>, Tensor<4>) {
+        fault: Option<Fault>,
+    ) -> Result<(Tensor<4>, Tensor<4>)> {
         let [batch, heads, capacity, head_dim] = self.key.dims();
         let [_, _, new, _] = new_key.dims();
+        if fault == Some(Fault::CacheWrongAxis) {
+            // Extending along axis 1 needs every other axis equal, axis 2 (positions) too.
+            let cached = [batch, heads, self.len, head_dim];
+            return Err(Error::Shape {
+                stage: "KV cache, appending along axis 1 (heads)".into(),
+                got: format!("new keys {:?} onto cached keys {cached:?}", new_key.dims()),
+                expected: format!(
+                    "equal sizes on every other axis, but axis 2 (positions) has {new} vs {}",
+                    self.len
+                ),
+                cause: "concatenating along the wrong axis: keys are [B, H_kv, S, Dh], so new \
+                        positions go along axis 2"
+                    .into(),
+            });
+        }
         // Full (rolling): the one new position takes the oldest one's slot.
         let start = if self.len + new > capacity {
             assert!(
@@ -86,13 +107,17 @@ impl LayerKv {
         let value = std::mem::replace(&mut self.value, new_value.clone());
         self.key = key.slice_assign([0..batch, 0..heads, rows.clone(), 0..head_dim], new_key);
         self.value = value.slice_assign([0..batch, 0..heads, rows, 0..head_dim], new_value);
-        self.len = (self.len + new).min(capacity);
-        self.seen += new;
+        // A stale cache forgets to count a decode step's position: the next step overwrites it.
+        let stale = fault == Some(Fault::StaleCache) && new == 1 && self.len > 0;
+        if !stale {
+            self.len = (self.len + new).min(capacity);
+            self.seen += new;
+        }
         let visible = [0..batch, 0..heads, 0..self.len, 0..head_dim];
-        (
+        Ok((
             self.key.clone().slice(visible.clone()),
             self.value.clone().slice(visible),
-        )
+        ))
     }
 
     /// The cached keys, `[B, H_kv, len, Dh]`.

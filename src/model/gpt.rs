@@ -18,6 +18,7 @@ use burn::tensor::{Device, Int, Tensor};
 use super::attention::CausalSelfAttentionConfig;
 use super::block::{Block, BlockConfig};
 use super::cache::KvCache;
+use super::fault::Fault;
 use super::init::{INIT_STD, normal_linear, residual_init_std};
 use super::layer_input::LayerInput;
 use super::mask::{MaskMode, band_mask, padding_mask};
@@ -199,6 +200,7 @@ impl GptConfig {
                 .init(device),
             lm_head,
             config: self.clone(),
+            fault: None,
         };
         // Burn draws a parameter's initial values lazily, on first use; draw them all now,
         // while the caller holds `INIT_LOCK`.
@@ -297,6 +299,10 @@ pub struct Gpt {
     pub lm_head: Option<Linear>,
     #[module(skip)]
     config: GptConfig,
+    /// A bug planted on purpose, handed to the code that would hold it (see
+    /// [`super::fault`]); `None`, the default, runs the correct code.
+    #[module(skip)]
+    fault: Option<Fault>,
 }
 
 impl Gpt {
@@ -314,6 +320,19 @@ impl Gpt {
             block.attn.set_fused(enabled);
         }
         self
+    }
+
+    /// The same model with `fault` planted (see [`super::fault`]), or with none: every forward
+    /// hands it to the code that would hold the bug. For the failure gallery and its tests;
+    /// a model starts without one, and nothing else sets it.
+    pub fn with_fault(mut self, fault: Option<Fault>) -> Self {
+        self.fault = fault;
+        self
+    }
+
+    /// The planted fault, if any.
+    pub fn fault(&self) -> Option<Fault> {
+        self.fault
     }
 
     /// Logits for every position of `tokens`, no cache.
@@ -412,7 +431,12 @@ impl Gpt {
         record(&mut trace, "ids", &[batch, seq]);
 
         let device = tokens.device();
-        let (rows, positions) = positions(start, batch, seq, left_padding);
+        // The positions-restart fault counts every call from 0, forgetting the cached prefix.
+        let first_position = match self.fault {
+            Some(Fault::PositionsRestart) => 0,
+            None | Some(_) => start,
+        };
+        let (rows, positions) = positions(first_position, batch, seq, left_padding);
         let padding = left_padding.map(|pads| padding_mask(pads, seq, start + seq, &device));
         // The band hides keys like padding does: both go to the readable attention.
         let padding = match (padding, band) {
@@ -445,13 +469,14 @@ impl Gpt {
         let mut layer_caches = cache.map(|cache| cache.layers_mut());
         for (index, block) in self.blocks.iter().enumerate() {
             enter(&mut trace, &format!("blocks.{index}"));
-            x = block.forward(LayerInput {
+            x = block.try_forward(LayerInput {
                 x,
                 cache: layer_caches.as_mut().and_then(|layers| layers.next()),
                 padding: padding.clone(),
                 trace: trace.as_deref_mut(),
                 rotation: rotation.clone(),
-            });
+                fault: self.fault,
+            })?;
             leave(&mut trace);
         }
 

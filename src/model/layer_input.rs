@@ -4,6 +4,7 @@
 use burn::tensor::{Bool, Tensor};
 
 use super::cache::LayerKv;
+use super::fault::Fault;
 use super::rope::Rotation;
 use super::trace::ShapeTrace;
 
@@ -31,6 +32,8 @@ pub struct LayerInput<'a> {
     /// The new positions' rotation, for a model with rotary position embedding: queries and
     /// keys are rotated by it before the scores (and the keys before they are cached).
     pub rotation: Option<Rotation>,
+    /// A bug planted on purpose (see [`super::fault`]); `None` runs the correct code.
+    pub fault: Option<Fault>,
 }
 
 impl<'a> LayerInput<'a> {
@@ -42,6 +45,7 @@ impl<'a> LayerInput<'a> {
             padding: None,
             trace: None,
             rotation: None,
+            fault: None,
         }
     }
 

@@ -11,6 +11,7 @@
 //! | `block`        | the pre-norm block: attention and MLP, each around a residual           |
 //! | `init`         | GPT-2's initialisation                                                  |
 //! | `cache`        | the pre-allocated KV cache                                              |
+//! | `fault`        | the classic attention bugs, planted only on purpose (failure gallery)   |
 //! | `trace`        | the shape of every stage, for teaching and tests                        |
 //! | `gpt`          | the language model: embeddings, blocks, final LayerNorm, LM head        |
 //!
@@ -19,6 +20,7 @@
 pub mod attention;
 pub mod block;
 pub mod cache;
+pub mod fault;
 pub mod gpt;
 pub mod init;
 pub mod layer_input;
@@ -34,6 +36,7 @@ pub use attention::{
 };
 pub use block::{Block, BlockConfig};
 pub use cache::{KvCache, LayerKv};
+pub use fault::Fault;
 pub use gpt::{ForwardOptions, Gpt, GptConfig};
 pub use layer_input::LayerInput;
 pub use mask::{MaskMode, band_mask, causal_mask, masked_softmax, padding_mask};
