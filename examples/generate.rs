@@ -3,7 +3,12 @@
 //!
 //! `cargo run --release --example generate -- [--prompt TEXT] [--max-new-tokens N]
 //!  [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop TEXT] [--no-cache]
-//!  [--compare [--json]] [--heatmap FILE.png] [--checkpoint DIR] [--device NAME]`
+//!  [--compare [--json]] [--logits FILE.jsonl [--logits-top K] [--force]] [--heatmap FILE.png]
+//!  [--checkpoint DIR] [--device NAME]`
+//!
+//! `--logits` writes, per generated token, the token and the logits it was chosen from (the
+//! model's raw logits, before temperature and top-k/top-p) as one JSON line, the prompt's last
+//! position first; the README shows how to compare them with a PyTorch model.
 
 mod common;
 
@@ -15,6 +20,7 @@ use burn::tensor::Device;
 use clap::Parser;
 use tinygpt::generate::{
     DecodeMode, GenerationConfig, Generator, SamplingConfig, WindowPolicy, compare_decoding,
+    logit_records,
 };
 use tinygpt::plot::attention_heatmap;
 use tinygpt::train::checkpoint::{self, Checkpoint};
@@ -64,6 +70,16 @@ struct Args {
     /// With --compare: print one JSON object instead of the report.
     #[arg(long, requires = "compare")]
     json: bool,
+    /// Write the token and the logits of every step to this file, one JSON object per line
+    /// (the prompt's last position first).
+    #[arg(long, conflicts_with = "compare")]
+    logits: Option<std::path::PathBuf>,
+    /// With --logits: keep only the K largest logits of each step, as [token, logit] pairs.
+    #[arg(long, requires = "logits")]
+    logits_top: Option<usize>,
+    /// Replace an existing --logits file.
+    #[arg(long, requires = "logits")]
+    force: bool,
     /// Write the prompt's attention weights (every layer and head) to this PNG.
     #[arg(long)]
     heatmap: Option<std::path::PathBuf>,
@@ -121,6 +137,18 @@ fn run() -> anyhow::Result<()> {
         .context("--heatmap")?;
         eprintln!("wrote the attention heatmaps to {}", path.display());
     }
+    if let Some(path) = &args.logits
+        && path.exists()
+        && !args.force
+    {
+        bail!(
+            "--logits {} exists; pick another file, or pass --force to replace it",
+            path.display()
+        );
+    }
+    if args.logits_top == Some(0) {
+        bail!("--logits-top must be at least 1 (leave it out for every logit)");
+    }
     if args.compare {
         compare(&checkpoint, &prompt, &args, &device)
     } else {
@@ -157,7 +185,8 @@ fn stream(
         .with_sampling(sampling)
         .with_stop(stop)
         .with_mode(mode)
-        .with_window(args.window);
+        .with_window(args.window)
+        .with_record_logits(args.logits.is_some());
     let mut out = std::io::stdout().lock();
     let _ = write!(out, "{}", args.prompt);
     let generation = Generator::new(&checkpoint.model, device).generate(
@@ -169,6 +198,9 @@ fn stream(
         },
     )?;
     let _ = writeln!(out);
+    if let Some(path) = &args.logits {
+        write_logits(path, prompt, &generation, args.logits_top, checkpoint)?;
+    }
     let stats = &generation.stats;
     // The first new token comes from the prefill's logits; decode steps make the rest.
     let decode_rate = match stats.decode_tokens {
@@ -185,6 +217,31 @@ fn stream(
         stats.cache_len_after_prefill,
         stats.cache_len_after_decode,
         stats.window_slides
+    );
+    Ok(())
+}
+
+/// One JSON object per generated token (see `tinygpt::generate::logits`), with the token's
+/// text beside its id, written atomically.
+fn write_logits(
+    path: &std::path::Path,
+    prompt: &[usize],
+    generation: &tinygpt::generate::Generation,
+    top_k: Option<usize>,
+    checkpoint: &Checkpoint,
+) -> anyhow::Result<()> {
+    let tokenizer = &checkpoint.tokenizer;
+    let mut lines = String::new();
+    for mut record in logit_records(prompt, generation, top_k) {
+        record.text = Some(tokenizer.decode(&[record.token]));
+        lines.push_str(&serde_json::to_string(&record)?);
+        lines.push('\n');
+    }
+    tinygpt::fs::write_atomically(path, lines.as_bytes()).context("--logits")?;
+    eprintln!(
+        "wrote the logits of {} steps to {}",
+        generation.tokens[0].len(),
+        path.display()
     );
     Ok(())
 }
