@@ -425,3 +425,99 @@ fn export_never_replaces_a_file_without_force() {
     assert!(forced.status.success(), "{}", stderr(&forced));
     assert_ne!(std::fs::read(&file).unwrap(), b"precious");
 }
+
+#[test]
+fn generate_writes_the_logits_of_every_step() {
+    let out = fresh_dir("generate_logits");
+    assert!(tiny_train(&out, &["--leak", "off"]).status.success());
+    let checkpoint = out.join("causal");
+    let file = out.join("logits.jsonl");
+    let run = |extra: &[&str]| {
+        example("generate")
+            .args([
+                "--checkpoint",
+                checkpoint.to_str().unwrap(),
+                "--device",
+                cpu(),
+            ])
+            .args([
+                "--prompt",
+                "the ",
+                "--temperature",
+                "0",
+                "--max-new-tokens",
+                "6",
+            ])
+            .args(["--logits", file.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let output = run(&[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6, "one line per new token");
+    assert_eq!(lines[0]["source"], "prompt");
+    assert_eq!(lines[0]["prompt_tokens"].as_array().unwrap().len(), 4);
+    for (step, line) in lines.iter().enumerate() {
+        assert_eq!(line["step"], step);
+        assert_eq!(line["position"], 3 + step);
+        // Greedy: the token is the largest logit.
+        let logits: Vec<f64> = line["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let best = (0..logits.len())
+            .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+            .unwrap();
+        assert_eq!(line["token"], best, "step {step}");
+    }
+    // An existing file is kept unless --force; --logits-top keeps the largest few.
+    assert_clear_error(&run(&[]), &["exists", "--force"]);
+    let output = run(&["--force", "--logits-top", "3"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["top"].as_array().unwrap().len(), 3);
+    assert_eq!(first["top"][0][0], lines[0]["token"]);
+    assert!(first.get("logits").is_none());
+}
+
+#[test]
+fn the_faults_example_shows_one_fault_and_names_the_valid_ones() {
+    let out = fresh_dir("faults_example");
+    assert!(tiny_train(&out, &["--leak", "off"]).status.success());
+    let checkpoint = out.join("causal");
+    let run = |fault: &str| {
+        example("faults")
+            .args([
+                "--checkpoint",
+                checkpoint.to_str().unwrap(),
+                "--device",
+                cpu(),
+            ])
+            .args(["--fault", fault, "--prompt", "the", "--decode", "4"])
+            .output()
+            .unwrap()
+    };
+    let output = run("stale-cache");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("part at decode step 1"), "{text}");
+    let output = run("missing-merge");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("W_O"));
+    assert_clear_error(&run("transposed-value"), &["unknown fault", "stale-cache"]);
+}

@@ -57,3 +57,11 @@ fn default_config_is_the_documented_one() {
     let back: GptConfig = serde_json::from_str(&json).unwrap();
     assert_eq!(back, config);
 }
+
+#[test]
+fn head_width_is_the_width_over_the_heads() {
+    // GPT-2 small: 768 wide, 12 heads of 64.
+    let gpt2_small = GptConfig::new(50257).with_d_model(768).with_n_heads(12);
+    assert_eq!(gpt2_small.head_dim(), 64);
+    assert_eq!(GptConfig::new(65).head_dim(), 32);
+}
