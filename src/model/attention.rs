@@ -369,20 +369,21 @@ impl CausalSelfAttention {
         };
         record(&mut trace, "attended", &attended.dims());
 
-        // W_O mixes the heads of each position, so it needs them side by side, [B, T, H·Dh].
-        // The missing-merge fault hands it the heads as attention leaves them.
-        let for_output = match fault {
-            Some(Fault::MissingMerge) => attended.dims().to_vec(),
-            _ => vec![batch, seq, d_model],
-        };
+        // W_O mixes the heads of each position, so it needs them side by side, [B, T, H·Dh];
+        // the missing-merge fault hands it the heads as attention leaves them, [B, H, T, Dh].
+        let merged = (fault != Some(Fault::MissingMerge)).then(|| merge_heads(attended.clone()));
+        let handed_on = merged
+            .as_ref()
+            .map_or_else(|| attended.dims().to_vec(), |merged| merged.dims().to_vec());
         expect_shape(
             "input of the output projection W_O",
-            &for_output,
+            &handed_on,
             &[batch, seq, d_model],
             "the merge step was skipped: merge_heads puts the heads back side by side \
              ([B, H, T, Dh] -> swap to [B, T, H, Dh] -> reshape to [B, T, D]) before W_O",
         )?;
-        Ok(self.project_output(merge_heads(attended), trace))
+        let merged = merged.expect("only the missing merge skips it, and the check refused that");
+        Ok(self.project_output(merged, trace))
     }
 
     /// The output projection `W_O` (and dropout) on the merged heads.
