@@ -8,7 +8,9 @@ mod common;
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::Tensor;
-use common::{both_paths, device, max_abs_diff, random_tokens, row, small_config, temp_dir};
+use common::{
+    both_paths, device, logits_in_pieces, max_abs_diff, random_tokens, row, small_config, temp_dir,
+};
 use tinygpt::generate::{WindowPolicy, compare_decoding};
 use tinygpt::model::{Block, ForwardOptions};
 use tinygpt::weights::{export_safetensors, load_safetensors, tensor_layout};
@@ -132,24 +134,10 @@ fn cached_decoding_equals_the_full_forward_with_shared_heads() {
                 let mut cache = model.new_cache(1, &device);
                 // A prompt of 7 (a prefill through the grouped fused kernel), a chunk of 4,
                 // then one token at a time (the grouped single-query step).
-                let mut steps = vec![
-                    model
-                        .forward_cached(row(&ids[..7], &device), &mut cache)
-                        .unwrap(),
-                    model
-                        .forward_cached(row(&ids[7..11], &device), &mut cache)
-                        .unwrap(),
-                ];
-                for id in &ids[11..] {
-                    steps.push(
-                        model
-                            .forward_cached(row(&[*id], &device), &mut cache)
-                            .unwrap(),
-                    );
-                }
+                let cached = logits_in_pieces(&model, &mut cache, &ids, &[7, 4]);
                 let keys = cache.layer(0).keys().dims();
                 assert_eq!(keys, [1, kv_heads, 30, 8], "the cache holds H_kv heads");
-                let diff = max_abs_diff(full, Tensor::cat(steps, 1));
+                let diff = max_abs_diff(full, cached);
                 assert!(
                     diff <= 1e-4,
                     "{position:?}, {kv_heads} key/value heads, {path}: cached and full logits \
@@ -173,19 +161,8 @@ fn a_rolling_gqa_cache_equals_a_band_masked_forward() {
         let band = ForwardOptions::default().with_band(window);
         let reference = model.forward_with(row(&ids, &device), band).unwrap();
         let mut cache = model.new_cache(1, &device).rolling();
-        let mut steps = vec![
-            model
-                .forward_cached(row(&ids[..5], &device), &mut cache)
-                .unwrap(),
-        ];
-        for id in &ids[5..] {
-            steps.push(
-                model
-                    .forward_cached(row(&[*id], &device), &mut cache)
-                    .unwrap(),
-            );
-        }
-        let diff = max_abs_diff(reference, Tensor::cat(steps, 1));
+        let rolled = logits_in_pieces(&model, &mut cache, &ids, &[5]);
+        let diff = max_abs_diff(reference, rolled);
         assert!(
             diff <= 1e-4,
             "{path}: rolling and band-masked logits differ by {diff}"

@@ -6,7 +6,8 @@ mod common;
 
 use burn::tensor::Tensor;
 use common::{
-    both_paths, device, max_abs_diff, random_tensor, random_tokens, row, small_config, temp_dir,
+    both_paths, device, logits_in_pieces, max_abs_diff, random_tensor, random_tokens, row,
+    small_config, temp_dir,
 };
 use tinygpt::generate::{GenerationConfig, Generator, WindowPolicy, compare_decoding};
 use tinygpt::model::{ForwardOptions, Rotation};
@@ -55,19 +56,7 @@ fn cached_decoding_equals_the_full_forward() {
         let full = model.forward(row(&ids, &device)).unwrap();
         let mut cache = model.new_cache(1, &device);
         // A prompt of 9, then one token at a time: every decode step rotates at its position.
-        let mut steps = vec![
-            model
-                .forward_cached(row(&ids[..9], &device), &mut cache)
-                .unwrap(),
-        ];
-        for id in &ids[9..] {
-            steps.push(
-                model
-                    .forward_cached(row(&[*id], &device), &mut cache)
-                    .unwrap(),
-            );
-        }
-        let cached = Tensor::cat(steps, 1);
+        let cached = logits_in_pieces(&model, &mut cache, &ids, &[9]);
         let diff = max_abs_diff(full, cached);
         assert!(
             diff <= 1e-4,
@@ -194,18 +183,7 @@ fn a_rolling_cache_equals_a_band_masked_forward_over_three_windows() {
         // The same with a rolling cache: a prompt of 5, then one token at a time; from
         // position 16 on, each step overwrites the oldest slot.
         let mut cache = model.new_cache(1, &device).rolling();
-        let mut steps = vec![
-            model
-                .forward_cached(row(&ids[..5], &device), &mut cache)
-                .unwrap(),
-        ];
-        for id in &ids[5..] {
-            steps.push(
-                model
-                    .forward_cached(row(&[*id], &device), &mut cache)
-                    .unwrap(),
-            );
-        }
+        let rolled = logits_in_pieces(&model, &mut cache, &ids, &[5]);
         assert_eq!(cache.len(), window);
         assert_eq!(cache.position(), 3 * window);
         // The wrapped cache is the band already; a band on top of it is refused, not misread.
@@ -219,7 +197,7 @@ fn a_rolling_cache_equals_a_band_masked_forward_over_three_windows() {
                 other.map(|_| ())
             ),
         }
-        let diff = max_abs_diff(reference, Tensor::cat(steps, 1));
+        let diff = max_abs_diff(reference, rolled);
         assert!(
             diff <= 1e-4,
             "{path}: rolling and band-masked logits differ by {diff}"

@@ -152,3 +152,24 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
 pub fn row(ids: &[usize], device: &Device) -> Tensor<2, burn::tensor::Int> {
     tinygpt::device::token_tensor(ids, 1, ids.len(), device).expect("ids fill one row")
 }
+
+/// The logits of `ids` fed through `cache` in pieces: first chunks of the given sizes (a
+/// prefill, then chunked prefills), then one token per call (decode steps), concatenated
+/// along the positions: `[1, len, V]`, to compare with a full forward.
+pub fn logits_in_pieces(
+    model: &Gpt,
+    cache: &mut tinygpt::KvCache,
+    ids: &[usize],
+    chunks: &[usize],
+) -> Tensor<3> {
+    let device = device();
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let singles = std::iter::repeat_n(1, ids.len() - chunks.iter().sum::<usize>());
+    for size in chunks.iter().copied().chain(singles) {
+        let piece = &ids[start..start + size];
+        pieces.push(model.forward_cached(row(piece, &device), cache).unwrap());
+        start += size;
+    }
+    Tensor::cat(pieces, 1)
+}
