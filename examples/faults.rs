@@ -134,12 +134,8 @@ fn describe(outcome: &Outcome, tokenizer: &CharTokenizer, prompt: &str) -> Strin
 
 fn describe_divergence(divergence: &Divergence, tokenizer: &CharTokenizer, prompt: &str) -> String {
     let lens = |lens: &[usize]| {
-        let shown: Vec<String> = lens.iter().take(8).map(usize::to_string).collect();
-        format!(
-            "{} ... {}",
-            shown.join(" "),
-            lens.last().copied().unwrap_or(0)
-        )
+        let shown: Vec<String> = lens.iter().map(usize::to_string).collect();
+        shown.join(" ")
     };
     let parted = match divergence.first_step {
         Some(0) => format!(
@@ -154,7 +150,7 @@ fn describe_divergence(divergence: &Divergence, tokenizer: &CharTokenizer, promp
     };
     println!("cached and naive decoding part {parted}");
     println!(
-        "cache length after each call: {}  (expected {})",
+        "cache length after the prefill and each decode step:\n  got      {}\n  expected {}",
         lens(&divergence.cache_lens),
         lens(&divergence.expected_cache_lens)
     );
