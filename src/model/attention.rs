@@ -540,16 +540,22 @@ pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
 pub fn single_query_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     let [batch, heads, _, head_dim] = q.dims();
     let kv_heads = k.dims()[1];
+    let groups = heads / kv_heads;
     let scale = (head_dim as f64).sqrt().recip();
-    // [B, H, 1, Dh] -> [B, H_kv, G, Dh]: a group's queries as the rows of one matrix.
-    let q = q.reshape([batch, kv_heads, heads / kv_heads, head_dim]);
+    // [B, H, 1, Dh] -> [B, H_kv, G, Dh]: a group's queries as the rows of one matrix. (Not
+    // for G = 1, where it is the same shape: each op costs a decode step microseconds.)
+    let q = match groups {
+        1 => q,
+        _ => q.reshape([batch, kv_heads, groups, head_dim]),
+    };
     // K·qᵀ rather than q·Kᵀ: the cache's rows are contiguous, so this is a row-major
     // matrix-vector product, which the CPU backends run several times faster.
     let scores = k.matmul(q.swap_dims(2, 3)).mul_scalar(scale); // [B, H_kv, S, G]
-    softmax(scores, 2)
-        .swap_dims(2, 3)
-        .matmul(v) // [B, H_kv, G, Dh]
-        .reshape([batch, heads, 1, head_dim])
+    let attended = softmax(scores, 2).swap_dims(2, 3).matmul(v); // [B, H_kv, G, Dh]
+    match groups {
+        1 => attended,
+        _ => attended.reshape([batch, heads, 1, head_dim]),
+    }
 }
 
 /// Causal attention through a fused kernel: on Flex the crate's own, with a hand-written
