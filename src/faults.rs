@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::device::{floats, token_tensor};
 use crate::error::{Error, Result};
-use crate::generate::{GenerationConfig, Generator};
+use crate::generate::{DecodeMode, GenerationConfig, Generator};
 use crate::leak::{CausalityReport, causality_probe};
 use crate::model::{Fault, Gpt, MaskMode};
 
@@ -181,8 +181,8 @@ pub fn show(
 }
 
 /// Greedy decoding of `steps` tokens after `prompt`, naive and cached, on `model` (with its
-/// fault, if any). The logits are compared with the cached path fed the naive path's tokens,
-/// so every step compares the same history; the tokens are each path's own.
+/// fault, if any). The naive run's logits are compared with those of a cached run fed the
+/// naive tokens, so every step compares the same history; the tokens are each path's own.
 ///
 /// # Errors
 /// The model's errors (a cache fault's included).
@@ -193,32 +193,31 @@ pub fn divergence(
     device: &Device,
 ) -> Result<Divergence> {
     let generator = Generator::new(model, device);
-    let greedy = |mode| {
-        let config = GenerationConfig::new(steps).with_mode(mode);
-        generator
-            .generate(&[prompt.to_vec()], &config, &mut |_, _| {})
-            .map(|generation| generation.tokens[0].clone())
+    let greedy = |mode, record_logits| {
+        let config = GenerationConfig::new(steps)
+            .with_mode(mode)
+            .with_record_logits(record_logits);
+        generator.generate(&[prompt.to_vec()], &config, &mut |_, _| {})
     };
-    let naive_tokens = greedy(crate::generate::DecodeMode::Naive)?;
-    let cached_tokens = greedy(crate::generate::DecodeMode::Cached)?;
+    // The naive run keeps the logits each of its tokens was chosen from: the reference.
+    let naive = greedy(DecodeMode::Naive, true)?;
+    let cached_tokens = greedy(DecodeMode::Cached, false)?.tokens[0].clone();
+    let naive_tokens = naive.tokens[0].clone();
 
     let mut cache = model.new_cache(1, device);
-    let mut history = prompt.to_vec();
     let mut fed = prompt.to_vec();
     let mut first_step = None;
     let mut max_abs_diff = 0.0;
     let mut cache_lens = Vec::new();
-    for (step, &next) in naive_tokens.iter().enumerate() {
+    for (step, (&next, naive_logits)) in naive_tokens.iter().zip(&naive.step_logits).enumerate() {
         let cached = last_logits(model.forward_cached(row(&fed, device)?, &mut cache)?)?;
         cache_lens.push(cache.len());
-        let naive = last_logits(model.forward(row(&history, device)?)?)?;
-        let diff = crate::generate::max_abs_diff(&cached, &naive);
+        let diff = crate::generate::max_abs_diff(&cached, naive_logits);
         if first_step.is_none() && diff > PARTED {
             first_step = Some(step);
             max_abs_diff = diff;
         }
         fed = vec![next];
-        history.push(next);
     }
     let expected_cache_lens = (0..cache_lens.len())
         .map(|step| prompt.len() + step)

@@ -8,7 +8,6 @@
 //! a fault, the default, every path is the correct one; the only cost is comparing an `Option`.
 
 use std::fmt;
-use std::str::FromStr;
 
 /// One classic attention bug.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -75,19 +74,5 @@ impl Fault {
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-impl FromStr for Fault {
-    type Err = String;
-
-    fn from_str(name: &str) -> Result<Self, Self::Err> {
-        Fault::ALL
-            .into_iter()
-            .find(|fault| fault.name() == name)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
-                format!("unknown fault `{name}`; one of: {}", names.join(", "))
-            })
     }
 }

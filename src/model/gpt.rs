@@ -434,7 +434,7 @@ impl Gpt {
         // The positions-restart fault counts every call from 0, forgetting the cached prefix.
         let first_position = match self.fault {
             Some(Fault::PositionsRestart) => 0,
-            None | Some(_) => start,
+            _ => start,
         };
         let (rows, positions) = positions(first_position, batch, seq, left_padding);
         let padding = left_padding.map(|pads| padding_mask(pads, seq, start + seq, &device));
