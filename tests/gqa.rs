@@ -9,11 +9,12 @@ use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::Tensor;
 use common::{
-    both_paths, device, logits_in_pieces, max_abs_diff, random_tokens, row, small_config, temp_dir,
+    CONFIG_FROM_0_2, both_paths, device, logits_in_pieces, max_abs_diff, random_tokens,
+    reloaded_through_safetensors, row, small_config,
 };
 use tinygpt::generate::{WindowPolicy, compare_decoding};
 use tinygpt::model::{Block, ForwardOptions};
-use tinygpt::weights::{export_safetensors, load_safetensors, tensor_layout};
+use tinygpt::weights::tensor_layout;
 use tinygpt::{Error, Gpt, GptConfig, MaskMode, PositionScheme};
 
 /// The small test model (4 heads of width 8) with `kv_heads` key/value heads.
@@ -198,15 +199,12 @@ fn key_value_heads_must_divide_the_heads() {
 
 #[test]
 fn the_key_value_heads_travel_in_configs_and_safetensors() {
-    let device = device();
     let config = gqa_config(2, PositionScheme::Rope);
     let json = serde_json::to_string(&config).unwrap();
     assert!(json.contains("\"n_kv_heads\":2"), "{json}");
     assert_eq!(GptConfig::from_json(&json).unwrap(), config);
     // A config written before the field: plain multi-head attention.
-    let old = r#"{"vocab_size":10,"d_model":128,"n_heads":4,"n_layers":4,"max_seq_len":128,
-                 "dropout":0.0,"mask_mode":"causal"}"#;
-    let old = GptConfig::from_json(old).unwrap();
+    let old = GptConfig::from_json(CONFIG_FROM_0_2).unwrap();
     assert_eq!((old.n_kv_heads, old.kv_heads()), (None, 4));
 
     let model = gqa_model(2, PositionScheme::Rope, 11);
@@ -221,14 +219,6 @@ fn the_key_value_heads_travel_in_configs_and_safetensors() {
     assert_eq!(shape("blocks.0.attn.key.weight"), Some(vec![16, 32]));
     assert_eq!(shape("blocks.0.attn.value.bias"), Some(vec![16]));
     assert_eq!(shape("blocks.0.attn.query.weight"), Some(vec![32, 32]));
-    let path = temp_dir("gqa_export").join("model.safetensors");
-    export_safetensors(&model, None, &path).unwrap();
-    let (loaded, _) = load_safetensors(&path, &device).unwrap();
+    let loaded = reloaded_through_safetensors(&model, "gqa_export");
     assert_eq!(loaded.config(), model.config());
-    let tokens = row(&random_tokens(12, 23, 12), &device);
-    let diff = max_abs_diff(
-        model.forward(tokens.clone()).unwrap(),
-        loaded.forward(tokens).unwrap(),
-    );
-    assert_eq!(diff, 0.0);
 }

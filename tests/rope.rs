@@ -6,12 +6,12 @@ mod common;
 
 use burn::tensor::Tensor;
 use common::{
-    both_paths, device, logits_in_pieces, max_abs_diff, random_tensor, random_tokens, row,
-    small_config, temp_dir,
+    CONFIG_FROM_0_2, both_paths, device, logits_in_pieces, max_abs_diff, random_tensor,
+    random_tokens, reloaded_through_safetensors, row, small_config,
 };
 use tinygpt::generate::{GenerationConfig, Generator, WindowPolicy, compare_decoding};
 use tinygpt::model::{ForwardOptions, Rotation};
-use tinygpt::weights::{export_safetensors, load_safetensors, tensor_layout};
+use tinygpt::weights::tensor_layout;
 use tinygpt::{Error, Gpt, GptConfig, MaskMode, PositionScheme};
 
 /// The small test model with rotary position embedding.
@@ -91,7 +91,6 @@ fn a_left_padded_row_computes_what_it_computes_alone() {
 
 #[test]
 fn a_rope_model_has_no_position_table_and_round_trips_through_safetensors() {
-    let device = device();
     let model = rope_model(8);
     assert!(model.position_embedding.is_none());
     let layout = tensor_layout(model.config());
@@ -101,16 +100,8 @@ fn a_rope_model_has_no_position_table_and_round_trips_through_safetensors() {
             .all(|(name, _)| name != "position_embedding.weight"),
         "a RoPE model's layout has no position table"
     );
-    let path = temp_dir("rope_export").join("model.safetensors");
-    export_safetensors(&model, None, &path).unwrap();
-    let (loaded, _) = load_safetensors(&path, &device).unwrap();
+    let loaded = reloaded_through_safetensors(&model, "rope_export");
     assert_eq!(loaded.config().position, PositionScheme::Rope);
-    let tokens = row(&random_tokens(12, 23, 9), &device);
-    let diff = max_abs_diff(
-        model.forward(tokens.clone()).unwrap(),
-        loaded.forward(tokens).unwrap(),
-    );
-    assert_eq!(diff, 0.0);
 }
 
 #[test]
@@ -120,9 +111,7 @@ fn configs_name_the_scheme_and_old_ones_read_as_learned() {
     assert!(json.contains("\"position\":\"rope\""), "{json}");
     assert_eq!(GptConfig::from_json(&json).unwrap(), rope);
     // A config written before the field existed.
-    let old = r#"{"vocab_size":10,"d_model":128,"n_heads":4,"n_layers":4,"max_seq_len":128,
-                 "dropout":0.0,"mask_mode":"causal"}"#;
-    let config = GptConfig::from_json(old).unwrap();
+    let config = GptConfig::from_json(CONFIG_FROM_0_2).unwrap();
     assert_eq!(config.position, PositionScheme::Learned);
     assert_eq!(config.rope_theta, 10000.0);
     // Heads of odd width cannot be rotated in pairs.

@@ -173,3 +173,24 @@ pub fn logits_in_pieces(
     }
     Tensor::cat(pieces, 1)
 }
+
+/// A config as 0.2 wrote it, before the fields added since (tied embeddings, the position
+/// scheme, RoPE's base, key/value heads).
+pub const CONFIG_FROM_0_2: &str = r#"{"vocab_size":10,"d_model":128,"n_heads":4,"n_layers":4,
+    "max_seq_len":128,"dropout":0.0,"mask_mode":"causal"}"#;
+
+/// Export `model` to safetensors under a fresh `dir_name`, load it back, check the loaded model
+/// gives the same logits bit for bit, and return it.
+pub fn reloaded_through_safetensors(model: &Gpt, dir_name: &str) -> Gpt {
+    let device = device();
+    let path = temp_dir(dir_name).join("model.safetensors");
+    tinygpt::weights::export_safetensors(model, None, &path).unwrap();
+    let (loaded, _) = tinygpt::weights::load_safetensors(&path, &device).unwrap();
+    let tokens = row(&random_tokens(12, model.config().vocab_size, 9), &device);
+    let diff = max_abs_diff(
+        model.forward(tokens.clone()).unwrap(),
+        loaded.forward(tokens).unwrap(),
+    );
+    assert_eq!(diff, 0.0, "the reloaded model's logits differ");
+    loaded
+}
