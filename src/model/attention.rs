@@ -273,13 +273,15 @@ impl CausalSelfAttention {
             fault,
         } = input.into();
         let [batch, seq, d_model] = x.dims();
-        let shared_tables = rotation.as_ref().map(Rotation::shared_tables);
         // A planted fault lives in the readable code: it takes the readable kernel.
         let readable_only = padding.is_some() || fault.is_some();
-        if cache.is_none()
-            && shared_tables.as_ref().is_none_or(Option::is_some)
-            && self.kernel(seq, readable_only) == Kernel::Fused
-        {
+        let whole_sequence = cache.is_none() && self.kernel(seq, readable_only) == Kernel::Fused;
+        // The fused op takes a rotation as `[T, Dh/2]` tables, which exist when every row has
+        // the same positions (only asked for here: decode steps never need them).
+        let shared_tables = whole_sequence
+            .then(|| rotation.as_ref().map(Rotation::shared_tables))
+            .flatten();
+        if whole_sequence && shared_tables.as_ref().is_none_or(Option::is_some) {
             // Training and full-sequence forwards: one fused op from x to the merged heads
             // (see `crate::kernels::causal_self_attention`); the stages are those below.
             let head_dim = d_model / self.n_heads;
