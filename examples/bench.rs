@@ -31,10 +31,10 @@ struct Args {
     /// Backend: flex, ndarray, wgpu, wgpu-cpu, cuda, ... (compiled-in ones only).
     #[arg(long, default_value = "default")]
     device: String,
-    /// Switch off the fused CPU kernels (`tinygpt::kernels`): every op takes Burn's composite
-    /// path, as on a backend without them.
+    /// Switch off the crate's kernels (`tinygpt::kernels`): every op takes Burn's own
+    /// implementation, as on a backend without them.
     #[arg(long)]
-    composite: bool,
+    no_kernels: bool,
     /// Only this workload (for profiling one of them): all, train, prefill or decode.
     #[arg(long, default_value = "all", value_parser = ["all", "train", "prefill", "decode"])]
     only: String,
@@ -110,8 +110,8 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    if args.composite {
-        return tinygpt::kernels::composite_only(|| measure(&args));
+    if args.no_kernels {
+        return tinygpt::kernels::without_kernels(|| measure(&args));
     }
     measure(&args)
 }
@@ -136,11 +136,11 @@ fn measure(args: &Args) -> anyhow::Result<()> {
         plan.warmup
     ));
 
-    if args.composite {
-        plan.say("fused kernels off (--composite): Burn's composite ops throughout".into());
-    } else if tinygpt::kernels::fused_for(&device, burn::tensor::DType::F32) {
+    if args.no_kernels {
+        plan.say("kernels off (--no-kernels): Burn's own ops throughout".into());
+    } else if tinygpt::kernels::runs_on(&device, burn::tensor::DType::F32) {
         plan.say(
-            "fused kernels on: training time against the composite ops in the same run".into(),
+            "kernels on: training time against Burn's own ops in the same run".into(),
         );
     }
     let wanted = |workload: &str| args.only == "all" || args.only == workload;
@@ -181,23 +181,23 @@ fn training(
         "\ntraining step (B=32, T=128):      {rate:>9.0} tokens/s  ({:.1} ms/step)",
         seconds * 1e3
     ));
-    if plan.table && tinygpt::kernels::fused_for(device, burn::tensor::DType::F32) {
-        // The same step with the kernels off, timed alternately with the fused one so both
+    if plan.table && tinygpt::kernels::runs_on(device, burn::tensor::DType::F32) {
+        // The same step with the kernels off, timed alternately with the kernels on so both
         // see the same machine: the ratio is the kernels' own gain.
-        let mut fused = Vec::new();
-        let mut composite = Vec::new();
+        let mut with_kernels = Vec::new();
+        let mut without = Vec::new();
         for _ in 0..plan.train_repeats {
-            fused.push(median_seconds(0, 1, || train.run())?);
-            composite.push(tinygpt::kernels::composite_only(|| {
+            with_kernels.push(median_seconds(0, 1, || train.run())?);
+            without.push(tinygpt::kernels::without_kernels(|| {
                 median_seconds(0, 1, || train.run())
             })?);
         }
-        let (fused, composite) = (median(fused), median(composite));
+        let (with_kernels, without) = (median(with_kernels), median(without));
         plan.say(format!(
-            "  same step, composite ops:        {:>9.0} tokens/s  ({:.1} ms/step; fused {:.2}x)",
-            train.tokens() as f64 / composite,
-            composite * 1e3,
-            composite / fused
+            "  same step, Burn's own ops:       {:>9.0} tokens/s  ({:.1} ms/step; kernels {:.2}x)",
+            train.tokens() as f64 / without,
+            without * 1e3,
+            without / with_kernels
         ));
     }
     Ok(Figure::new("train_tokens_per_s", None, None, rate))

@@ -98,7 +98,7 @@ fn run() -> anyhow::Result<()> {
             "  {phase:<14} new tokens {new:>2}  logits {:<14} cache len {:>2}  K {}  {:>7} bytes",
             shape(logits),
             cache.len(),
-            shape(&cache.layer(0).keys().dims()),
+            shape(&cache.keys(0).dims()),
             cache.memory_bytes()
         );
     };

@@ -37,7 +37,7 @@
 //! | [`leak`]     | the mask-leak demonstration: causality probe, honest loss, the report     |
 //! | [`faults`]   | the failure gallery: classic attention bugs planted, and what catches them |
 //! | [`weights`]  | safetensors export and load, nanoGPT import                               |
-//! | [`kernels`]  | fused CPU kernels with hand-written backward passes (Flex)               |
+//! | [`kernels`]  | the crate's kernels: fused CPU ops with hand-written backward passes (Flex) |
 //! | [`bench`](mod@bench) | the workloads the benchmarks time                                         |
 //! | [`device`]   | cargo features to devices, host transfers                                 |
 //! | [`fs`], [`plot`], [`error`] | atomic writes, PNG charts, the error type                  |

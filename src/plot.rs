@@ -244,9 +244,9 @@ pub fn attention_heatmap(
         ));
     }
     let prompt = &prompt[prompt.len().saturating_sub(model.config().max_seq_len)..];
-    let readable = model.clone().with_fused_attention(false);
+    // A traced call runs the readable path, which keeps every layer's weights.
     let mut trace = ShapeTrace::with_attention_weights();
-    readable.forward_with(
+    model.forward_with(
         token_tensor(prompt, 1, prompt.len(), device)?,
         ForwardOptions::default().with_trace(&mut trace),
     )?;

@@ -9,7 +9,7 @@ use common::{
 };
 use tinygpt::faults::{Exhibit, Outcome, divergence, show};
 use tinygpt::generate::{WindowPolicy, compare_decoding};
-use tinygpt::model::{CausalSelfAttentionConfig, Fault, LayerInput};
+use tinygpt::model::{CausalSelfAttentionConfig, Fault, Instruments, Plan};
 use tinygpt::{Error, Gpt, MaskMode, PositionScheme};
 
 /// The shape error of a forward pass over `len` tokens with `fault` planted.
@@ -53,14 +53,12 @@ fn a_key_that_is_not_transposed_fails_the_score_shape_check() {
         .init(&device())
         .unwrap();
     let x = random_tensor([1, 8, 32], 2, &device());
-    let faulty = LayerInput {
-        fault: Some(Fault::TransposedKey),
-        ..LayerInput::new(x.clone())
-    };
+    let plan = Plan::sequence(8);
+    let mut faulty = Instruments::with_fault(Fault::TransposedKey);
     let silent = layer
-        .try_forward(faulty)
+        .forward_instrumented(x.clone(), None, &plan, &mut faulty)
         .expect("8 keys, width 8: the shapes fit");
-    let diff = max_abs_diff(silent, layer.forward(x));
+    let diff = max_abs_diff(silent, layer.forward(x, None, &plan));
     assert!(
         diff > 1e-2,
         "the silent fault changed the output by only {diff}"

@@ -133,10 +133,10 @@ fn cached_decoding_equals_the_full_forward_with_shared_heads() {
                 let ids = random_tokens(30, 23, 6);
                 let full = model.forward(row(&ids, &device)).unwrap();
                 let mut cache = model.new_cache(1, &device);
-                // A prompt of 7 (a prefill through the grouped fused kernel), a chunk of 4,
+                // A prompt of 7 (a prefill through the crate's grouped causal kernel), a chunk of 4,
                 // then one token at a time (the grouped single-query step).
                 let cached = logits_in_pieces(&model, &mut cache, &ids, &[7, 4]);
-                let keys = cache.layer(0).keys().dims();
+                let keys = cache.keys(0).dims();
                 assert_eq!(keys, [1, kv_heads, 30, 8], "the cache holds H_kv heads");
                 let diff = max_abs_diff(full, cached);
                 assert!(

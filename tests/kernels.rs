@@ -1,4 +1,4 @@
-//! The fused CPU kernels (`tinygpt::kernels`) against the composite ops they replace: forward
+//! The crate's kernels (`tinygpt::kernels`) against Burn's own ops they replace: forward
 //! values within 1e-5, gradients of every input within 1e-4 relative, gradients against
 //! finite differences on tiny cases, and a 50-step training run whose losses agree step by
 //! step. Flex only: everywhere else the kernels are not used (checked too).
@@ -14,10 +14,9 @@ use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use common::random_tensor;
 use tinygpt::generate::max_abs_diff;
 use tinygpt::kernels::{
-    Rotary, bias_gelu, causal_attention, causal_self_attention, composite_only, cross_entropy,
-    fused_for, layer_norm, linear, on_workers,
+    bias_gelu, cross_entropy, layer_norm, linear, on_workers, runs_on, without_kernels,
 };
-use tinygpt::model::Rotation;
+use tinygpt::model::{AttentionPath, CausalSelfAttentionConfig, Plan, Rotation};
 use tinygpt::text::{BUNDLED_CORPUS, TextDataset};
 use tinygpt::train::{TrainConfig, TrainEvent, train};
 use tinygpt::{GptConfig, MaskMode};
@@ -75,11 +74,11 @@ fn assert_matches_composite(name: &str, op: &Op, inputs: &[Vec<f32>]) {
 /// nothing): theirs must be below 1e-6 of the largest gradient of any input, on both paths.
 fn assert_matches_composite_with_zeros(name: &str, op: &Op, inputs: &[Vec<f32>], zero: &[usize]) {
     assert!(
-        fused_for(&flex().autodiff(), DType::F32),
+        runs_on(&flex().autodiff(), DType::F32),
         "the fused kernels should apply on autodiff Flex"
     );
     let (fused_out, fused_grads) = forward_backward(op, inputs);
-    let (composite_out, composite_grads) = composite_only(|| forward_backward(op, inputs));
+    let (composite_out, composite_grads) = without_kernels(|| forward_backward(op, inputs));
     let forward = max_abs_diff(&fused_out, &composite_out);
     assert!(forward <= 1e-5, "{name}: forward max |Δ| = {forward}");
     let largest = composite_grads
@@ -213,7 +212,10 @@ fn attention_op(shape: [usize; 6]) -> impl Fn(&[Tensor<1>]) -> Tensor<1> {
         let q = inputs[0].clone().reshape([batch, heads, queries, head_dim]);
         let k = inputs[1].clone().reshape([batch, kv_heads, keys, head_dim]);
         let v = inputs[2].clone().reshape([batch, kv_heads, keys, head_dim]);
-        causal_attention(q, k, v).reshape([batch * heads * queries * head_dim])
+        // The crate's kernel; with the kernels off it declines and Burn's attention runs.
+        AttentionPath::CausalKernel
+            .causal(q, k, v)
+            .reshape([batch * heads * queries * head_dim])
     }
 }
 
@@ -286,10 +288,10 @@ fn linear_matches_composite_and_finite_differences() {
 }
 
 /// Self-attention through three projections (inputs 1-3 weights, 4-6 biases) on
-/// `[B, T, D]`, up to the merged heads, with `heads = [H, H_kv]` query and key/value heads (the
-/// key and value projections are `D -> H_kv·Dh`); with `rope`, queries and keys rotated at
-/// positions `5..5 + T` (the model's rotation on the composite path, the kernel's on the fused
-/// one).
+/// `[B, T, D]`, up to the merged heads (the layer's `W_O` is the identity), with
+/// `heads = [H, H_kv]` query and key/value heads (the key and value projections are
+/// `D -> H_kv·Dh`); with `rope`, queries and keys rotated at positions `5..5 + T`. With the
+/// kernels on, the layer takes the packed kernel; off, it runs step by step on Burn's ops.
 fn self_attention_op(
     shape: [usize; 3],
     heads: [usize; 2],
@@ -300,7 +302,7 @@ fn self_attention_op(
     let widths = [d, heads[1] * head_dim, heads[1] * head_dim];
     move |inputs| {
         let device = inputs[0].device();
-        let layer = |i: usize| -> Linear {
+        let projection = |i: usize| -> Linear {
             let mut layer = LinearConfig::new(d, widths[i]).init(&device);
             // `initialized` keeps the graph: the weight is a reshape of the flat input leaf.
             let weight = inputs[1 + i].clone().reshape([d, widths[i]]);
@@ -308,20 +310,22 @@ fn self_attention_op(
             layer.bias = Some(Param::initialized(ParamId::new(), inputs[4 + i].clone()));
             layer
         };
-        let (q, k, v) = (layer(0), layer(1), layer(2));
+        let mut layer = CausalSelfAttentionConfig::new(d, heads[0])
+            .with_n_kv_heads(Some(heads[1]))
+            .init(&device)
+            .expect("valid sizes");
+        (layer.query, layer.key, layer.value) = (projection(0), projection(1), projection(2));
+        layer.output = Linear {
+            weight: Param::from_tensor(Tensor::eye(d, &device)),
+            bias: None,
+        };
+        let mut plan = Plan::sequence(seq);
+        if rope {
+            let positions: Vec<usize> = (5..5 + seq).collect();
+            plan = plan.with_rotation(Rotation::new(&positions, 1, head_dim, 10000.0, &device));
+        }
         let x = inputs[0].clone().reshape([batch, seq, d]);
-        let positions: Vec<usize> = (5..5 + seq).collect();
-        let rotation = Rotation::new(&positions, 1, head_dim, 10000.0, &device);
-        let rotate = |x: Tensor<4>| rotation.apply(x);
-        let rotary = rope.then(|| {
-            let (cos, sin) = rotation.shared_tables().expect("one row of positions");
-            Rotary {
-                cos,
-                sin,
-                rotate: &rotate,
-            }
-        });
-        causal_self_attention(x, [&q, &k, &v], heads, rotary).reshape([batch * seq * d])
+        layer.forward(x, None, &plan).reshape([batch * seq * d])
     }
 }
 
@@ -374,22 +378,22 @@ fn packed_self_attention_matches_composite_and_finite_differences() {
 
 #[test]
 fn kernels_apply_only_to_f32_on_flex() {
-    assert!(fused_for(&flex(), DType::F32));
-    assert!(fused_for(&flex().autodiff(), DType::F32));
-    assert!(!fused_for(&flex(), DType::F16));
-    assert!(!composite_only(|| fused_for(&flex(), DType::F32)));
+    assert!(runs_on(&flex(), DType::F32));
+    assert!(runs_on(&flex().autodiff(), DType::F32));
+    assert!(!runs_on(&flex(), DType::F16));
+    assert!(!without_kernels(|| runs_on(&flex(), DType::F32)));
     // The model's passes and the training step run on rayon's workers: the setting goes along.
-    assert!(!composite_only(|| on_workers(|| fused_for(
+    assert!(!without_kernels(|| on_workers(|| runs_on(
         &flex(),
         DType::F32
     ))));
-    assert!(on_workers(|| fused_for(&flex(), DType::F32)));
+    assert!(on_workers(|| runs_on(&flex(), DType::F32)));
     for name in tinygpt::device::compiled_backends() {
         if name != "flex"
             && let Ok(device) = tinygpt::device::device_by_name(name)
         {
             assert!(
-                !fused_for(&device, DType::F32),
+                !runs_on(&device, DType::F32),
                 "{name} must take the composite path"
             );
         }
@@ -431,7 +435,7 @@ fn training_losses(dir: &Path) -> Vec<f32> {
 fn fifty_training_steps_agree_with_the_composite_ops() {
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let fused = training_losses(&tmp.join("kernels_fused"));
-    let composite = composite_only(|| training_losses(&tmp.join("kernels_composite")));
+    let composite = without_kernels(|| training_losses(&tmp.join("kernels_composite")));
     assert_eq!(fused.len(), 50);
     for (step, (f, c)) in fused.iter().zip(&composite).enumerate() {
         assert!(

@@ -13,7 +13,7 @@ use common::{device, max_abs_diff};
 use serde::Deserialize;
 use tinygpt::model::BlockConfig;
 use tinygpt::model::{
-    CausalSelfAttention, CausalSelfAttentionConfig, LayerInput, Rotation, fused_causal_attention,
+    AttentionPath, CausalSelfAttention, CausalSelfAttentionConfig, Plan, Rotation,
 };
 
 const TOLERANCE: f32 = 1e-5;
@@ -86,6 +86,10 @@ impl Fixture {
     }
 }
 
+/// The attention cores other than the readable one that serve several queries: the crate's
+/// kernel where it runs (Burn's attention where it declines) and Burn's attention.
+const FAST_CORES: [AttentionPath; 2] = [AttentionPath::CausalKernel, AttentionPath::BurnAttention];
+
 fn assert_matches<const D: usize>(what: &str, got: Tensor<D>, want: Tensor<D>) {
     let diff = max_abs_diff(got, want);
     assert!(
@@ -101,17 +105,12 @@ fn causal_attention_matches_torch_sdpa() {
         let fixture = load(name);
         let [q, k, v] = ["q", "k", "v"].map(|n| fixture.tensor::<4>(n, &device));
         let want = fixture.tensor::<4>("out", &device);
-        let heads = fixture.size("heads");
-        let layer = CausalSelfAttentionConfig::new(heads * fixture.size("head_dim"), heads)
-            .init(&device)
-            .unwrap();
-        let (readable, _) = layer.readable_attention(q.clone(), k.clone(), v.clone(), None);
+        let readable = AttentionPath::Readable.causal(q.clone(), k.clone(), v.clone());
         assert_matches(&format!("{name}, readable"), readable, want.clone());
-        assert_matches(
-            &format!("{name}, fused"),
-            fused_causal_attention(q, k, v),
-            want,
-        );
+        for path in FAST_CORES {
+            let fast = path.causal(q.clone(), k.clone(), v.clone());
+            assert_matches(&format!("{name}, {path:?}"), fast, want.clone());
+        }
     }
 }
 
@@ -125,10 +124,11 @@ fn multi_head_attention_matches_torch() {
     let layer = fixture.attention("", layer, &device);
     let x = fixture.tensor::<3>("x", &device);
     let want = fixture.tensor::<3>("out", &device);
-    assert_matches("fast path", layer.forward(x.clone()), want.clone());
+    let plan = Plan::sequence(x.dims()[1]);
+    assert_matches("fast path", layer.forward(x.clone(), None, &plan), want.clone());
     let mut readable = layer;
-    readable.set_fused(false);
-    assert_matches("readable path", readable.forward(x), want);
+    readable.set_fast_paths(false);
+    assert_matches("readable path", readable.forward(x, None, &plan), want);
 }
 
 #[test]
@@ -145,21 +145,22 @@ fn gpt_block_matches_torch() {
     block.mlp.proj = fixture.linear("mlp.proj", &device);
 
     let x = fixture.tensor::<3>("x", &device);
+    let plan = Plan::sequence(x.dims()[1]);
     let mut readable = block.clone();
-    readable.attn.set_fused(false);
+    readable.attn.set_fast_paths(false);
     assert_matches(
         "block output",
-        readable.forward(x.clone()),
+        readable.forward(x.clone(), None, &plan),
         fixture.tensor("out", &device),
     );
     assert_matches(
         "block output, fast path",
-        block.forward(x.clone()),
+        block.forward(x.clone(), None, &plan),
         fixture.tensor("out", &device),
     );
 
     // The residual stream after attention, to localise a failure.
-    let after_attn = x.clone() + block.attn.forward(block.ln_1.forward(x));
+    let after_attn = x.clone() + block.attn.forward(block.ln_1.forward(x), None, &plan);
     assert_matches(
         "after attention",
         after_attn,
@@ -194,11 +195,13 @@ fn rotary_embedding_matches_the_hugging_face_convention() {
             k.clone(),
             fixture.tensor("k_rot", &device),
         );
-        assert_matches(
-            &format!("{name}, attention on the rotated q, k"),
-            fused_causal_attention(q, k, v),
-            fixture.tensor("out", &device),
-        );
+        for path in [AttentionPath::Readable].into_iter().chain(FAST_CORES) {
+            assert_matches(
+                &format!("{name}, attention on the rotated q, k, {path:?}"),
+                path.causal(q.clone(), k.clone(), v.clone()),
+                fixture.tensor("out", &device),
+            );
+        }
     }
 }
 
@@ -229,32 +232,29 @@ fn grouped_query_attention_matches_torch_enable_gqa() {
         let theta = fixture.config["theta"];
         // The attention core alone: grouped queries against the shared heads.
         let [q, k, v] = ["q", "k", "v"].map(|n| fixture.tensor::<4>(n, &device));
-        assert_matches(
-            &format!("{name}, attention core"),
-            fused_causal_attention(q, k, v),
-            fixture.tensor("context", &device),
-        );
+        for path in [AttentionPath::Readable].into_iter().chain(FAST_CORES) {
+            assert_matches(
+                &format!("{name}, attention core, {path:?}"),
+                path.causal(q.clone(), k.clone(), v.clone()),
+                fixture.tensor("context", &device),
+            );
+        }
         // The whole layer, on the readable path (keys and values repeated per group) and the
         // fast one (shared heads read in place).
         let config =
             CausalSelfAttentionConfig::new(d_model, n_heads).with_n_kv_heads(Some(n_kv_heads));
-        for fused in [false, true] {
+        let mut plan = Plan::sequence(seq);
+        if theta > 0.0 {
+            let positions: Vec<usize> = (0..seq).collect();
+            let rotation = Rotation::new(&positions, 1, d_model / n_heads, theta, &device);
+            plan = plan.with_rotation(rotation);
+        }
+        for fast in [false, true] {
             let mut layer = fixture.attention("", config.init(&device).unwrap(), &device);
-            layer.set_fused(fused);
-            let mut input = LayerInput::new(fixture.tensor("x", &device));
-            if theta > 0.0 {
-                let positions: Vec<usize> = (0..seq).collect();
-                input.rotation = Some(Rotation::new(
-                    &positions,
-                    1,
-                    d_model / n_heads,
-                    theta,
-                    &device,
-                ));
-            }
+            layer.set_fast_paths(fast);
             assert_matches(
-                &format!("{name}, layer, fast kernels {fused}"),
-                layer.forward(input),
+                &format!("{name}, layer, fast paths {fast}"),
+                layer.forward(fixture.tensor("x", &device), None, &plan),
                 fixture.tensor("out", &device),
             );
         }

@@ -72,7 +72,7 @@ fn every_stage_has_the_documented_shape() {
         ("ln_f", vec![b, t, d]),
         ("logits", vec![b, t, v]),
     ];
-    // The readable kernel records the tensors it computes; the fast ones must report the same.
+    // A traced call runs the readable path on either model: the stages are the tensors computed.
     for (path, model) in both_paths(model) {
         let mut trace = ShapeTrace::new();
         let options = ForwardOptions::default().with_trace(&mut trace);
@@ -123,28 +123,38 @@ fn cached_stages_attend_over_cached_plus_new_keys() {
 }
 
 #[test]
-fn attention_weights_are_kept_by_the_readable_kernel_and_refused_on_the_fast_one() {
+fn a_traced_call_runs_the_readable_path_and_keeps_every_layers_weights() {
     let device = device();
     let model = small_model(MaskMode::Causal, 1, &device);
     let config = model.config().clone();
     let (b, t) = (2, 5);
     let tokens = token_tensor(&random_tokens(b * t, config.vocab_size, 8), b, t, &device).unwrap();
-
-    let mut trace = ShapeTrace::with_attention_weights();
-    let options = ForwardOptions::default().with_trace(&mut trace);
-    let err = model.forward_with(tokens.clone(), options).unwrap_err();
-    assert!(
-        err.to_string().contains("with_fused_attention(false)"),
-        "{err}"
-    );
-
-    let readable = model.with_fused_attention(false);
-    let mut trace = ShapeTrace::with_attention_weights();
-    let options = ForwardOptions::default().with_trace(&mut trace);
-    readable.forward_with(tokens, options).unwrap();
-    let weights = trace.attention_weights();
-    assert_eq!(weights.len(), config.n_layers);
-    for (name, layer) in weights {
-        assert_eq!(layer.dims(), [b, config.n_heads, t, t], "{name}");
-    }
+    let traced_weights = |model: &tinygpt::Gpt| {
+        let mut trace = ShapeTrace::with_attention_weights();
+        let options = ForwardOptions::default().with_trace(&mut trace);
+        let logits = model.forward_with(tokens.clone(), options).unwrap();
+        let weights: Vec<Vec<f32>> = trace
+            .attention_weights()
+            .iter()
+            .map(|(name, layer)| {
+                assert_eq!(layer.dims(), [b, config.n_heads, t, t], "{name}");
+                values(layer.clone())
+            })
+            .collect();
+        assert_eq!(weights.len(), config.n_layers);
+        (values(logits), weights)
+    };
+    // A model allowed its fast paths computes a traced call on the readable path: the same
+    // logits and weights, bit for bit, as the model that may only take the readable path.
+    let (fast_logits, fast_weights) = traced_weights(&model);
+    let (readable_logits, readable_weights) = traced_weights(&model.clone().with_fast_paths(false));
+    assert_eq!(fast_weights, readable_weights);
+    assert_eq!(fast_logits, readable_logits);
+    // And within rounding what the untraced fast path computes.
+    let untraced = values(model.forward(tokens.clone()).unwrap());
+    let diff = untraced
+        .iter()
+        .zip(&fast_logits)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff <= 1e-5, "traced and untraced logits differ by {diff}");
 }

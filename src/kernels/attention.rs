@@ -28,8 +28,7 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::{FloatTensorOps, ModuleOps};
-use burn::tensor::ops::AttentionModuleOptions;
+use burn::backend::ops::FloatTensorOps;
 use rayon::prelude::*;
 
 use super::flex::{dims, values, values_mut};
@@ -148,30 +147,6 @@ pub fn forward_flex(q: FlexTensor, k: FlexTensor, v: FlexTensor) -> (FlexTensor,
     let weights = weights_flex(grouped(q, dims(&k)[1]), k, shape[2]);
     let out = Flex::float_matmul(weights.clone(), v);
     (Flex::float_reshape(out, shape.into()), weights)
-}
-
-/// Above this many weights per head (`T·S`, 1 MB of `f32`) inference leaves attention to
-/// Flex's own kernel, which tiles over the keys (flash attention) instead of holding the whole
-/// `[T, S]` matrix: a naive decode step at context 2048 ran at 1.7 tokens/s through
-/// [`forward_flex`] and 3.0 through Flex's kernel.
-pub const WEIGHTS_PER_HEAD_IN_CACHE: usize = 256 * 1024;
-
-/// Inference (no backward to feed): [`forward_flex`] for short sequences, Flex's tiled kernel
-/// for long ones.
-///
-/// # Shapes
-/// - q: `[B, H, T, Dh]`, k and v: `[B, H_kv, S, Dh]` with `S ≥ T`, output `[B, H, T, Dh]`
-///   (Flex's kernel shares key/value heads between query heads the same way)
-pub fn inference_flex(q: FlexTensor, k: FlexTensor, v: FlexTensor) -> FlexTensor {
-    if dims(&q)[2] * dims(&k)[2] <= WEIGHTS_PER_HEAD_IN_CACHE {
-        return forward_flex(q, k, v).0;
-    }
-    let options = AttentionModuleOptions {
-        scale: None,
-        softcap: None,
-        is_causal: true,
-    };
-    Flex::attention(q, k, v, None, None, options)
 }
 
 /// What the backward keeps: q, k, v and, when they are small enough, the weights.

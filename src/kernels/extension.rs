@@ -125,7 +125,7 @@ impl FusedOps for Flex {
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        attention::inference_flex(q, k, v)
+        attention::forward_flex(q, k, v).0
     }
 }
 
@@ -298,7 +298,7 @@ pub fn linear<const N: usize>(
     })
 }
 
-/// See [`super::causal_self_attention`].
+/// See [`super::packed_self_attention`].
 pub fn packed_attention(packed: Tensor<3>, heads: usize, kv_heads: usize) -> Tensor<3> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_packed_attention(
         packed.into_dispatch(),
@@ -307,7 +307,7 @@ pub fn packed_attention(packed: Tensor<3>, heads: usize, kv_heads: usize) -> Ten
     ))
 }
 
-/// See [`super::causal_self_attention`].
+/// See [`super::packed_self_attention`].
 pub fn packed_rope_attention(
     packed: Tensor<3>,
     cos: Tensor<2>,

@@ -1,30 +1,31 @@
-//! Fused CPU kernels with hand-written backward passes, for training and prefill on the `flex`
+//! The crate's kernels: fused CPU ops with hand-written backward passes, for `f32` on the `flex`
 //! backend.
 //!
 //! Under `Autodiff`, Burn runs layer norm, attention, GELU and cross-entropy as composites of
 //! small recorded ops, each allocating a tensor, and a linear layer as a batched product whose
-//! weight gradient is summed over the batch afterwards (see the profiles in the README). The
+//! weight gradient is summed over the batch afterwards (see `docs/PERFORMANCE.md`). The
 //! functions here compute the same values in one pass or one matrix product each way,
 //! registered through Burn's backend extension mechanism (`#[backend_extension]`): Flex runs
 //! the kernel, `Autodiff<Flex>` runs it and records a backward step written by hand.
 //!
-//! | function                  | composite it replaces                       | file                  |
-//! |---------------------------|---------------------------------------------|-----------------------|
-//! | [`linear`]                | `Linear::forward` (batched matmul, bias add) | `linear.rs`          |
-//! | [`causal_self_attention`] | three projections, `split_heads`, attention, `merge_heads` | `packed_attention.rs` |
-//! | [`causal_attention`]      | Burn's attention fallback under autodiff    | `attention.rs`        |
-//! | [`layer_norm`]            | `LayerNorm::forward`                        | `layer_norm.rs`       |
-//! | [`bias_gelu`]             | `+ bias`, `Gelu::forward`                   | `gelu.rs`             |
-//! | [`cross_entropy`]         | `log_softmax`, `gather`, `mean`             | `cross_entropy.rs`    |
+//! | function                  | what it replaces                             | file                  |
+//! |---------------------------|----------------------------------------------|-----------------------|
+//! | [`linear`]                | `Linear::forward` (batched matmul, bias add) | `linear.rs`           |
+//! | [`packed_self_attention`] | three projections, `split_heads`, attention, `merge_heads` | `packed_attention.rs` |
+//! | [`causal_attention`]      | Burn's attention, composite under autodiff   | `attention.rs`        |
+//! | [`layer_norm`]            | `LayerNorm::forward`                         | `layer_norm.rs`       |
+//! | [`bias_gelu`]             | `+ bias`, `Gelu::forward`                    | `gelu.rs`             |
+//! | [`cross_entropy`]         | `log_softmax`, `gather`, `mean`              | `cross_entropy.rs`    |
 //!
 //! Underneath: `gemm.rs` multiplies strided views with the `gemm` crate (as Flex does, minus
 //! Flex's zero-filled and re-copied outputs), `math.rs` holds the vectorisable `exp`, `erf`
 //! and lane reductions, `simd.rs` compiles their loops for AVX-512 or AVX2 when the CPU has it.
 //!
-//! Which path runs is chosen per call: the fused one for `f32` tensors on a Flex device (with
-//! or without autodiff), the composite everywhere else (ndarray, wgpu, cuda, ...), and
-//! everywhere inside [`composite_only`], which tests and the benchmark use to compare the two.
-//! The composite path is the reference: `tests/kernels.rs` holds every fused op to it.
+//! The kernels run for `f32` tensors on a Flex device (with or without autodiff), nowhere else
+//! ([`runs_on`]), and nowhere inside [`without_kernels`], which tests and the benchmark use to
+//! compare. The two attention kernels serve only the calls they can: they return `None`
+//! otherwise, and the model computes those calls itself ([`crate::model::attention_path`]).
+//! The others fall back to Burn's own op, the reference `tests/kernels.rs` holds each to.
 
 use std::cell::Cell;
 
@@ -68,20 +69,21 @@ mod simd;
 pub const LAYER_NORM_EPS: f64 = 1e-5;
 
 thread_local! {
-    static FUSED: Cell<bool> = const { Cell::new(true) };
+    static KERNELS_ON: Cell<bool> = const { Cell::new(true) };
 }
 
-/// Run `f` with the fused kernels switched off on this thread: every call takes the composite
-/// path, as on a backend without the kernels. Nested calls restore the outer setting.
-pub fn composite_only<R>(f: impl FnOnce() -> R) -> R {
-    let before = FUSED.with(|fused| fused.replace(false));
+/// Run `f` with the crate's kernels switched off on this thread: every op takes Burn's own
+/// (composite) implementation, as on a backend without the kernels. Nested calls restore the
+/// outer setting.
+pub fn without_kernels<R>(f: impl FnOnce() -> R) -> R {
+    let before = KERNELS_ON.with(|on| on.replace(false));
     let result = f();
-    FUSED.with(|fused| fused.set(before));
+    KERNELS_ON.with(|on| on.set(before));
     result
 }
 
 /// Run `f` on one of rayon's worker threads (directly, when this thread is one already),
-/// keeping this thread's [`composite_only`] setting.
+/// keeping this thread's [`without_kernels`] setting.
 ///
 /// The kernels' parallel loops and the larger matrix products hand work to rayon's pool.
 /// Started from a thread outside the pool, every such op injects its work and puts the caller
@@ -89,18 +91,19 @@ pub fn composite_only<R>(f: impl FnOnce() -> R) -> R {
 /// prefill on two cores. Started on a worker, an op shares its work with the other workers
 /// directly. The training step and the model's forward pass run through here.
 pub fn on_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    let fused = FUSED.with(Cell::get);
+    let on = KERNELS_ON.with(Cell::get);
     rayon::scope(|_| {
-        let before = FUSED.with(|cell| cell.replace(fused));
+        let before = KERNELS_ON.with(|cell| cell.replace(on));
         let result = f();
-        FUSED.with(|cell| cell.set(before));
+        KERNELS_ON.with(|cell| cell.set(before));
         result
     })
 }
 
-/// Whether a tensor of `dtype` on `device` takes the fused path here.
-pub fn fused_for(device: &Device, dtype: DType) -> bool {
-    FUSED.with(Cell::get) && dtype == DType::F32 && on_flex(device)
+/// Whether the crate's kernels run on a tensor of `dtype` on `device` here: `f32` on a Flex
+/// device (with or without autodiff), outside [`without_kernels`].
+pub fn runs_on(device: &Device, dtype: DType) -> bool {
+    KERNELS_ON.with(Cell::get) && dtype == DType::F32 && on_flex(device)
 }
 
 #[cfg(feature = "flex")]
@@ -127,7 +130,7 @@ fn on_flex(_: &Device) -> bool {
 pub fn layer_norm<const N: usize>(norm: &LayerNorm, x: Tensor<N>) -> Tensor<N> {
     #[cfg(feature = "flex")]
     if let Some(beta) = &norm.beta
-        && fused_for(&x.device(), x.dtype())
+        && runs_on(&x.device(), x.dtype())
     {
         return extension::layer_norm(x, norm.gamma.val(), beta.val(), LAYER_NORM_EPS);
     }
@@ -144,7 +147,7 @@ pub fn linear<const N: usize>(
     bias: Option<Tensor<1>>,
 ) -> Tensor<N> {
     #[cfg(feature = "flex")]
-    if fused_for(&x.device(), x.dtype()) {
+    if runs_on(&x.device(), x.dtype()) {
         return extension::linear(x, weight, bias);
     }
     burn::tensor::module::linear(x, weight, bias)
@@ -168,7 +171,7 @@ pub fn linear_layer<const N: usize>(layer: &Linear, x: Tensor<N>) -> Tensor<N> {
 /// - h: `[..., W]`, bias: `[W]`, output: same as h
 pub fn bias_gelu<const N: usize>(h: Tensor<N>, bias: Tensor<1>) -> Tensor<N> {
     #[cfg(feature = "flex")]
-    if fused_for(&h.device(), h.dtype()) {
+    if runs_on(&h.device(), h.dtype()) {
         return extension::bias_gelu(h, bias);
     }
     burn::tensor::activation::gelu(h + bias.unsqueeze())
@@ -180,131 +183,100 @@ pub fn bias_gelu<const N: usize>(h: Tensor<N>, bias: Tensor<1>) -> Tensor<N> {
 /// - logits: `[N, V]`, targets: `[N]` ids in `0..V`, output: `[1]`
 pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     #[cfg(feature = "flex")]
-    if fused_for(&logits.device(), logits.dtype()) {
+    if runs_on(&logits.device(), logits.dtype()) {
         return extension::cross_entropy(logits, targets);
     }
     let log_probs = burn::tensor::activation::log_softmax(logits, 1);
     log_probs.gather(1, targets.unsqueeze_dim(1)).mean().neg()
 }
 
-/// A rotary position embedding handed to [`causal_self_attention`]: its tables for the fused
-/// kernel, and the model's own rotation for the composite path (the kernels sit below the
-/// model, so the readable rotation is passed in rather than imported).
-pub struct Rotary<'a> {
-    /// Cosine of every position's angle for each feature pair, `[T, Dh/2]`.
-    pub cos: Tensor<2>,
-    /// Sine of the same angles, `[T, Dh/2]`.
-    pub sin: Tensor<2>,
-    /// The rotation of `[B, H, T, Dh]` queries or keys.
-    pub rotate: &'a dyn Fn(Tensor<4>) -> Tensor<4>,
-}
-
 /// Causal self-attention of `x` through the query, key and value `projections`, up to the
 /// merged heads (the output projection is the caller's), with the queries and keys rotated
-/// first when `rotary` is given. `heads` is `[H, H_kv]`: the query heads and the key/value heads
-/// they share (equal for multi-head attention).
+/// first by the RoPE tables `rotation` (`[T, Dh/2]` cosines and sines) when given. `heads` is
+/// `[H, H_kv]`: the query heads and the key/value heads they share (equal for multi-head
+/// attention).
 ///
-/// On Flex the three projections run as one product against `[W_Q | W_K | W_V]` (nanoGPT's
-/// `c_attn` layout, assembled from the three layers on every call, so the weights and every
-/// file written from them keep their three names) and the attention reads the heads in place
-/// from the packed `[B, T, D + 2·H_kv·Dh]` result ([`packed_attention`](self) kernel).
-/// Elsewhere, and for sequences longer than 512, it is the model's readable sequence: three
-/// projections, `split_heads`, [`causal_attention`], `merge_heads`.
+/// The three projections run as one product against `[W_Q | W_K | W_V]` (nanoGPT's `c_attn`
+/// layout, assembled from the three layers on every call, so the weights and every file
+/// written from them keep their three names) and the attention reads the heads in place from
+/// the packed `[B, T, D + 2·H_kv·Dh]` result (`packed_attention.rs`).
+///
+/// Returns `None`, and the model runs the layer step by step, where the kernel does not serve
+/// the call: off the crate's kernels ([`runs_on`]), for sequences whose `[T, T]` weights per
+/// head pass [`MAX_WEIGHTS_PER_HEAD`], or when some projections have a bias and others not.
 ///
 /// # Shapes
 /// - x: `[B, T, D]`, query projection `D -> D`, key and value projections `D -> H_kv·Dh`,
 ///   output: `[B, T, D]`
-pub fn causal_self_attention(
+pub fn packed_self_attention(
     x: Tensor<3>,
     projections: [&Linear; 3],
     heads: [usize; 2],
-    rotary: Option<Rotary<'_>>,
-) -> Tensor<3> {
-    let [n_heads, kv_heads] = heads;
+    rotation: Option<(Tensor<2>, Tensor<2>)>,
+) -> Option<Tensor<3>> {
     #[cfg(feature = "flex")]
     {
+        let [n_heads, kv_heads] = heads;
         let seq = x.dims()[1];
         let biases: Option<Vec<Tensor<1>>> = projections
             .iter()
             .map(|layer| layer.bias.as_ref().map(|bias| bias.val()))
             .collect();
         let unbiased = projections.iter().all(|layer| layer.bias.is_none());
-        if fused_for(&x.device(), x.dtype())
-            && seq * seq <= attention::WEIGHTS_PER_HEAD_IN_CACHE
-            && (biases.is_some() || unbiased)
-        {
-            let weight = Tensor::cat(projections.map(|layer| layer.weight.val()).to_vec(), 1);
-            let bias = biases.map(|biases| Tensor::cat(biases, 0));
-            let packed = extension::linear(x, weight, bias);
-            return match rotary {
-                Some(Rotary { cos, sin, .. }) => {
-                    extension::packed_rope_attention(packed, cos, sin, n_heads, kv_heads)
-                }
-                None => extension::packed_attention(packed, n_heads, kv_heads),
-            };
+        let serves = runs_on(&x.device(), x.dtype())
+            && seq * seq <= MAX_WEIGHTS_PER_HEAD
+            && (biases.is_some() || unbiased);
+        if !serves {
+            return None;
         }
+        let weight = Tensor::cat(projections.map(|layer| layer.weight.val()).to_vec(), 1);
+        let bias = biases.map(|biases| Tensor::cat(biases, 0));
+        let packed = extension::linear(x, weight, bias);
+        Some(match rotation {
+            Some((cos, sin)) => {
+                extension::packed_rope_attention(packed, cos, sin, n_heads, kv_heads)
+            }
+            None => extension::packed_attention(packed, n_heads, kv_heads),
+        })
     }
-    // `model::split_heads` and `model::merge_heads`, written out so the kernels stay below the
-    // model in the module graph.
-    let [batch, seq, d_model] = x.dims();
-    let head_dim = d_model / n_heads;
-    let split = |layer: &Linear, heads: usize| {
-        linear_layer(layer, x.clone())
-            .reshape([batch, seq, heads, head_dim])
-            .swap_dims(1, 2)
-    };
-    let [query, key, value] = projections;
-    let (q, k, v) = (
-        split(query, n_heads),
-        split(key, kv_heads),
-        split(value, kv_heads),
-    );
-    let (q, k) = match rotary {
-        Some(Rotary { rotate, .. }) => (rotate(q), rotate(k)),
-        None => (q, k),
-    };
-    causal_attention(q, k, v)
-        .swap_dims(1, 2)
-        .reshape([batch, seq, d_model])
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (x, projections, heads, rotation);
+        None
+    }
 }
 
+/// The most attention weights per head (`T·S`, 1 MB of `f32`) the kernels hold at once when
+/// they are not training. Past it, inference leaves attention to Burn's (on Flex, Flex's own
+/// kernel, which tiles over the keys instead of holding the whole `[T, S]` matrix: a naive
+/// decode step at context 2048 ran at 1.7 tokens/s through the crate's kernel and 3.0 through
+/// Flex's). Training keeps using the crate's kernels at every length: their backward is the
+/// one with a hand-written gradient.
+pub const MAX_WEIGHTS_PER_HEAD: usize = 256 * 1024;
+
 /// Causal attention with the mask aligned bottom-right (query `i` of `T` sees keys
-/// `0 ..= i + S − T`), scale `1/√Dh`. With fewer key/value heads than query heads
-/// (grouped-query attention), query head `h` reads key/value head `h / G`, `G = H / H_kv`.
+/// `0 ..= i + S − T`), scale `1/√Dh`, with a hand-written backward for training. With fewer
+/// key/value heads than query heads (grouped-query attention), query head `h` reads key/value
+/// head `h / G`, `G = H / H_kv`, without copying them.
+///
+/// Returns `None`, and the model runs Burn's attention instead, off the crate's kernels
+/// ([`runs_on`]) and for inference past [`MAX_WEIGHTS_PER_HEAD`].
 ///
 /// # Shapes
 /// - q: `[B, H, T, Dh]`, k and v: `[B, H_kv, S, Dh]` with `S ≥ T` and `H_kv` dividing `H`,
 ///   output: `[B, H, T, Dh]`
-pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Option<Tensor<4>> {
     #[cfg(feature = "flex")]
-    if fused_for(&q.device(), q.dtype()) {
-        // Flex's kernel and the crate's own share key/value heads without copying them.
-        return extension::causal_attention(q, k, v);
+    {
+        let device = q.device();
+        let weights_per_head = q.dims()[2] * k.dims()[2];
+        let serves = runs_on(&device, q.dtype())
+            && (device.is_autodiff() || weights_per_head <= MAX_WEIGHTS_PER_HEAD);
+        serves.then(|| extension::causal_attention(q, k, v))
     }
-    let options = burn::tensor::ops::AttentionModuleOptions {
-        scale: None,
-        softcap: None,
-        is_causal: true,
-    };
-    // Burn's generic attention wants as many key/value heads as query heads: give each query
-    // head its group's keys and values (a copy, on backends without a grouped kernel).
-    let groups = q.dims()[1] / k.dims()[1];
-    let (k, v) = (repeat_heads(k, groups), repeat_heads(v, groups));
-    burn::tensor::module::attention(q, k, v, None, None, options)
-}
-
-/// Each key/value head repeated for the `groups` query heads that share it (head `h` of the
-/// result is head `h / groups` of the input); the same as `model::repeat_kv`, kept here so the
-/// kernels stay below the model.
-///
-/// # Shapes
-/// - x: `[B, H_kv, S, Dh]`, output: `[B, H_kv·groups, S, Dh]`
-fn repeat_heads(x: Tensor<4>, groups: usize) -> Tensor<4> {
-    if groups == 1 {
-        return x;
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (q, k, v);
+        None
     }
-    let [batch, kv_heads, seq, head_dim] = x.dims();
-    x.unsqueeze_dim::<5>(2)
-        .expand([batch, kv_heads, groups, seq, head_dim])
-        .reshape([batch, kv_heads * groups, seq, head_dim])
 }

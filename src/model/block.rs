@@ -10,10 +10,11 @@ use burn::tensor::{Device, Tensor};
 
 use super::attention::{CausalSelfAttention, CausalSelfAttentionConfig};
 use super::init::INIT_STD;
-use super::layer_input::LayerInput;
+use super::cache::LayerKv;
+use super::instruments::{Instrumentation, NoInstruments};
 use super::mask::MaskMode;
 use super::mlp::{Mlp, MlpConfig};
-use super::trace::{enter, leave, record};
+use super::plan::Plan;
 use crate::error::Result;
 use crate::kernels::{LAYER_NORM_EPS, layer_norm};
 
@@ -89,49 +90,37 @@ pub struct Block {
 }
 
 impl Block {
-    /// The block for the `T` new positions of `input`: attention (appending to the cache and
-    /// hiding padding when given) and the feed-forward network, each around a residual; stage
-    /// shapes go into the trace when given. `block.forward(x)` runs without a cache.
+    /// The block for the `T` new positions of `x`: attention (appending to the layer's cache
+    /// when given) and the feed-forward network, each around a residual.
     ///
     /// # Shapes
-    /// - input.x: `[B, T, D]`, output: `[B, T, D]`
-    /// - input.padding: `[B, 1, T, S]` (see [`super::mask::padding_mask`])
-    ///
-    /// # Panics
-    /// When a fault planted in `input` trips a check; [`Block::try_forward`] returns the error.
-    pub fn forward<'a>(&self, input: impl Into<LayerInput<'a>>) -> Tensor<3> {
-        self.try_forward(input)
-            .unwrap_or_else(|err| panic!("a planted fault tripped a check: {err}"))
+    /// - x: `[B, T, D]`, output: `[B, T, D]`
+    pub fn forward(&self, x: Tensor<3>, cache: Option<&mut LayerKv>, plan: &Plan) -> Tensor<3> {
+        let Ok(out) = self.forward_instrumented(x, cache, plan, &mut NoInstruments);
+        out
     }
 
-    /// [`Block::forward`], returning the error of a check that a planted fault tripped
-    /// (without a fault it cannot fail).
+    /// [`Block::forward`] carrying `instruments` (a shape trace, a planted fault; see
+    /// [`CausalSelfAttention::forward_instrumented`]).
     ///
     /// # Errors
-    /// See [`CausalSelfAttention::try_forward`].
-    pub fn try_forward<'a>(&self, input: impl Into<LayerInput<'a>>) -> Result<Tensor<3>> {
-        let LayerInput {
-            x,
-            cache,
-            padding,
-            mut trace,
-            rotation,
-            fault,
-        } = input.into();
-        enter(&mut trace, "attn");
-        let attended = self.attn.try_forward(LayerInput {
-            x: layer_norm(&self.ln_1, x.clone()),
-            cache,
-            padding,
-            trace: trace.as_deref_mut(),
-            rotation,
-            fault,
-        })?;
-        leave(&mut trace);
+    /// The checks a planted fault fails.
+    pub fn forward_instrumented<I: Instrumentation>(
+        &self,
+        x: Tensor<3>,
+        cache: Option<&mut LayerKv>,
+        plan: &Plan,
+        instruments: &mut I,
+    ) -> Result<Tensor<3>, I::Error> {
+        instruments.enter("attn");
+        let attended =
+            self.attn
+                .forward_instrumented(layer_norm(&self.ln_1, x.clone()), cache, plan, instruments)?;
+        instruments.leave();
         let x = x + attended;
-        record(&mut trace, "after_attn", &x.dims());
+        instruments.record("after_attn", &x.dims());
         let x = x.clone() + self.mlp.forward(layer_norm(&self.ln_2, x));
-        record(&mut trace, "output", &x.dims());
+        instruments.record("output", &x.dims());
         Ok(x)
     }
 }

@@ -2,13 +2,12 @@
 //! projects only the new token instead of recomputing the whole prefix.
 //!
 //! # Layout: pre-allocated, written in place
-//! Each layer owns one key and one value buffer of shape `[B, H_kv, capacity, Dh]` (`H_kv` key/value
-//! heads: the model's heads, or fewer with grouped-query attention), allocated once;
+//! Each layer owns one key and one value buffer of shape `[B, H_kv, capacity, Dh]` (`H_kv`
+//! key/value heads: the model's heads, or fewer with grouped-query attention), allocated once;
 //! a step writes its new rows with `slice_assign` at `len..len + T` and attention reads the
 //! prefix `0..len + T`. The alternative, concatenating the new rows onto the old tensor, copies
-//! the whole cache at every step; `cargo run --release --example kv_append` times both on the
-//! same shapes (the README has the figures). The price is memory held up front for the whole
-//! context ([`KvCache::allocated_bytes`]), which at this model size is small.
+//! the whole cache at every step (`cargo run --release --example kv_append` times both). The
+//! price is memory held up front for the whole context ([`KvCache::allocated_bytes`]).
 //!
 //! # Rolling
 //! A cache made [`KvCache::rolling`] keeps going once full: each new position overwrites the
@@ -20,28 +19,54 @@
 //! mask ([`super::mask::band_mask`]).
 //!
 //! # Invariants
-//! - every layer holds the same number of positions, [`KvCache::len`];
-//! - a forward pass appends exactly its new tokens, never more;
-//! - `len` never exceeds the capacity (the model's `max_seq_len`): the model refuses the call
-//!   with [`crate::Error::CacheFull`] before anything is written (a rolling cache, once full,
-//!   takes one position per call and overwrites the oldest).
+//! - the cache counts its positions once, for every layer: [`KvCache::len`] (and
+//!   [`KvCache::position`], which goes on counting once a rolling cache wraps);
+//! - a forward pass plans its step before any layer runs ([`KvCache::plan_step`]), every layer
+//!   writes its new keys and values where that step says, and the count advances once, after
+//!   the last layer ([`KvCache::advance`]);
+//! - `len` never exceeds the capacity (the model's `max_seq_len`): the plan refuses a call with
+//!   [`crate::Error::CacheFull`] before anything is written (a rolling cache, once full, takes
+//!   one position per call and overwrites the oldest).
+
+use std::ops::Range;
 
 use burn::tensor::{Device, Tensor};
 
 use super::fault::Fault;
+use super::instruments::Instrumentation;
 use crate::error::{Error, Result};
 
-/// Keys and values of one attention layer.
+/// Where one forward pass's new positions go in the cache and how many keys its queries see.
+/// Without a cache it describes a fresh sequence: `T` slots from 0, all of them seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheStep {
+    /// The slots the new keys and values are written to.
+    pub slots: Range<usize>,
+    /// Keys every query attends over afterwards, `S` (the new ones included).
+    pub visible: usize,
+    /// Positions the cache's count advances by once every layer has written.
+    pub advance: usize,
+}
+
+impl CacheStep {
+    /// A sequence of `new` positions with nothing cached.
+    pub fn fresh(new: usize) -> Self {
+        Self {
+            slots: 0..new,
+            visible: new,
+            advance: new,
+        }
+    }
+}
+
+/// Keys and values of one attention layer; the count of valid rows is the [`KvCache`]'s.
 ///
 /// # Shapes
-/// - key, value buffers: `[B, H_kv, capacity, Dh]`, rows `0..len` valid.
+/// - key, value buffers: `[B, H_kv, capacity, Dh]`
 #[derive(Debug, Clone)]
 pub struct LayerKv {
     key: Tensor<4>,
     value: Tensor<4>,
-    len: usize,
-    /// Positions appended since the last reset (more than `len` once a rolling cache wraps).
-    seen: usize,
 }
 
 impl LayerKv {
@@ -49,92 +74,62 @@ impl LayerKv {
         Self {
             key: Tensor::zeros(shape, device),
             value: Tensor::zeros(shape, device),
-            len: 0,
-            seen: 0,
         }
     }
 
-    /// Append the new positions' keys and values; return all keys and values so far. A
-    /// planted cache fault (see [`super::fault`]) makes the append go wrong the way it names.
+    /// Write the new positions' keys and values into `step.slots`; return the keys and values
+    /// every query sees, `0..step.visible`. A planted [`Fault::CacheWrongAxis`] makes the append
+    /// go along the heads axis, which the check refuses.
     ///
     /// # Shapes
     /// - new_key, new_value: `[B, H_kv, T, Dh]`
-    /// - returns keys and values `[B, H_kv, len + T, Dh]`
+    /// - returns keys and values `[B, H_kv, S, Dh]`
     ///
     /// # Errors
-    /// [`Error::Shape`] when [`Fault::CacheWrongAxis`] extends the cache along the heads axis.
-    ///
-    /// # Panics
-    /// If the new rows do not fit or their shape differs from the cache's; the model checks
-    /// both before calling, so this is a bug guard, not an error path.
-    pub(crate) fn append(
+    /// With [`Fault::CacheWrongAxis`] planted, the append's shape check.
+    pub(crate) fn append<I: Instrumentation>(
         &mut self,
         new_key: Tensor<4>,
         new_value: Tensor<4>,
-        fault: Option<Fault>,
-    ) -> Result<(Tensor<4>, Tensor<4>)> {
-        let [batch, heads, capacity, head_dim] = self.key.dims();
-        let [_, _, new, _] = new_key.dims();
-        if fault == Some(Fault::CacheWrongAxis) {
-            // Extending along axis 1 needs every other axis equal, axis 2 (positions) too.
-            let cached = [batch, heads, self.len, head_dim];
-            return Err(Error::Shape {
-                stage: "KV cache, appending along axis 1 (heads)".into(),
-                got: format!("new keys {:?} onto cached keys {cached:?}", new_key.dims()),
-                expected: format!(
-                    "equal sizes on every other axis, but axis 2 (positions) has {new} vs {}",
-                    self.len
-                ),
-                cause: "concatenating along the wrong axis: keys are [B, H_kv, S, Dh], so new \
-                        positions go along axis 2"
-                    .into(),
-            });
-        }
-        // Full (rolling): the one new position takes the oldest one's slot.
-        let start = if self.len + new > capacity {
-            assert!(
-                new == 1 && self.len == capacity,
-                "KV cache overflow: the model must check capacity"
-            );
-            self.seen % capacity
-        } else {
-            self.len
-        };
-        let rows = start..start + new;
+        step: &CacheStep,
+        instruments: &I,
+    ) -> Result<(Tensor<4>, Tensor<4>), I::Error> {
+        let [batch, heads, _, head_dim] = self.key.dims();
+        // Concatenating along axis 1 (heads) needs every other axis equal, and axis 2
+        // (positions) is not: T new rows against the positions cached so far.
+        let cached = step.visible - (step.slots.end - step.slots.start);
+        let along_heads = instruments.fault() == Some(Fault::CacheWrongAxis);
+        instruments.check(!along_heads, || Error::Shape {
+            stage: "KV cache, appending along axis 1 (heads)".into(),
+            got: format!(
+                "new keys {:?} onto cached keys {:?}",
+                new_key.dims(),
+                [batch, heads, cached, head_dim]
+            ),
+            expected: format!(
+                "equal sizes on every other axis, but axis 2 (positions) has {} vs {cached}",
+                new_key.dims()[2]
+            ),
+            cause: "concatenating along the wrong axis: keys are [B, H_kv, S, Dh], so new \
+                    positions go along axis 2"
+                .into(),
+        })?;
+        let rows = [0..batch, 0..heads, step.slots.clone(), 0..head_dim];
         // Move the buffers out (leaving a cheap handle behind) so they are uniquely owned while
         // written: Burn can then update them in place instead of copying them.
         let key = std::mem::replace(&mut self.key, new_key.clone());
         let value = std::mem::replace(&mut self.value, new_value.clone());
-        self.key = key.slice_assign([0..batch, 0..heads, rows.clone(), 0..head_dim], new_key);
-        self.value = value.slice_assign([0..batch, 0..heads, rows, 0..head_dim], new_value);
-        // A stale cache forgets to count a decode step's position: the next step overwrites it.
-        let stale = fault == Some(Fault::StaleCache) && new == 1 && self.len > 0;
-        if !stale {
-            self.len = (self.len + new).min(capacity);
-            self.seen += new;
-        }
-        let visible = [0..batch, 0..heads, 0..self.len, 0..head_dim];
-        Ok((
-            self.key.clone().slice(visible.clone()),
-            self.value.clone().slice(visible),
-        ))
+        self.key = key.slice_assign(rows.clone(), new_key);
+        self.value = value.slice_assign(rows, new_value);
+        Ok((self.visible(&self.key, step.visible), self.visible(&self.value, step.visible)))
     }
 
-    /// The cached keys, `[B, H_kv, len, Dh]`.
-    pub fn keys(&self) -> Tensor<4> {
-        self.visible(&self.key)
-    }
-
-    /// The cached values, `[B, H_kv, len, Dh]`.
-    pub fn values(&self) -> Tensor<4> {
-        self.visible(&self.value)
-    }
-
-    fn visible(&self, buffer: &Tensor<4>) -> Tensor<4> {
+    /// The first `len` rows of `buffer`.
+    fn visible(&self, buffer: &Tensor<4>, len: usize) -> Tensor<4> {
         let [batch, heads, _, head_dim] = buffer.dims();
         buffer
             .clone()
-            .slice([0..batch, 0..heads, 0..self.len, 0..head_dim])
+            .slice([0..batch, 0..heads, 0..len, 0..head_dim])
     }
 }
 
@@ -145,6 +140,10 @@ impl LayerKv {
 #[derive(Debug, Clone)]
 pub struct KvCache {
     layers: Vec<LayerKv>,
+    /// Positions held (the same in every layer).
+    len: usize,
+    /// Positions appended since the last reset (more than `len` once a rolling cache wraps).
+    position: usize,
     batch: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -170,6 +169,8 @@ impl KvCache {
         let shape = [batch, kv_heads, capacity, head_dim];
         Self {
             layers: (0..n_layers).map(|_| LayerKv::new(shape, device)).collect(),
+            len: 0,
+            position: 0,
             batch,
             kv_heads,
             head_dim,
@@ -194,17 +195,17 @@ impl KvCache {
     /// Absolute position of the next token: the positions appended since the last reset (equal
     /// to [`KvCache::len`] until a rolling cache wraps).
     pub fn position(&self) -> usize {
-        self.layers.first().map_or(0, |layer| layer.seen)
+        self.position
     }
 
     /// Positions cached so far (the same in every layer).
     pub fn len(&self) -> usize {
-        self.layers.first().map_or(0, |layer| layer.len)
+        self.len
     }
 
     /// Whether nothing is cached yet.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
     }
 
     /// The most positions the cache can hold (the model's context window).
@@ -222,12 +223,15 @@ impl KvCache {
         self.layers.len()
     }
 
+    /// Key/value heads per layer, `H_kv`.
+    pub fn kv_heads(&self) -> usize {
+        self.kv_heads
+    }
+
     /// Forget every cached position; the buffers are kept for reuse.
     pub fn reset(&mut self) {
-        for layer in &mut self.layers {
-            layer.len = 0;
-            layer.seen = 0;
-        }
+        self.len = 0;
+        self.position = 0;
     }
 
     /// Forget every position from `len` on, keeping the first `len` (a no-op when the cache
@@ -238,29 +242,38 @@ impl KvCache {
     /// On a rolling cache that has wrapped (its oldest positions are gone).
     pub fn truncate(&mut self, len: usize) {
         assert!(
-            self.position() <= self.capacity,
+            self.position <= self.capacity,
             "a rolling cache that has wrapped cannot be rewound"
         );
-        for layer in &mut self.layers {
-            layer.len = layer.len.min(len);
-            layer.seen = layer.seen.min(len);
-        }
+        self.len = self.len.min(len);
+        self.position = self.position.min(len);
     }
 
-    /// Key/value heads per layer, `H_kv`.
-    pub fn kv_heads(&self) -> usize {
-        self.kv_heads
+    /// Layer `layer`'s cached keys, `[B, H_kv, len, Dh]`.
+    ///
+    /// # Panics
+    /// If `layer >= n_layers`.
+    pub fn keys(&self, layer: usize) -> Tensor<4> {
+        self.layers[layer].visible(&self.layers[layer].key, self.len)
+    }
+
+    /// Layer `layer`'s cached values, `[B, H_kv, len, Dh]`.
+    ///
+    /// # Panics
+    /// If `layer >= n_layers`.
+    pub fn values(&self, layer: usize) -> Tensor<4> {
+        self.layers[layer].visible(&self.layers[layer].value, self.len)
     }
 
     /// Bytes held by the cached keys and values, measured from the tensors:
     /// `2 · L · B · H_kv · Dh · len · bytes_per_element`.
     pub fn memory_bytes(&self) -> usize {
-        self.layers
-            .iter()
+        (0..self.layers.len())
             .map(|layer| {
-                let element = layer.key.dtype().size();
-                (layer.keys().shape().num_elements() + layer.values().shape().num_elements())
-                    * element
+                let element = self.layers[layer].key.dtype().size();
+                let elements = self.keys(layer).shape().num_elements()
+                    + self.values(layer).shape().num_elements();
+                elements * element
             })
             .sum()
     }
@@ -277,46 +290,57 @@ impl KvCache {
             .sum()
     }
 
-    /// One layer's keys and values.
-    ///
-    /// # Panics
-    /// If `layer >= n_layers`.
-    pub fn layer(&self, layer: usize) -> &LayerKv {
-        &self.layers[layer]
-    }
-
-    /// Check that `new` positions for a batch of `batch` fit, before any layer writes.
+    /// Check that the cache was built for a model of this shape, and plan where `new` positions
+    /// for a batch of `batch` go (see [`CacheStep`]). A planted [`Fault::StaleCache`] plans a
+    /// decode step that the count never sees: its key is written, not counted, and not seen.
     ///
     /// # Errors
-    /// [`Error::CacheFull`] past the capacity, [`Error::CacheMismatch`] for another batch size.
-    pub(crate) fn check_append(&self, batch: usize, new: usize) -> Result<()> {
+    /// [`Error::CacheMismatch`] for a cache of another model or batch size, [`Error::CacheFull`]
+    /// past the capacity.
+    pub(crate) fn plan_step(
+        &self,
+        model: [usize; 3],
+        batch: usize,
+        new: usize,
+        fault: Option<Fault>,
+    ) -> Result<CacheStep> {
+        self.check_model(model)?;
         if batch != self.batch {
             return Err(Error::CacheMismatch(format!(
                 "the cache was built for a batch of {} sequences, the input has {batch}",
                 self.batch
             )));
         }
-        let rolls_on = self.rolling && new == 1 && self.len() == self.capacity;
-        if self.len() + new > self.capacity && !rolls_on {
+        let rolls_on = self.rolling && new == 1 && self.len == self.capacity;
+        if self.len + new > self.capacity && !rolls_on {
             return Err(Error::CacheFull {
-                cached: self.len(),
+                cached: self.len,
                 new,
                 capacity: self.capacity,
             });
         }
-        Ok(())
+        // Full (rolling): the one new position takes the oldest one's slot.
+        let start = if rolls_on {
+            self.position % self.capacity
+        } else {
+            self.len
+        };
+        let stale = fault == Some(Fault::StaleCache) && new == 1 && self.len > 0;
+        Ok(CacheStep {
+            slots: start..start + new,
+            visible: if stale { self.len } else { (self.len + new).min(self.capacity) },
+            advance: if stale { 0 } else { new },
+        })
     }
 
-    /// Check that the cache was built for a model of this shape.
-    ///
-    /// # Errors
-    /// [`Error::CacheMismatch`] naming the first size that differs.
-    pub(crate) fn check_model(
-        &self,
-        n_layers: usize,
-        kv_heads: usize,
-        head_dim: usize,
-    ) -> Result<()> {
+    /// Count the positions `step` wrote, once every layer has written them.
+    pub(crate) fn advance(&mut self, step: &CacheStep) {
+        self.len = step.visible;
+        self.position += step.advance;
+    }
+
+    /// Check that the cache was built for a model of `[layers, key/value heads, head width]`.
+    fn check_model(&self, [n_layers, kv_heads, head_dim]: [usize; 3]) -> Result<()> {
         let expected = [
             ("layers", n_layers),
             ("key/value heads", kv_heads),

@@ -20,11 +20,10 @@ use super::block::{Block, BlockConfig};
 use super::cache::KvCache;
 use super::fault::Fault;
 use super::init::{INIT_STD, normal_linear, residual_init_std};
-use super::layer_input::LayerInput;
-use super::mask::{MaskMode, band_mask, padding_mask};
-use super::rope::{PositionScheme, Rotation};
-use super::trace::{ShapeTrace, enter, leave, record};
-use crate::device::token_tensor;
+use super::instruments::{Instrumentation, Instruments, NoInstruments};
+use super::mask::MaskMode;
+use super::plan::{ForwardOptions, Plan};
+use super::rope::PositionScheme;
 use crate::error::{Error, Result};
 use crate::kernels::{LAYER_NORM_EPS, layer_norm, linear, linear_layer, on_workers};
 
@@ -224,59 +223,6 @@ impl ModuleVisitor for DrawWeights {
     }
 }
 
-/// Options of [`Gpt::forward_with`]; all off by default, set with the `with_*` methods or as
-/// fields.
-#[derive(Debug, Default)]
-pub struct ForwardOptions<'a> {
-    /// A cache to extend: positions continue from its length and the new keys and values are
-    /// appended.
-    pub cache: Option<&'a mut KvCache>,
-    /// Per row, how many leading tokens are padding (for prompts of different lengths).
-    pub left_padding: Option<&'a [usize]>,
-    /// Record every stage's shape here. It does not change which attention kernel runs.
-    pub trace: Option<&'a mut ShapeTrace>,
-    /// Compute logits for the last position only (`[B, 1, V]`): all that generation reads,
-    /// and it spares the LM head (`D × V` per position) and the final LayerNorm on every
-    /// other position of a prompt.
-    pub last_only: bool,
-    /// Sliding-window attention: every query sees only the last `band` positions up to
-    /// itself ([`super::mask::band_mask`]), so a sequence may run past `max_seq_len` (with
-    /// rotary position embedding only). The reference a rolling cache must match.
-    pub band: Option<usize>,
-}
-
-impl<'a> ForwardOptions<'a> {
-    /// Extend `cache`.
-    pub fn with_cache(mut self, cache: &'a mut KvCache) -> Self {
-        self.cache = Some(cache);
-        self
-    }
-
-    /// Treat the first `left_padding[b]` tokens of row `b` as padding.
-    pub fn with_left_padding(mut self, left_padding: &'a [usize]) -> Self {
-        self.left_padding = Some(left_padding);
-        self
-    }
-
-    /// Record every stage's shape into `trace`.
-    pub fn with_trace(mut self, trace: &'a mut ShapeTrace) -> Self {
-        self.trace = Some(trace);
-        self
-    }
-
-    /// Compute the logits of the last position only.
-    pub fn with_last_only(mut self, last_only: bool) -> Self {
-        self.last_only = last_only;
-        self
-    }
-
-    /// Let every query see only the last `width` positions up to itself.
-    pub fn with_band(mut self, width: usize) -> Self {
-        self.band = Some(width);
-        self
-    }
-}
-
 /// A GPT language model.
 ///
 /// # Shapes
@@ -311,13 +257,13 @@ impl Gpt {
         &self.config
     }
 
-    /// Allow (the default) or forbid the fast attention kernels in every block. They are only
-    /// used where they are exact (causal mask, no attention dropout); forbidding them runs the
-    /// readable attention everywhere, e.g. to test or time both, or to keep the attention
-    /// weights in a [`ShapeTrace`].
-    pub fn with_fused_attention(mut self, enabled: bool) -> Self {
+    /// Allow (the default) or forbid the fast attention paths in every block (see
+    /// [`super::attention_path`]). They are only used where they are exact (causal mask, no
+    /// attention dropout); forbidding them runs the readable attention everywhere, e.g. to
+    /// test or time both.
+    pub fn with_fast_paths(mut self, allowed: bool) -> Self {
         for block in &mut self.blocks {
-            block.attn.set_fused(enabled);
+            block.attn.set_fast_paths(allowed);
         }
         self
     }
@@ -378,216 +324,123 @@ impl Gpt {
     }
 
     /// The forward pass with every option: a KV cache to extend, left padding of a batch of
-    /// prompts of different lengths, a shape trace, and logits for the last position only.
-    /// [`Gpt::forward`] and [`Gpt::forward_cached`] are this with some options left out.
+    /// prompts of different lengths, a shape trace, a band, and logits for the last position
+    /// only. [`Gpt::forward`] and [`Gpt::forward_cached`] are this with some options left out.
     ///
     /// With `left_padding[b] = p`, row `b`'s first `p` tokens are padding: no real position
     /// attends to them, and the row's positions count from its first real token, so the row
     /// computes exactly what it would alone.
+    ///
+    /// The call is checked into a [`Plan`] before the first layer runs; then the embeddings,
+    /// every block (each appending to its layer of the cache), and the head. A traced call, or
+    /// one on a model with a planted fault, runs the readable path throughout.
     ///
     /// # Shapes
     /// - tokens: `[B, T]`, logits: `[B, T, V]` (`[B, 1, V]` with `last_only`); `left_padding`:
     ///   `B` counts
     ///
     /// # Errors
-    /// As [`Gpt::forward`] and [`Gpt::forward_cached`]; [`Error::Tokens`] when `left_padding`
-    /// does not have one entry per row; [`Error::Config`] when the trace keeps attention
-    /// weights but this model runs the fast kernels, which never hold them.
+    /// See [`Plan::new`]; with a planted fault, the check it fails ([`Error::Shape`]).
     pub fn forward_with(
         &self,
         tokens: Tensor<2, Int>,
         options: ForwardOptions,
     ) -> Result<Tensor<3>> {
         // On a rayon worker, so every parallel op of the pass shares its work directly.
-        on_workers(|| self.forward_on_worker(tokens, options))
+        on_workers(|| {
+            let plan = Plan::new(&self.config, tokens.dims(), &options, self.fault, &tokens.device())?;
+            let ForwardOptions { cache, trace, .. } = options;
+            if trace.is_none() && self.fault.is_none() {
+                let Ok(logits) = self.run(tokens, cache, &plan, &mut NoInstruments);
+                return Ok(logits);
+            }
+            self.run(tokens, cache, &plan, &mut Instruments::new(trace, self.fault))
+        })
     }
 
-    fn forward_on_worker(
+    /// Embeddings, blocks and head under a checked `plan`; the cache's count advances once,
+    /// after the last block.
+    fn run<I: Instrumentation>(
         &self,
         tokens: Tensor<2, Int>,
-        options: ForwardOptions,
-    ) -> Result<Tensor<3>> {
-        let ForwardOptions {
-            cache,
-            left_padding,
-            mut trace,
-            last_only,
-            band,
-        } = options;
-        let [batch, seq] = tokens.dims();
-        let start = self.check_call(
-            batch,
-            seq,
-            cache.as_deref(),
-            left_padding,
-            trace.as_deref(),
-            band,
-        )?;
-        // Without any padding the mask would hide nothing: skip building it, which also keeps
-        // the fast attention kernels available.
-        let left_padding = left_padding.filter(|pads| pads.iter().any(|&pad| pad > 0));
-        // Likewise a band at least as wide as every key seen so far hides nothing.
-        let band = band.filter(|&width| start + seq > width);
-        record(&mut trace, "ids", &[batch, seq]);
+        cache: Option<&mut KvCache>,
+        plan: &Plan,
+        instruments: &mut I,
+    ) -> Result<Tensor<3>, I::Error> {
+        instruments.record("ids", &tokens.dims());
+        let x = self.embed(tokens, plan, instruments);
+        let x = self.blocks(x, cache, plan, instruments)?;
+        Ok(self.head(x, plan, instruments))
+    }
 
-        let device = tokens.device();
-        // The positions-restart fault counts every call from 0, forgetting the cached prefix.
-        let first_position = match self.fault {
-            Some(Fault::PositionsRestart) => 0,
-            _ => start,
-        };
-        let (rows, positions) = positions(first_position, batch, seq, left_padding);
-        let padding = left_padding.map(|pads| padding_mask(pads, seq, start + seq, &device));
-        // The band hides keys like padding does: both go to the readable attention.
-        let padding = match (padding, band) {
-            (Some(padding), Some(width)) => {
-                Some(padding.bool_or(band_mask(seq, start + seq, width, &device)))
-            }
-            (None, Some(width)) => Some(band_mask(seq, start + seq, width, &device)),
-            (padding, None) => padding,
-        };
-        let token_emb = self.token_embedding.forward(tokens);
-        record(&mut trace, "token_embedding", &token_emb.dims());
-        let (x, rotation) = match &self.position_embedding {
-            Some(table) => {
-                let position_emb = table.forward(token_tensor(&positions, rows, seq, &device)?);
-                record(&mut trace, "position_embedding", &position_emb.dims());
-                // [B, T, D] + [1 or B, T, D]: position vectors added to every sequence.
-                (token_emb + position_emb, None)
-            }
-            // RoPE: nothing added here; every layer rotates its queries and keys instead.
-            None => {
-                let head_dim = self.config.head_dim();
-                let theta = self.config.rope_theta;
-                let rotation = Rotation::new(&positions, rows, head_dim, theta, &device);
-                (token_emb, Some(rotation))
-            }
-        };
-        let mut x = self.dropout.forward(x);
-        record(&mut trace, "embeddings", &x.dims());
-
-        let mut layer_caches = cache.map(|cache| cache.layers_mut());
+    /// Every block in turn, each appending to its own layer of the cache; the cache counts the
+    /// new positions once, after the last block.
+    ///
+    /// # Shapes
+    /// - x: `[B, T, D]`, output: `[B, T, D]`
+    fn blocks<I: Instrumentation>(
+        &self,
+        mut x: Tensor<3>,
+        mut cache: Option<&mut KvCache>,
+        plan: &Plan,
+        instruments: &mut I,
+    ) -> Result<Tensor<3>, I::Error> {
+        let mut layers = cache.as_deref_mut().map(KvCache::layers_mut);
         for (index, block) in self.blocks.iter().enumerate() {
-            enter(&mut trace, &format!("blocks.{index}"));
-            x = block.try_forward(LayerInput {
-                x,
-                cache: layer_caches.as_mut().and_then(|layers| layers.next()),
-                padding: padding.clone(),
-                trace: trace.as_deref_mut(),
-                rotation: rotation.clone(),
-                fault: self.fault,
-            })?;
-            leave(&mut trace);
+            let layer = layers.as_mut().and_then(Iterator::next);
+            instruments.enter(format_args!("blocks.{index}"));
+            x = block.forward_instrumented(x, layer, plan, instruments)?;
+            instruments.leave();
         }
+        drop(layers);
+        if let Some(cache) = cache {
+            cache.advance(plan.cache_step());
+        }
+        Ok(x)
+    }
 
-        let x = if last_only && seq > 1 {
+    /// Token embeddings, plus the learned position embeddings (RoPE adds nothing here: every
+    /// layer rotates its queries and keys instead).
+    ///
+    /// # Shapes
+    /// - tokens: `[B, T]`, output: `[B, T, D]`
+    fn embed<I: Instrumentation>(&self, tokens: Tensor<2, Int>, plan: &Plan, instruments: &mut I) -> Tensor<3> {
+        let token_emb = self.token_embedding.forward(tokens);
+        instruments.record("token_embedding", &token_emb.dims());
+        let x = match (&self.position_embedding, plan.positions()) {
+            (Some(table), Some(positions)) => {
+                let position_emb = table.forward(positions.clone());
+                instruments.record("position_embedding", &position_emb.dims());
+                // [B, T, D] + [1 or B, T, D]: position vectors added to every sequence.
+                token_emb + position_emb
+            }
+            _ => token_emb,
+        };
+        let x = self.dropout.forward(x);
+        instruments.record("embeddings", &x.dims());
+        x
+    }
+
+    /// The final LayerNorm and the LM head, on the last position only when the plan says so.
+    ///
+    /// # Shapes
+    /// - x: `[B, T, D]`, output: `[B, T, V]` (`[B, 1, V]` with `last_only`)
+    fn head<I: Instrumentation>(&self, x: Tensor<3>, plan: &Plan, instruments: &mut I) -> Tensor<3> {
+        let [batch, seq, width] = x.dims();
+        let x = if plan.last_only() && seq > 1 {
             // LayerNorm and the head act on each position alone, so cutting first is exact.
-            let width = x.dims()[2];
             x.slice([0..batch, seq - 1..seq, 0..width])
         } else {
             x
         };
         let x = layer_norm(&self.ln_f, x);
-        record(&mut trace, "ln_f", &x.dims());
+        instruments.record("ln_f", &x.dims());
         let logits = match &self.lm_head {
             Some(head) => linear_layer(head, x),
             // Tied: logits are the hidden state's dot products with every token's embedding.
             None => linear(x, self.token_embedding.weight.val().transpose(), None),
         };
-        record(&mut trace, "logits", &logits.dims());
-        Ok(logits)
-    }
-
-    /// Check a call of `seq` tokens for `batch` rows before anything runs; return the position
-    /// of its first token (the cache's length, or 0).
-    fn check_call(
-        &self,
-        batch: usize,
-        seq: usize,
-        cache: Option<&KvCache>,
-        left_padding: Option<&[usize]>,
-        trace: Option<&ShapeTrace>,
-        band: Option<usize>,
-    ) -> Result<usize> {
-        if seq == 0 || batch == 0 {
-            return Err(Error::Tokens(format!(
-                "a batch of shape [{batch}, {seq}] has no tokens; give at least one"
-            )));
-        }
-        if left_padding.is_some_and(|pads| pads.len() != batch) {
-            return Err(Error::Tokens(format!(
-                "left_padding needs one count per row ({batch})"
-            )));
-        }
-        if trace.is_some_and(ShapeTrace::keeps_attention_weights)
-            && self
-                .blocks
-                .iter()
-                .any(|block| block.attn.uses_fast_kernels())
-        {
-            return Err(Error::Config(
-                "the trace keeps attention weights, which only the readable attention \
-                 materialises; run a model built with `with_fused_attention(false)`"
-                    .into(),
-            ));
-        }
-        let learned = self.position_embedding.is_some();
-        if band == Some(0) {
-            return Err(Error::Config("a band of width 0 hides every key".into()));
-        }
-        match cache {
-            Some(cache) => {
-                let config = &self.config;
-                cache.check_model(config.n_layers, config.kv_heads(), config.head_dim())?;
-                cache.check_append(batch, seq)?;
-                if band.is_some() && cache.position() > cache.len() {
-                    return Err(Error::Config(
-                        "a band mask cannot be laid over a rolling cache that has wrapped: the \
-                         cache already holds only the band's keys; pass no band with it"
-                            .into(),
-                    ));
-                }
-                if learned && cache.position() + seq > config.max_seq_len {
-                    return Err(Error::Config(format!(
-                        "position {} is past the learned position table ({} rows): a rolling \
-                         cache needs rotary position embedding (`--position rope`)",
-                        cache.position() + seq - 1,
-                        config.max_seq_len
-                    )));
-                }
-                Ok(cache.position())
-            }
-            // Past the window only with a band, and only when positions are not a table.
-            None if seq > self.config.max_seq_len && (band.is_none() || learned) => {
-                Err(Error::SequenceTooLong {
-                    len: seq,
-                    max_seq_len: self.config.max_seq_len,
-                })
-            }
-            None => Ok(0),
-        }
-    }
-}
-
-/// Absolute positions of the `seq` new tokens: a cached call continues where the cache left off
-/// (`start`), and a padded row counts from its first real token. Returns the number of rows
-/// and the positions, row-major.
-///
-/// # Shapes
-/// - output: `[1, T]` without padding (broadcast over rows), `[B, T]` with it
-fn positions(
-    start: usize,
-    batch: usize,
-    seq: usize,
-    left_padding: Option<&[usize]>,
-) -> (usize, Vec<usize>) {
-    match left_padding {
-        None => (1, (start..start + seq).collect()),
-        Some(pads) => (
-            batch,
-            pads.iter()
-                .flat_map(|&pad| (start..start + seq).map(move |pos| pos.saturating_sub(pad)))
-                .collect(),
-        ),
+        instruments.record("logits", &logits.dims());
+        logits
     }
 }

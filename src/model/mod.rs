@@ -1,46 +1,51 @@
 //! The network, in the order a reader meets it:
 //!
-//! | file           | what it holds                                                          |
-//! |----------------|------------------------------------------------------------------------|
-//! | `mask`         | the causal mask (one bottom-right rule), the leaky [`MaskMode`]s, padding |
-//! | `single_head`  | one attention head written to be read                                  |
-//! | `rope`         | positions: the learned table or rotary position embedding (RoPE)        |
-//! | `attention`    | multi-head attention: `split_heads`, the kernels, `merge_heads`, `W_O`  |
-//! | `mlp`          | the feed-forward network, `D -> 4D -> GELU -> D`                        |
-//! | `layer_input`  | the one argument of a layer call: new positions, cache, padding, trace  |
-//! | `block`        | the pre-norm block: attention and MLP, each around a residual           |
-//! | `init`         | GPT-2's initialisation                                                  |
-//! | `cache`        | the pre-allocated KV cache                                              |
-//! | `fault`        | the classic attention bugs, planted only on purpose (failure gallery)   |
-//! | `trace`        | the shape of every stage, for teaching and tests                        |
-//! | `gpt`          | the language model: embeddings, blocks, final LayerNorm, LM head        |
+//! | file             | what it holds                                                          |
+//! |------------------|------------------------------------------------------------------------|
+//! | `mask`           | the causal mask (one bottom-right rule), the leaky [`MaskMode`]s, padding |
+//! | `single_head`    | scaled dot-product attention, written to be read: the readable path   |
+//! | `rope`           | positions: the learned table or rotary position embedding (RoPE)        |
+//! | `attention`      | multi-head attention: project, `split_heads`, rotate, cache, attend, `merge_heads`, `W_O` |
+//! | `attention_path` | the one place that chooses how attention is computed (readable or fast) |
+//! | `mlp`            | the feed-forward network, `D -> 4D -> GELU -> D`                        |
+//! | `block`          | the pre-norm block: attention and MLP, each around a residual           |
+//! | `init`           | GPT-2's initialisation                                                  |
+//! | `cache`          | the pre-allocated KV cache                                              |
+//! | `plan`           | a forward call checked once: positions, hidden keys, rotation, cache step |
+//! | `instruments`    | the one rider of a call: a shape trace and a planted fault             |
+//! | `fault`          | the classic attention bugs, planted only on purpose (failure gallery)   |
+//! | `trace`          | the shape of every stage, for teaching and tests                        |
+//! | `gpt`            | the language model: embeddings, blocks, final LayerNorm, LM head        |
 //!
 //! Everything here is backend-agnostic: the backend is the `Device` the tensors live on.
 
 pub mod attention;
+pub mod attention_path;
 pub mod block;
 pub mod cache;
 pub mod fault;
 pub mod gpt;
 pub mod init;
-pub mod layer_input;
+pub mod instruments;
 pub mod mask;
 pub mod mlp;
+pub mod plan;
 pub mod rope;
 pub mod single_head;
 pub mod trace;
 
 pub use attention::{
-    CausalSelfAttention, CausalSelfAttentionConfig, fused_causal_attention, merge_heads, repeat_kv,
-    single_query_attention, split_heads,
+    CausalSelfAttention, CausalSelfAttentionConfig, merge_heads, repeat_kv, split_heads,
 };
+pub use attention_path::AttentionPath;
 pub use block::{Block, BlockConfig};
-pub use cache::{KvCache, LayerKv};
+pub use cache::{CacheStep, KvCache, LayerKv};
 pub use fault::Fault;
-pub use gpt::{ForwardOptions, Gpt, GptConfig};
-pub use layer_input::LayerInput;
+pub use gpt::{Gpt, GptConfig};
+pub use instruments::{Instrumentation, Instruments, NoInstruments};
 pub use mask::{MaskMode, band_mask, causal_mask, masked_softmax, padding_mask};
 pub use mlp::{Mlp, MlpConfig};
+pub use plan::{ForwardOptions, Plan};
 pub use rope::{PositionScheme, Rotation};
-pub use single_head::single_head_attention;
+pub use single_head::{Masking, single_head_attention};
 pub use trace::{ShapeTrace, Stage};

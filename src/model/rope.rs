@@ -105,8 +105,8 @@ impl Rotation {
     }
 
     /// The tables as `[T, Dh/2]` matrices when every row shares its positions (no padding),
-    /// for the fused attention kernel.
-    pub fn shared_tables(&self) -> Option<(Tensor<2>, Tensor<2>)> {
+    /// for the packed attention kernel.
+    pub fn tables(&self) -> Option<(Tensor<2>, Tensor<2>)> {
         let [rows, _, seq, half] = self.cos.dims();
         (rows == 1).then(|| {
             (

@@ -28,10 +28,8 @@ impl ShapeTrace {
         Self::default()
     }
 
-    /// An empty trace that also keeps every attention layer's weights. Only the readable
-    /// attention kernel materialises them, so a model traced this way must run it
-    /// ([`super::Gpt::with_fused_attention`]`(false)`); [`super::Gpt::forward_with`] refuses
-    /// a fast model rather than return no weights.
+    /// An empty trace that also keeps every attention layer's weights. A traced call runs the
+    /// readable path, which materialises them (see [`super::attention_path`]).
     pub fn with_attention_weights() -> Self {
         Self {
             keep_weights: true,
@@ -99,26 +97,5 @@ impl ShapeTrace {
             .iter()
             .find(|stage| stage.name == name)
             .map(|stage| stage.shape.as_slice())
-    }
-}
-
-/// Record into an optional trace; a no-op when tracing is off.
-pub(crate) fn record(trace: &mut Option<&mut ShapeTrace>, name: &str, shape: &[usize]) {
-    if let Some(trace) = trace {
-        trace.record(name, shape);
-    }
-}
-
-/// [`ShapeTrace::enter`] on an optional trace.
-pub(crate) fn enter(trace: &mut Option<&mut ShapeTrace>, scope: &str) {
-    if let Some(trace) = trace {
-        trace.enter(scope);
-    }
-}
-
-/// [`ShapeTrace::leave`] on an optional trace.
-pub(crate) fn leave(trace: &mut Option<&mut ShapeTrace>) {
-    if let Some(trace) = trace {
-        trace.leave();
     }
 }

@@ -48,7 +48,7 @@ pub fn small_model(mask_mode: MaskMode, seed: u64, device: &Device) -> Gpt {
         .expect("valid config")
 }
 
-/// The same small model twice: on the fused fast path (where the mode allows it) and forced
+/// The same small model twice: allowed its fast paths (where the mode allows them) and forced
 /// through the readable attention, so a property is checked on both paths.
 pub fn small_models_both_paths(
     mask_mode: MaskMode,
@@ -58,12 +58,12 @@ pub fn small_models_both_paths(
     both_paths(small_model(mask_mode, seed, device))
 }
 
-/// `model` on the fused fast path (where its mode allows it) and forced through the readable
+/// `model` allowed its fast paths (where its mode allows them) and forced through the readable
 /// attention.
 pub fn both_paths(model: Gpt) -> [(&'static str, Gpt); 2] {
     [
         ("fast path", model.clone()),
-        ("readable path", model.with_fused_attention(false)),
+        ("readable path", model.with_fast_paths(false)),
     ]
 }
 
