@@ -139,9 +139,7 @@ fn measure(args: &Args) -> anyhow::Result<()> {
     if args.no_kernels {
         plan.say("kernels off (--no-kernels): Burn's own ops throughout".into());
     } else if tinygpt::kernels::runs_on(&device, burn::tensor::DType::F32) {
-        plan.say(
-            "kernels on: training time against Burn's own ops in the same run".into(),
-        );
+        plan.say("kernels on: training time against Burn's own ops in the same run".into());
     }
     let wanted = |workload: &str| args.only == "all" || args.only == workload;
     let mut figures = Vec::new();

@@ -13,7 +13,13 @@ use tinygpt::{GptConfig, MaskMode};
 
 /// The path a layer built like `config`'s takes for a call of `plan` on `device` (`cached`: with
 /// a KV cache; `traced`: carrying a trace or a fault).
-fn path_of(config: &GptConfig, device: &Device, cached: bool, plan: &Plan, traced: bool) -> AttentionPath {
+fn path_of(
+    config: &GptConfig,
+    device: &Device,
+    cached: bool,
+    plan: &Plan,
+    traced: bool,
+) -> AttentionPath {
     let layer = CausalSelfAttentionConfig::new(config.d_model, config.n_heads)
         .with_mask_mode(config.mask_mode)
         .init(device)
@@ -31,7 +37,11 @@ fn each_call_takes_the_path_its_row_names() {
     let two_rows = |padded: bool| {
         let pads = [2, 0];
         let options = ForwardOptions::default();
-        let options = if padded { options.with_left_padding(&pads) } else { options };
+        let options = if padded {
+            options.with_left_padding(&pads)
+        } else {
+            options
+        };
         Plan::new(&causal, [2, 9], &options, None, &flex).unwrap()
     };
     use AttentionPath::*;
@@ -40,8 +50,14 @@ fn each_call_takes_the_path_its_row_names() {
     assert_eq!(path_of(&causal, &flex, true, &step, false), SingleQuery);
     assert_eq!(path_of(&causal, &flex, false, &step, false), SingleQuery);
     // Hidden keys, a trace or a fault, a leaky mask: the readable path.
-    assert_eq!(path_of(&causal, &flex, false, &two_rows(true), false), Readable);
-    assert_eq!(path_of(&causal, &flex, false, &two_rows(false), false), PackedKernel);
+    assert_eq!(
+        path_of(&causal, &flex, false, &two_rows(true), false),
+        Readable
+    );
+    assert_eq!(
+        path_of(&causal, &flex, false, &two_rows(false), false),
+        PackedKernel
+    );
     assert_eq!(path_of(&causal, &flex, false, &whole, true), Readable);
     let leaky = small_config(MaskMode::Unmasked);
     assert_eq!(path_of(&leaky, &flex, false, &whole, false), Readable);
@@ -52,7 +68,11 @@ fn each_call_takes_the_path_its_row_names() {
         if name != "flex"
             && let Ok(other) = tinygpt::device::device_by_name(name)
         {
-            assert_eq!(path_of(&causal, &other, true, &whole, false), BurnAttention, "{name}");
+            assert_eq!(
+                path_of(&causal, &other, true, &whole, false),
+                BurnAttention,
+                "{name}"
+            );
         }
     }
 }
@@ -119,6 +139,8 @@ fn kernels_decline_the_calls_they_cannot_serve() {
     assert!(served(&flex.clone().autodiff()), "training at any length");
     // Off the kernels, neither serves anything.
     let x = random_tensor([1, 4, 16], 7, &flex);
-    assert!(without_kernels(|| kernels::packed_self_attention(x, projections, [2, 2], None)).is_none());
+    assert!(
+        without_kernels(|| kernels::packed_self_attention(x, projections, [2, 2], None)).is_none()
+    );
     assert!(!without_kernels(|| served(&flex.clone().autodiff())));
 }

@@ -125,7 +125,11 @@ fn multi_head_attention_matches_torch() {
     let x = fixture.tensor::<3>("x", &device);
     let want = fixture.tensor::<3>("out", &device);
     let plan = Plan::sequence(x.dims()[1]);
-    assert_matches("fast path", layer.forward(x.clone(), None, &plan), want.clone());
+    assert_matches(
+        "fast path",
+        layer.forward(x.clone(), None, &plan),
+        want.clone(),
+    );
     let mut readable = layer;
     readable.set_fast_paths(false);
     assert_matches("readable path", readable.forward(x, None, &plan), want);

@@ -230,6 +230,7 @@ impl CausalSelfAttention {
         plan: &Plan,
         instruments: &mut I,
     ) -> Result<Tensor<3>, I::Error> {
+        let input = x.dims();
         let path = AttentionPath::choose(self, &x, cache.is_some(), plan, instruments.is_active());
         // A kernel may do everything up to the merged heads in one go.
         if let Some(merged) = path.whole_layer(self, &x, plan) {
@@ -255,7 +256,7 @@ impl CausalSelfAttention {
         instruments.record("v_heads", &v.dims());
         let attended = path.attend(q, k, v, &self.masking(plan), instruments)?; // [B, H, T, Dh]
         instruments.record("attended", &attended.dims());
-        let merged = self.merge(attended, instruments)?; // [B, T, D]
+        let merged = merge(attended, input, instruments)?; // [B, T, D]
         Ok(self.project_output(merged, instruments))
     }
 
@@ -268,32 +269,12 @@ impl CausalSelfAttention {
         }
     }
 
-    /// [`merge_heads`], checked: `W_O` mixes the heads of each position, so it needs them side
-    /// by side, `[B, T, D]`. The missing-merge fault hands it the heads as attention leaves
-    /// them, `[B, H, T, Dh]`, which the check refuses.
-    fn merge<I: Instrumentation>(
-        &self,
-        attended: Tensor<4>,
-        instruments: &I,
-    ) -> Result<Tensor<3>, I::Error> {
-        let [batch, heads, seq, head_dim] = attended.dims();
-        let handed_on = match instruments.fault() {
-            Some(Fault::MissingMerge) => attended.dims().to_vec(),
-            _ => vec![batch, seq, heads * head_dim],
-        };
-        check_shape(
-            instruments,
-            "input of the output projection W_O",
-            &handed_on,
-            &[batch, seq, heads * head_dim],
-            "the merge step was skipped: merge_heads puts the heads back side by side \
-             ([B, H, T, Dh] -> swap to [B, T, H, Dh] -> reshape to [B, T, D]) before W_O",
-        )?;
-        Ok(merge_heads(attended))
-    }
-
     /// The output projection `W_O` (and dropout) on the merged heads.
-    fn project_output<I: Instrumentation>(&self, merged: Tensor<3>, instruments: &mut I) -> Tensor<3> {
+    fn project_output<I: Instrumentation>(
+        &self,
+        merged: Tensor<3>,
+        instruments: &mut I,
+    ) -> Tensor<3> {
         instruments.record("merged", &merged.dims());
         let out = self
             .resid_dropout
@@ -301,6 +282,33 @@ impl CausalSelfAttention {
         instruments.record("output", &out.dims());
         out
     }
+}
+
+/// [`merge_heads`], checked: `W_O` mixes the heads of each position, so it needs them side by
+/// side, in the layer's input shape `[B, T, D]`. The missing-merge fault hands it the heads as
+/// attention leaves them, `[B, H, T, Dh]`, which the check refuses.
+///
+/// # Errors
+/// With [`Fault::MissingMerge`] planted, the shape check.
+fn merge<I: Instrumentation>(
+    attended: Tensor<4>,
+    input: [usize; 3],
+    instruments: &I,
+) -> Result<Tensor<3>, I::Error> {
+    let merged = merge_heads(attended.clone());
+    let handed_on = match instruments.fault() {
+        Some(Fault::MissingMerge) => attended.dims().to_vec(),
+        _ => merged.dims().to_vec(),
+    };
+    check_shape(
+        instruments,
+        "input of the output projection W_O",
+        &handed_on,
+        &input,
+        "the merge step was skipped: merge_heads puts the heads back side by side \
+         ([B, H, T, Dh] -> swap to [B, T, H, Dh] -> reshape to [B, T, D]) before W_O",
+    )?;
+    Ok(merged)
 }
 
 /// Repeat each key/value head for the `groups` query heads that share it: head `h` of the

@@ -9,8 +9,8 @@ use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::tensor::{Device, Tensor};
 
 use super::attention::{CausalSelfAttention, CausalSelfAttentionConfig};
-use super::init::INIT_STD;
 use super::cache::LayerKv;
+use super::init::INIT_STD;
 use super::instruments::{Instrumentation, NoInstruments};
 use super::mask::MaskMode;
 use super::mlp::{Mlp, MlpConfig};
@@ -113,9 +113,12 @@ impl Block {
         instruments: &mut I,
     ) -> Result<Tensor<3>, I::Error> {
         instruments.enter("attn");
-        let attended =
-            self.attn
-                .forward_instrumented(layer_norm(&self.ln_1, x.clone()), cache, plan, instruments)?;
+        let attended = self.attn.forward_instrumented(
+            layer_norm(&self.ln_1, x.clone()),
+            cache,
+            plan,
+            instruments,
+        )?;
         instruments.leave();
         let x = x + attended;
         instruments.record("after_attn", &x.dims());

@@ -121,7 +121,10 @@ impl LayerKv {
         let value = std::mem::replace(&mut self.value, new_value.clone());
         self.key = key.slice_assign(rows.clone(), new_key);
         self.value = value.slice_assign(rows, new_value);
-        Ok((self.visible(&self.key, step.visible), self.visible(&self.value, step.visible)))
+        Ok((
+            self.visible(&self.key, step.visible),
+            self.visible(&self.value, step.visible),
+        ))
     }
 
     /// The first `len` rows of `buffer`.
@@ -328,7 +331,11 @@ impl KvCache {
         let stale = fault == Some(Fault::StaleCache) && new == 1 && self.len > 0;
         Ok(CacheStep {
             slots: start..start + new,
-            visible: if stale { self.len } else { (self.len + new).min(self.capacity) },
+            visible: if stale {
+                self.len
+            } else {
+                (self.len + new).min(self.capacity)
+            },
             advance: if stale { 0 } else { new },
         })
     }

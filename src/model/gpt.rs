@@ -348,13 +348,24 @@ impl Gpt {
     ) -> Result<Tensor<3>> {
         // On a rayon worker, so every parallel op of the pass shares its work directly.
         on_workers(|| {
-            let plan = Plan::new(&self.config, tokens.dims(), &options, self.fault, &tokens.device())?;
+            let plan = Plan::new(
+                &self.config,
+                tokens.dims(),
+                &options,
+                self.fault,
+                &tokens.device(),
+            )?;
             let ForwardOptions { cache, trace, .. } = options;
             if trace.is_none() && self.fault.is_none() {
                 let Ok(logits) = self.run(tokens, cache, &plan, &mut NoInstruments);
                 return Ok(logits);
             }
-            self.run(tokens, cache, &plan, &mut Instruments::new(trace, self.fault))
+            self.run(
+                tokens,
+                cache,
+                &plan,
+                &mut Instruments::new(trace, self.fault),
+            )
         })
     }
 
@@ -404,7 +415,12 @@ impl Gpt {
     ///
     /// # Shapes
     /// - tokens: `[B, T]`, output: `[B, T, D]`
-    fn embed<I: Instrumentation>(&self, tokens: Tensor<2, Int>, plan: &Plan, instruments: &mut I) -> Tensor<3> {
+    fn embed<I: Instrumentation>(
+        &self,
+        tokens: Tensor<2, Int>,
+        plan: &Plan,
+        instruments: &mut I,
+    ) -> Tensor<3> {
         let token_emb = self.token_embedding.forward(tokens);
         instruments.record("token_embedding", &token_emb.dims());
         let x = match (&self.position_embedding, plan.positions()) {
@@ -425,7 +441,12 @@ impl Gpt {
     ///
     /// # Shapes
     /// - x: `[B, T, D]`, output: `[B, T, V]` (`[B, 1, V]` with `last_only`)
-    fn head<I: Instrumentation>(&self, x: Tensor<3>, plan: &Plan, instruments: &mut I) -> Tensor<3> {
+    fn head<I: Instrumentation>(
+        &self,
+        x: Tensor<3>,
+        plan: &Plan,
+        instruments: &mut I,
+    ) -> Tensor<3> {
         let [batch, seq, width] = x.dims();
         let x = if plan.last_only() && seq > 1 {
             // LayerNorm and the head act on each position alone, so cutting first is exact.

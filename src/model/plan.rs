@@ -123,39 +123,33 @@ impl Plan {
         };
         // Padding that pads nothing and a band wider than every key hide nothing: no mask,
         // which also keeps the fast paths open.
-        let padding = options.left_padding.filter(|pads| pads.iter().any(|&p| p > 0));
+        let padding = options
+            .left_padding
+            .filter(|pads| pads.iter().any(|&p| p > 0));
         let band = options.band.filter(|&width| start + seq > width);
-        let keys = start + seq;
-        let hidden = match (padding, band) {
-            (Some(pads), Some(width)) => Some(
-                padding_mask(pads, seq, keys, device).bool_or(band_mask(seq, keys, width, device)),
-            ),
-            (Some(pads), None) => Some(padding_mask(pads, seq, keys, device)),
-            (None, Some(width)) => Some(band_mask(seq, keys, width, device)),
-            (None, None) => None,
-        };
+        let hidden = hidden_keys(padding, band, seq, start + seq, device);
         // The positions-restart fault counts every call from 0, forgetting the cached prefix.
         let first = match fault {
             Some(Fault::PositionsRestart) => 0,
             _ => start,
         };
         let (rows, positions) = positions(first, batch, seq, padding);
-        let (positions, rotation) = match config.position {
-            PositionScheme::Learned => (Some(token_tensor(&positions, rows, seq, device)?), None),
+        let mut plan = Self {
+            cache_step,
+            hidden,
+            last_only: options.last_only,
+            ..Self::sequence(seq)
+        };
+        match config.position {
+            PositionScheme::Learned => {
+                plan.positions = Some(token_tensor(&positions, rows, seq, device)?);
+            }
             PositionScheme::Rope => {
                 let (head_dim, theta) = (config.head_dim(), config.rope_theta);
-                let rotation = Rotation::new(&positions, rows, head_dim, theta, device);
-                (None, Some(rotation))
+                plan.rotation = Some(Rotation::new(&positions, rows, head_dim, theta, device));
             }
-        };
-        Ok(Self {
-            new_tokens: seq,
-            positions,
-            rotation,
-            hidden,
-            cache_step,
-            last_only: options.last_only,
-        })
+        }
+        Ok(plan)
     }
 
     /// The plan of a plain call of `seq` new positions: no cache, nothing hidden, no rotation
@@ -283,6 +277,26 @@ fn check_length(config: &GptConfig, seq: usize, band: Option<usize>) -> Result<(
         });
     }
     Ok(())
+}
+
+/// The keys `seq` queries against `keys` keys must not see besides the causal rule: left
+/// padding, and keys `band` or more positions back.
+///
+/// # Shapes
+/// - output: `[1 or B, 1, T, S]`
+fn hidden_keys(
+    padding: Option<&[usize]>,
+    band: Option<usize>,
+    seq: usize,
+    keys: usize,
+    device: &Device,
+) -> Option<Tensor<4, Bool>> {
+    let padding = padding.map(|pads| padding_mask(pads, seq, keys, device));
+    let band = band.map(|width| band_mask(seq, keys, width, device));
+    match (padding, band) {
+        (Some(padding), Some(band)) => Some(padding.bool_or(band)),
+        (padding, band) => padding.or(band),
+    }
 }
 
 /// Absolute positions of the `seq` new tokens: a cached call continues where the cache left off
