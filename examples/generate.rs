@@ -8,7 +8,7 @@
 //!
 //! `--logits` writes, per generated token, the token and the logits it was chosen from (the
 //! model's raw logits, before temperature and top-k/top-p) as one JSON line, the prompt's last
-//! position first; the README shows how to compare them with a PyTorch model.
+//! position first; `tinygpt::generate::logits` shows how to compare them with a PyTorch model.
 
 mod common;
 

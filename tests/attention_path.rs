@@ -25,7 +25,7 @@ fn path_of(
         .init(device)
         .unwrap();
     let x = random_tensor([2, plan.new_tokens(), config.d_model], 1, device);
-    AttentionPath::choose(&layer, &x, cached, plan, traced)
+    layer.path(&x, cached, plan, traced)
 }
 
 #[test]

@@ -1,6 +1,25 @@
 //! The logits behind every generated token, as records (`generate --logits FILE.jsonl` writes
 //! one JSON line per record), so a user can compare them with their own reference model
 //! without writing Rust.
+//!
+//! ```text
+//! $ cargo run --release --example generate -- --temperature 0 --prompt "the old " --logits out.jsonl
+//! $ head -c 120 out.jsonl
+//! {"step":0,"source":"prompt","position":7,"token":4,"text":"b","prompt_tokens":[22,10,7,...
+//! ```
+//!
+//! With a PyTorch model `model` that maps ids `[1, T]` to logits `[1, T, V]` (for instance one
+//! built on the `export` example's safetensors), within the context window:
+//!
+//! ```python
+//! import json, torch
+//! rows = [json.loads(line) for line in open("out.jsonl")]
+//! ids = rows[0]["prompt_tokens"] + [r["token"] for r in rows[:-1]]  # the text the model saw
+//! mine = model(torch.tensor([ids]))[0, len(rows[0]["prompt_tokens"]) - 1:]  # [steps, V]
+//! print("max |Δ logit|:", (mine - torch.tensor([r["logits"] for r in rows])).abs().max().item())
+//! ```
+//!
+//! Past the window the reference must apply the same window policy.
 
 use serde::Serialize;
 

@@ -248,10 +248,9 @@ pub fn packed_self_attention(
 
 /// The most attention weights per head (`T·S`, 1 MB of `f32`) the kernels hold at once when
 /// they are not training. Past it, inference leaves attention to Burn's (on Flex, Flex's own
-/// kernel, which tiles over the keys instead of holding the whole `[T, S]` matrix: a naive
-/// decode step at context 2048 ran at 1.7 tokens/s through the crate's kernel and 3.0 through
-/// Flex's). Training keeps using the crate's kernels at every length: their backward is the
-/// one with a hand-written gradient.
+/// kernel, which tiles over the keys instead of holding the whole `[T, S]` matrix, and was
+/// faster there: `docs/PERFORMANCE.md`). Training keeps using the crate's kernels at every
+/// length: their backward is the one with a hand-written gradient.
 pub const MAX_WEIGHTS_PER_HEAD: usize = 256 * 1024;
 
 /// Causal attention with the mask aligned bottom-right (query `i` of `T` sees keys

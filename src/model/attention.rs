@@ -19,13 +19,15 @@ use burn::tensor::{Device, Tensor};
 
 use super::attention_path::AttentionPath;
 use super::cache::LayerKv;
+use super::config::validate_heads;
 use super::fault::Fault;
+use super::heads::{merge_heads, split_heads};
 use super::init::normal_linear;
 use super::instruments::{Instrumentation, NoInstruments, check_shape};
 use super::mask::MaskMode;
 use super::plan::Plan;
 use super::single_head::Masking;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kernels::linear_layer;
 
 /// Configuration of a [`CausalSelfAttention`] layer.
@@ -59,45 +61,15 @@ impl CausalSelfAttentionConfig {
     /// `n_heads`, dropout a probability.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the offending sizes.
+    /// [`crate::Error::Config`] naming the offending sizes.
     pub fn validate(&self) -> Result<()> {
-        if self.d_model == 0 || self.n_heads == 0 {
-            return Err(Error::Config(format!(
-                "d_model ({}) and n_heads ({}) must both be at least 1",
-                self.d_model, self.n_heads
-            )));
-        }
-        if !self.d_model.is_multiple_of(self.n_heads) {
-            return Err(Error::Config(format!(
-                "d_model ({}) must be divisible by n_heads ({}) so every head gets the same \
-                 width; try n_heads = {}",
-                self.d_model,
-                self.n_heads,
-                largest_divisor_at_most(self.d_model, self.n_heads)
-            )));
-        }
-        let kv_heads = self.kv_heads();
-        if kv_heads == 0 || kv_heads > self.n_heads || !self.n_heads.is_multiple_of(kv_heads) {
-            return Err(Error::Config(format!(
-                "n_kv_heads ({kv_heads}) must divide n_heads ({}) so every key/value head serves \
-                 the same number of query heads; try one of {:?}",
-                self.n_heads,
-                divisors(self.n_heads)
-            )));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::Config(format!(
-                "dropout ({}) must be in [0, 1)",
-                self.dropout
-            )));
-        }
-        Ok(())
+        validate_heads(self.d_model, self.n_heads, self.n_kv_heads, self.dropout)
     }
 
     /// Build the layer with GPT-2's initialisation: normal weights, zero biases.
     ///
     /// # Errors
-    /// [`Error::Config`] when [`CausalSelfAttentionConfig::validate`] fails.
+    /// [`crate::Error::Config`] when [`CausalSelfAttentionConfig::validate`] fails.
     pub fn init(&self, device: &Device) -> Result<CausalSelfAttention> {
         self.validate()?;
         let kv_width = self.kv_heads() * self.d_model / self.n_heads;
@@ -120,19 +92,6 @@ impl CausalSelfAttentionConfig {
     pub fn kv_heads(&self) -> usize {
         self.n_kv_heads.unwrap_or(self.n_heads)
     }
-}
-
-/// The divisors of `n`, in increasing order (the valid key/value head counts for `n` heads).
-fn divisors(n: usize) -> Vec<usize> {
-    (1..=n).filter(|&k| n.is_multiple_of(k)).collect()
-}
-
-/// The largest divisor of `n` that is at most `at_most` (a suggestion for a bad `n_heads`).
-fn largest_divisor_at_most(n: usize, at_most: usize) -> usize {
-    (1..=at_most.min(n))
-        .rev()
-        .find(|&k| n.is_multiple_of(k))
-        .unwrap_or(1)
 }
 
 /// Multi-head causal self-attention, optionally with grouped key/value heads.
@@ -205,6 +164,18 @@ impl CausalSelfAttention {
         self.fast_paths && self.mask_mode == MaskMode::Causal && self.attn_dropout.prob == 0.0
     }
 
+    /// The path a call on `x` takes (`cached`: with a KV cache; `instrumented`: carrying a
+    /// trace or a fault); see [`AttentionPath::choose`].
+    pub fn path(
+        &self,
+        x: &Tensor<3>,
+        cached: bool,
+        plan: &Plan,
+        instrumented: bool,
+    ) -> AttentionPath {
+        AttentionPath::choose(self.fast_paths_apply(), x, cached, plan, instrumented)
+    }
+
     /// Self-attention for the `T` new positions of `x`. With a cache, their keys and values
     /// are appended to it and the queries attend over everything cached so far; `plan` says
     /// where the positions are and which keys are hidden (see [`Plan`]).
@@ -222,7 +193,7 @@ impl CausalSelfAttention {
     /// # Errors
     /// The checks a planted fault fails: [`Fault::TransposedKey`] (unless `S` happens to equal
     /// `Dh`, when the wrong product has the right shape and only the values are wrong),
-    /// [`Fault::MissingMerge`] and [`Fault::CacheWrongAxis`], as [`Error::Shape`].
+    /// [`Fault::MissingMerge`] and [`Fault::CacheWrongAxis`], as [`crate::Error::Shape`].
     pub fn forward_instrumented<I: Instrumentation>(
         &self,
         x: Tensor<3>,
@@ -231,9 +202,11 @@ impl CausalSelfAttention {
         instruments: &mut I,
     ) -> Result<Tensor<3>, I::Error> {
         let input = x.dims();
-        let path = AttentionPath::choose(self, &x, cache.is_some(), plan, instruments.is_active());
+        let path = self.path(&x, cache.is_some(), plan, instruments.is_active());
         // A kernel may do everything up to the merged heads in one go.
-        if let Some(merged) = path.whole_layer(self, &x, plan) {
+        let projections = [&self.query, &self.key, &self.value];
+        let heads = [self.n_heads, self.n_kv_heads];
+        if let Some(merged) = path.whole_layer(projections, heads, &x, plan) {
             return Ok(self.project_output(merged, instruments));
         }
         let q = linear_layer(&self.query, x.clone()); // [B, T, D]
@@ -309,52 +282,4 @@ fn merge<I: Instrumentation>(
          ([B, H, T, Dh] -> swap to [B, T, H, Dh] -> reshape to [B, T, D]) before W_O",
     )?;
     Ok(merged)
-}
-
-/// Repeat each key/value head for the `groups` query heads that share it: head `h` of the
-/// result is head `h / groups` of the input, so query head `h` meets its group's keys. This is
-/// what grouped-query attention means, written as a copy; the crate's kernels get the same
-/// result by grouping the queries instead (see [`crate::kernels::causal_attention`]).
-///
-/// # Shapes
-/// - x: `[B, H_kv, S, Dh]`, output: `[B, H_kv·groups, S, Dh]`
-pub fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
-    if groups == 1 {
-        return x;
-    }
-    let [batch, kv_heads, seq, head_dim] = x.dims();
-    // [B, H_kv, S, Dh] -> [B, H_kv, 1, S, Dh] -> [B, H_kv, G, S, Dh] -> [B, H_kv·G, S, Dh]
-    x.unsqueeze_dim::<5>(2)
-        .expand([batch, kv_heads, groups, seq, head_dim])
-        .reshape([batch, kv_heads * groups, seq, head_dim])
-}
-
-/// Give each of `n_heads` heads its own slice of the model dimension: head `h` gets features
-/// `h·Dh .. (h+1)·Dh`.
-///
-/// # Shapes
-/// - input: `[B, T, D]`
-/// - output: `[B, H, T, Dh]` with `Dh = D / H`
-///
-/// # Panics
-/// If `D` is not divisible by `n_heads` (configs are validated before a layer exists).
-pub fn split_heads(x: Tensor<3>, n_heads: usize) -> Tensor<4> {
-    let [batch, seq, d_model] = x.dims();
-    assert_eq!(
-        d_model % n_heads,
-        0,
-        "d_model {d_model} not divisible by {n_heads} heads"
-    );
-    x.reshape([batch, seq, n_heads, d_model / n_heads])
-        .swap_dims(1, 2)
-}
-
-/// Put the heads back side by side: the inverse of [`split_heads`].
-///
-/// # Shapes
-/// - input: `[B, H, T, Dh]`
-/// - output: `[B, T, H·Dh]`
-pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
-    let [batch, n_heads, seq, head_dim] = x.dims();
-    x.swap_dims(1, 2).reshape([batch, seq, n_heads * head_dim])
 }

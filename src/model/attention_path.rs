@@ -18,11 +18,12 @@
 //! kernel hands over to the step-by-step layer with the causal kernel, the causal kernel to
 //! Burn's attention (on Flex, Flex's own tiled kernel).
 
+use burn::nn::Linear;
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 use burn::tensor::ops::AttentionModuleOptions;
 
-use super::attention::{CausalSelfAttention, repeat_kv};
+use super::heads::repeat_kv;
 use super::instruments::{Instrumentation, NoInstruments};
 use super::mask::MaskMode;
 use super::plan::Plan;
@@ -45,16 +46,18 @@ pub enum AttentionPath {
 }
 
 impl AttentionPath {
-    /// The path for a call of `layer` on `x` (`cached`: with a KV cache) under `plan`;
-    /// `instrumented` when the call carries a trace or a fault.
+    /// The path for a call on `x` (`cached`: with a KV cache) under `plan`, by a layer whose
+    /// fast paths apply or not (the causal mask, no attention dropout, not switched off:
+    /// [`super::CausalSelfAttention::fast_paths_apply`]); `instrumented` when the call carries
+    /// a trace or a fault.
     pub fn choose(
-        layer: &CausalSelfAttention,
+        fast_paths_apply: bool,
         x: &Tensor<3>,
         cached: bool,
         plan: &Plan,
         instrumented: bool,
     ) -> Self {
-        if !layer.fast_paths_apply() || plan.hidden_keys().is_some() || instrumented {
+        if !fast_paths_apply || plan.hidden_keys().is_some() || instrumented {
             return Self::Readable;
         }
         if plan.new_tokens() == 1 {
@@ -67,14 +70,16 @@ impl AttentionPath {
         }
     }
 
-    /// The layer from `x` to its merged heads in one kernel, when this is the packed path and
-    /// the kernel takes the call; `None` otherwise (the layer then runs step by step).
+    /// A layer from `x` to its merged heads in one kernel, through its query, key and value
+    /// `projections` with `heads = [H, H_kv]`, when this is the packed path and the kernel
+    /// takes the call; `None` otherwise (the layer then runs step by step).
     ///
     /// # Shapes
     /// - x: `[B, T, D]`, output: `[B, T, D]`
     pub fn whole_layer(
         self,
-        layer: &CausalSelfAttention,
+        projections: [&Linear; 3],
+        heads: [usize; 2],
         x: &Tensor<3>,
         plan: &Plan,
     ) -> Option<Tensor<3>> {
@@ -85,8 +90,6 @@ impl AttentionPath {
             Some(rotation) => Some(rotation.tables()?),
             None => None,
         };
-        let projections = [&layer.query, &layer.key, &layer.value];
-        let heads = [layer.n_heads(), layer.n_kv_heads()];
         kernels::packed_self_attention(x.clone(), projections, heads, tables)
     }
 

@@ -8,138 +8,24 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use burn::config::Config;
 use burn::module::{Initializer, Module, ModuleVisitor, Param};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
 };
 use burn::tensor::{Device, Int, Tensor};
 
-use super::attention::CausalSelfAttentionConfig;
 use super::block::{Block, BlockConfig};
 use super::cache::KvCache;
+use super::config::GptConfig;
 use super::fault::Fault;
 use super::init::{INIT_STD, normal_linear, residual_init_std};
 use super::instruments::{Instrumentation, Instruments, NoInstruments};
-use super::mask::MaskMode;
 use super::plan::{ForwardOptions, Plan};
 use super::rope::PositionScheme;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kernels::{LAYER_NORM_EPS, layer_norm, linear, linear_layer, on_workers};
 
-/// Configuration of a [`Gpt`]; serialises to JSON with serde (it is saved beside every
-/// checkpoint).
-#[derive(Config, Debug, PartialEq)]
-pub struct GptConfig {
-    /// Number of distinct tokens, `V`.
-    pub vocab_size: usize,
-    /// Width of the residual stream, `D`.
-    #[config(default = 128)]
-    pub d_model: usize,
-    /// Attention heads per block, `H`; `D` must be divisible by `H`.
-    #[config(default = 4)]
-    pub n_heads: usize,
-    /// Key/value heads per block, `H_kv`, each shared by `H / H_kv` query heads
-    /// (grouped-query attention; 1 is multi-query attention). `None`, the default, means `H`:
-    /// plain multi-head attention.
-    #[config(default = "None")]
-    pub n_kv_heads: Option<usize>,
-    /// Number of blocks, `L`.
-    #[config(default = 4)]
-    pub n_layers: usize,
-    /// Context window: the most positions the model can attend over.
-    #[config(default = 128)]
-    pub max_seq_len: usize,
-    /// Dropout probability, active only when training on an autodiff device.
-    #[config(default = 0.0)]
-    pub dropout: f64,
-    /// How attention is masked; anything but `Causal` leaks the future on purpose.
-    #[config(default = "MaskMode::Causal")]
-    pub mask_mode: MaskMode,
-    /// Use the token embedding table, transposed, as the LM head (GPT-2 and nanoGPT do): one
-    /// `[V, D]` matrix learns from both ends, and the model has `V·D` fewer parameters.
-    #[config(default = false)]
-    pub tie_embeddings: bool,
-    /// Where positions enter: a learned table added to the embeddings (the default, GPT-2's)
-    /// or rotary position embedding of the queries and keys (see [`super::rope`]).
-    #[config(default = "PositionScheme::Learned")]
-    pub position: PositionScheme,
-    /// RoPE's base `theta`: pair `i` of a head turns by `theta^(−2i/Dh)` per position.
-    #[config(default = 10000.0)]
-    pub rope_theta: f64,
-}
-
-/// Fields added to [`GptConfig`] after 0.2, with the value that gives 0.2's model: a config
-/// written before them reads as that model.
-fn added_since_0_2() -> [(&'static str, serde_json::Value); 4] {
-    [
-        ("tie_embeddings", false.into()),
-        ("position", "learned".into()),
-        ("rope_theta", 10000.0.into()),
-        ("n_kv_heads", serde_json::Value::Null),
-    ]
-}
-
 impl GptConfig {
-    /// Read a config from JSON, including one written by an earlier version (fields added
-    /// since take the value that gives the earlier model).
-    ///
-    /// # Errors
-    /// The JSON error when `json` is not a config.
-    pub fn from_json(json: &str) -> serde_json::Result<Self> {
-        let mut value: serde_json::Value = serde_json::from_str(json)?;
-        if let Some(fields) = value.as_object_mut() {
-            for (name, old_value) in added_since_0_2() {
-                fields.entry(name).or_insert(old_value);
-            }
-        }
-        serde_json::from_value(value)
-    }
-
-    /// Width of one head, `Dh = D / H`.
-    pub fn head_dim(&self) -> usize {
-        self.d_model / self.n_heads.max(1)
-    }
-
-    /// Key/value heads per block, `H_kv`: `n_kv_heads`, or `n_heads` when unset.
-    pub fn kv_heads(&self) -> usize {
-        self.n_kv_heads.unwrap_or(self.n_heads)
-    }
-
-    /// Check every size before anything is allocated.
-    ///
-    /// # Errors
-    /// [`Error::Config`] naming the first size that cannot work.
-    pub fn validate(&self) -> Result<()> {
-        Error::require_at_least_one(&[
-            ("vocab_size", self.vocab_size),
-            ("n_layers", self.n_layers),
-            ("max_seq_len", self.max_seq_len),
-        ])?;
-        CausalSelfAttentionConfig::new(self.d_model, self.n_heads)
-            .with_n_kv_heads(self.n_kv_heads)
-            .with_dropout(self.dropout)
-            .validate()?;
-        if self.position == PositionScheme::Rope {
-            if !self.head_dim().is_multiple_of(2) {
-                return Err(Error::Config(format!(
-                    "rotary position embedding turns pairs of features, so each head needs an \
-                     even width; d_model / n_heads = {} / {} = {}",
-                    self.d_model,
-                    self.n_heads,
-                    self.head_dim()
-                )));
-            }
-            if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
-                return Err(Error::Config(format!(
-                    "rope_theta ({}) must be a finite number above 1 (10000 is the usual base)",
-                    self.rope_theta
-                )));
-            }
-        }
-        Ok(())
-    }
-
     /// Build the model with GPT-2's initialisation, drawing from the backend's RNG as it
     /// stands (see [`GptConfig::init_seeded`] for reproducible weights).
     ///
@@ -147,7 +33,7 @@ impl GptConfig {
     /// from a user or a file, and a bad one must be an error, not a panic.
     ///
     /// # Errors
-    /// [`Error::Config`] when [`GptConfig::validate`] fails.
+    /// [`crate::Error::Config`] when [`GptConfig::validate`] fails.
     pub fn init(&self, device: &Device) -> Result<Gpt> {
         let _drawing = INIT_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
         self.build(device)
@@ -157,7 +43,7 @@ impl GptConfig {
     /// weights, whatever other threads initialise at the same time.
     ///
     /// # Errors
-    /// [`Error::Config`] when [`GptConfig::validate`] fails.
+    /// [`crate::Error::Config`] when [`GptConfig::validate`] fails.
     pub fn init_seeded(&self, seed: u64, device: &Device) -> Result<Gpt> {
         let _drawing = INIT_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
         device.seed(seed);
@@ -287,7 +173,7 @@ impl Gpt {
     /// - tokens: `[B, T]`, logits: `[B, T, V]`
     ///
     /// # Errors
-    /// [`Error::SequenceTooLong`] when `T > max_seq_len`, [`Error::Tokens`] when `T == 0`.
+    /// [`crate::Error::SequenceTooLong`] when `T > max_seq_len`, [`crate::Error::Tokens`] when `T == 0`.
     pub fn forward(&self, tokens: Tensor<2, Int>) -> Result<Tensor<3>> {
         self.forward_with(tokens, ForwardOptions::default())
     }
@@ -299,9 +185,9 @@ impl Gpt {
     /// - new_tokens: `[B, T_new]`, logits: `[B, T_new, V]`
     ///
     /// # Errors
-    /// [`Error::CacheFull`] when `cache.len() + T_new > max_seq_len` (nothing is written),
-    /// [`Error::CacheMismatch`] for a cache built for another model or batch size,
-    /// [`Error::Tokens`] when `T_new == 0`.
+    /// [`crate::Error::CacheFull`] when `cache.len() + T_new > max_seq_len` (nothing is written),
+    /// [`crate::Error::CacheMismatch`] for a cache built for another model or batch size,
+    /// [`crate::Error::Tokens`] when `T_new == 0`.
     pub fn forward_cached(
         &self,
         new_tokens: Tensor<2, Int>,
@@ -340,7 +226,7 @@ impl Gpt {
     ///   `B` counts
     ///
     /// # Errors
-    /// See [`Plan::new`]; with a planted fault, the check it fails ([`Error::Shape`]).
+    /// See [`Plan::new`]; with a planted fault, the check it fails ([`crate::Error::Shape`]).
     pub fn forward_with(
         &self,
         tokens: Tensor<2, Int>,

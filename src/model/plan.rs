@@ -15,8 +15,8 @@
 use burn::tensor::{Bool, Device, Int, Tensor};
 
 use super::cache::{CacheStep, KvCache};
+use super::config::GptConfig;
 use super::fault::Fault;
-use super::gpt::GptConfig;
 use super::mask::{band_mask, padding_mask};
 use super::rope::{PositionScheme, Rotation};
 use super::trace::ShapeTrace;

@@ -14,8 +14,10 @@
 //! | `token_embedding.weight`                     | `[V, D]`   |
 //! | `position_embedding.weight` (absent with RoPE) | `[T, D]` |
 //! | `blocks.{i}.ln_1.weight`, `.bias`            | `[D]`      |
-//! | `blocks.{i}.attn.{query,key,value}.weight`   | `[D, D]`   |
-//! | `blocks.{i}.attn.{query,key,value}.bias`     | `[D]`      |
+//! | `blocks.{i}.attn.query.weight`               | `[D, D]`   |
+//! | `blocks.{i}.attn.query.bias`                 | `[D]`      |
+//! | `blocks.{i}.attn.{key,value}.weight`         | `[H_kv·Dh, D]` (`[D, D]` without GQA) |
+//! | `blocks.{i}.attn.{key,value}.bias`           | `[H_kv·Dh]` |
 //! | `blocks.{i}.attn.output.weight`              | `[D, D]`   |
 //! | `blocks.{i}.attn.output.bias`                | `[D]`      |
 //! | `blocks.{i}.ln_2.weight`, `.bias`            | `[D]`      |
@@ -26,7 +28,8 @@
 //! | `ln_f.weight`, `ln_f.bias`                   | `[D]`      |
 //! | `lm_head.weight` (no bias; absent when tied) | `[V, D]`   |
 //!
-//! The heads of `query`, `key` and `value` are consecutive blocks of `D / H` output rows. The
+//! The heads of `query`, `key` and `value` are consecutive blocks of `Dh = D / H` output rows
+//! (`key` and `value` hold `H_kv` of them with grouped-query attention). The
 //! file's metadata holds the [`GptConfig`] as JSON under `tinygpt.config` and, when exported
 //! with one, the vocabulary (a JSON array of one-character strings in id order) under
 //! `tinygpt.vocabulary`, so the file alone is enough to rebuild the model
