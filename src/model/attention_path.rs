@@ -123,9 +123,13 @@ impl AttentionPath {
                 attended
             }
             Self::SingleQuery => single_query_attention(q, k, v),
+            // The packed kernel declined this call, or it comes after a cache; the causal
+            // kernel declines long inference calls, which Burn's attention then serves.
             Self::PackedKernel | Self::CausalKernel => {
-                let (q_, k_, v_) = (q.clone(), k.clone(), v.clone());
-                kernels::causal_attention(q_, k_, v_).unwrap_or_else(|| burn_attention(q, k, v))
+                match kernels::causal_attention(q.clone(), k.clone(), v.clone()) {
+                    Some(attended) => attended,
+                    None => burn_attention(q, k, v),
+                }
             }
             Self::BurnAttention => burn_attention(q, k, v),
         })
