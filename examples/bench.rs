@@ -110,6 +110,9 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
+    args.model(CONTEXTS[CONTEXTS.len() - 1])
+        .validate()
+        .context("--kv-heads, --position")?;
     if args.no_kernels {
         return tinygpt::kernels::without_kernels(|| measure(&args));
     }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -28,6 +28,27 @@ struct Args {
     force: bool,
 }
 
+/// Refuse an output inside the checkpoint directory being read, `--force` or not: writing
+/// there would replace or mix with the checkpoint's own files.
+fn refuse_inside(out: &Path, checkpoint: &Path) -> anyhow::Result<()> {
+    let parent = match out.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let (Ok(parent), Ok(checkpoint)) = (parent.canonicalize(), checkpoint.canonicalize()) else {
+        // A directory that does not exist holds no checkpoint; the write will say what is wrong.
+        return Ok(());
+    };
+    if parent.starts_with(&checkpoint) {
+        anyhow::bail!(
+            "--out {} is inside the checkpoint it exports ({}); write the file elsewhere",
+            out.display(),
+            checkpoint.display()
+        );
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     common::main(run)
 }
@@ -41,8 +62,9 @@ fn run() -> anyhow::Result<()> {
         );
     }
     // Weights are read back to the host to be written, so the CPU backend is all it needs.
-    let device = tinygpt::device::default_device()?;
+    let device = tinygpt::device::host_device()?;
     let saved = checkpoint::load(&args.checkpoint, &device).context("--checkpoint")?;
+    refuse_inside(&args.out, &saved.dir)?;
     export_safetensors(&saved.model, Some(&saved.tokenizer), &args.out).context("--out")?;
 
     let layout = tensor_layout(saved.model.config());

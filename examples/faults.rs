@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use tinygpt::faults::{Divergence, Exhibit, Outcome, show};
+use tinygpt::faults::{Divergence, Exhibit, Outcome, divergence, show};
 use tinygpt::text::{BUNDLED_CORPUS, CharTokenizer, TextDataset};
 use tinygpt::train::{TrainConfig, checkpoint, train};
 use tinygpt::{Gpt, GptConfig};
@@ -48,6 +48,8 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
+    // Ctrl-C stops the small model's training; its scratch directory is removed on the way out.
+    common::catch_ctrl_c();
     let args = Args::parse();
     let exhibits = match &args.fault {
         Some(name) => vec![Exhibit::from_name(name).context("--fault")?],
@@ -55,6 +57,9 @@ fn run() -> anyhow::Result<()> {
     };
     if args.decode == 0 {
         bail!("--decode must be at least 1: the cache faults show in decode steps");
+    }
+    if args.steps == 0 && args.checkpoint.is_none() {
+        bail!("--steps must be at least 1 to train the small model (or give --checkpoint)");
     }
     let device = tinygpt::device::device_by_name(&args.device).context("--device")?;
     let (model, tokenizer) = model(&args, &device)?;
@@ -81,8 +86,31 @@ fn run() -> anyhow::Result<()> {
         args.decode
     );
 
+    // The cache exhibits compare cached with naive decoding, which only means something for a
+    // model whose cache is valid: with a leaky mask a full recompute lets earlier positions see
+    // later tokens, so the two differ without any fault.
+    let fails_unplanted = config.mask_mode.is_leaky();
+    if fails_unplanted {
+        let unplanted = divergence(&model, &prompt, args.decode, &device)?;
+        let parted = match unplanted.first_step {
+            Some(step) => format!(
+                "here they part at step {step} without any fault (max |Δ logit| {:.3})",
+                unplanted.max_abs_diff
+            ),
+            None => "here they happen to agree within 1e-4, which proves nothing".into(),
+        };
+        println!(
+            "note: this model's {} mask leaks the future, so its KV cache is not valid and \
+             cached == naive is no check of it ({parted}): the cache and position exhibits are \
+             not valid on this model\n",
+            config.mask_mode
+        );
+    }
     let mut rows = Vec::new();
     for exhibit in exhibits {
+        if common::interrupted() {
+            bail!("interrupted");
+        }
         let outcome = show(exhibit, &model, &prompt, args.decode, &device)?;
         println!("== {} ==", exhibit.name());
         println!(
@@ -90,20 +118,24 @@ fn run() -> anyhow::Result<()> {
             exhibit.symptom(),
             exhibit.inspect()
         );
-        let seen = describe(&outcome, &tokenizer, &args.prompt);
-        println!("caught by: {}\n", exhibit.caught_by());
-        rows.push((exhibit, seen));
+        let mut seen = describe(&outcome, &tokenizer, &args.prompt);
+        let mut caught_by = exhibit.caught_by().to_string();
+        if fails_unplanted && matches!(outcome, Outcome::Decoded(_)) {
+            println!("not valid on this model: it fails this check without the fault too");
+            seen = format!("not valid on this model ({seen})");
+            caught_by = "(not valid: the model fails it unplanted)".into();
+        }
+        println!("caught by: {caught_by}\n");
+        rows.push((exhibit, seen, caught_by));
     }
     if rows.len() > 1 {
         println!("| exhibit | symptom | what the learner sees | caught by |");
         println!("|---|---|---|---|");
-        for (exhibit, seen) in rows {
+        for (exhibit, seen, caught_by) in rows {
             println!(
-                "| {} | {} | {} | {} |",
+                "| {} | {} | {seen} | {caught_by} |",
                 exhibit.name(),
                 exhibit.symptom(),
-                seen,
-                exhibit.caught_by()
             );
         }
     }
@@ -167,6 +199,15 @@ fn describe_divergence(divergence: &Divergence, tokenizer: &CharTokenizer, promp
     )
 }
 
+/// A scratch directory, removed when dropped (at the end, after an error, or after Ctrl-C).
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The checkpoint's model, or a small model trained now on the bundled corpus.
 fn model(args: &Args, device: &burn::tensor::Device) -> anyhow::Result<(Gpt, CharTokenizer)> {
     if let Some(path) = &args.checkpoint {
@@ -187,19 +228,24 @@ fn model(args: &Args, device: &burn::tensor::Device) -> anyhow::Result<(Gpt, Cha
         .with_warmup_steps((args.steps / 10).clamp(1, 100))
         .with_eval_interval(args.steps.max(1));
     // A scratch run directory: the gallery needs the weights, not the files.
-    let dir = std::env::temp_dir().join(format!("tinygpt-faults-{}", std::process::id()));
+    let scratch =
+        Scratch(std::env::temp_dir().join(format!("tinygpt-faults-{}", std::process::id())));
     let started = Instant::now();
     let outcome = train(
-        &dir,
+        &scratch.0,
         &config,
         &train_config,
         &dataset,
         device,
         false,
-        &mut |_| std::ops::ControlFlow::Continue(()),
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    let outcome = outcome?;
+        &mut |_| match common::interrupted() {
+            true => std::ops::ControlFlow::Break(()),
+            false => std::ops::ControlFlow::Continue(()),
+        },
+    )?;
+    if outcome.steps < args.steps {
+        bail!("interrupted at step {} of {}", outcome.steps, args.steps);
+    }
     println!(
         "trained a small model for {} steps in {:.0} s (validation loss {:.3})",
         outcome.steps,

@@ -13,11 +13,13 @@
 mod common;
 
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use burn::tensor::Device;
 use clap::Parser;
+use tinygpt::PositionScheme;
 use tinygpt::generate::{
     DecodeMode, GenerationConfig, Generator, SamplingConfig, WindowPolicy, compare_decoding,
     logit_records,
@@ -39,13 +41,13 @@ struct Args {
     max_new_tokens: usize,
     /// 0 for greedy; higher is more random.
     #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
-    temperature: f32,
+    temperature: f64,
     /// Sample only among the K most likely characters.
     #[arg(long)]
     top_k: Option<usize>,
     /// Sample only among the most likely characters whose probabilities reach P.
     #[arg(long, allow_negative_numbers = true)]
-    top_p: Option<f32>,
+    top_p: Option<f64>,
     /// Seed of the sampler: the same seed gives the same text.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -57,7 +59,8 @@ struct Args {
     /// or `rolling` (RoPE models: the cache drops its oldest position for each new one).
     #[arg(long, default_value = "slide-half")]
     window: WindowPolicy,
-    /// Recompute the whole context for every token instead of using the KV cache.
+    /// Recompute the whole context for every token instead of using the KV cache (what a
+    /// model with a leaky mask always does: its cache is not valid).
     #[arg(long)]
     no_cache: bool,
     /// Run cached and naive greedy decoding on the prompt and compare them (greedy, so the
@@ -77,8 +80,8 @@ struct Args {
     /// With --logits: keep only the K largest logits of each step, as [token, logit] pairs.
     #[arg(long, requires = "logits")]
     logits_top: Option<usize>,
-    /// Replace an existing --logits file.
-    #[arg(long, requires = "logits")]
+    /// Replace an existing --logits or --heatmap file.
+    #[arg(long)]
     force: bool,
     /// Write the prompt's attention weights (every layer and head) to this PNG.
     #[arg(long)]
@@ -93,7 +96,12 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
+    // Ctrl-C stops generation after the token being chosen, keeping what was generated.
+    common::catch_ctrl_c();
     let args = Args::parse();
+    // Every flag is checked before a checkpoint is read or a character printed.
+    let sampling = sampling(&args)?;
+    check_outputs(&args)?;
     let device = tinygpt::device::device_by_name(&args.device).context("--device")?;
     let checkpoint = checkpoint::load(&args.checkpoint, &device).with_context(|| {
         format!(
@@ -103,6 +111,14 @@ fn run() -> anyhow::Result<()> {
     })?;
     let backend = tinygpt::device::describe(&args.device, &device);
     let config = checkpoint.model.config();
+    if args.window == WindowPolicy::Rolling && config.position != PositionScheme::Rope {
+        bail!(
+            "--window rolling needs a model with rotary position embedding (train it with \
+             `--position rope`); this one has a learned position table, which ends at its \
+             context of {}: use --window slide-half or crop",
+            config.max_seq_len
+        );
+    }
     eprintln!(
         "backend {backend}; checkpoint {} ({}, {} mask, D={} H={} H_kv={} L={}, {} positions, \
          context {})",
@@ -126,6 +142,23 @@ fn run() -> anyhow::Result<()> {
     if prompt.is_empty() {
         bail!("--prompt is empty; this model has no start token, so give at least one character");
     }
+    if prompt.len() > config.max_seq_len && args.window != WindowPolicy::Rolling {
+        eprintln!(
+            "note: the prompt has {} tokens and the model's context is {}: it sees its last {}",
+            prompt.len(),
+            config.max_seq_len,
+            config.max_seq_len
+        );
+    }
+    let record_bytes = if args.logits.is_some() {
+        8.0 + 4.0 * config.vocab_size as f64
+    } else {
+        8.0
+    };
+    tinygpt::memory::check_fits(
+        &format!("--max-new-tokens {}", args.max_new_tokens),
+        args.max_new_tokens as f64 * record_bytes,
+    )?;
     if let Some(path) = &args.heatmap {
         attention_heatmap(
             &checkpoint.model,
@@ -137,28 +170,66 @@ fn run() -> anyhow::Result<()> {
         .context("--heatmap")?;
         eprintln!("wrote the attention heatmaps to {}", path.display());
     }
-    if let Some(path) = &args.logits
-        && path.exists()
-        && !args.force
-    {
-        bail!(
-            "--logits {} exists; pick another file, or pass --force to replace it",
-            path.display()
-        );
+    if args.compare {
+        compare(&checkpoint, &prompt, &args, &device)
+    } else {
+        stream(&checkpoint, &prompt, sampling, &args, &device)
+    }
+}
+
+/// The sampling the flags ask for, checked.
+fn sampling(args: &Args) -> anyhow::Result<SamplingConfig> {
+    if args.max_new_tokens == 0 {
+        bail!("--max-new-tokens must be at least 1");
     }
     if args.logits_top == Some(0) {
         bail!("--logits-top must be at least 1 (leave it out for every logit)");
     }
-    if args.compare {
-        compare(&checkpoint, &prompt, &args, &device)
-    } else {
-        stream(&checkpoint, &prompt, &args, &device)
+    let top_p = match args.top_p {
+        Some(p) => Some(common::f32_flag("--top-p", p)?),
+        None => None,
+    };
+    let sampling = SamplingConfig::new()
+        .with_temperature(common::f32_flag("--temperature", args.temperature)?)
+        .with_top_k(args.top_k)
+        .with_top_p(top_p)
+        .with_seed(args.seed);
+    sampling.validate().map_err(|err| {
+        let message = err.to_string();
+        let flag = ["temperature", "top_k", "top_p"]
+            .into_iter()
+            .find(|name| message.contains(name))
+            .map_or("--temperature, --top-k, --top-p".to_string(), |name| {
+                format!("--{}", name.replace('_', "-"))
+            });
+        anyhow::Error::new(err).context(flag)
+    })?;
+    Ok(sampling)
+}
+
+/// No output file the user did not ask to replace is replaced, and each is of a kind it can be.
+fn check_outputs(args: &Args) -> anyhow::Result<()> {
+    if let Some(path) = &args.heatmap {
+        tinygpt::plot::check_png_path(path).context("--heatmap")?;
     }
+    for (flag, path) in [("--logits", &args.logits), ("--heatmap", &args.heatmap)] {
+        if let Some(path) = path
+            && path.exists()
+            && !args.force
+        {
+            bail!(
+                "{flag} {} exists; pick another file, or pass --force to replace it",
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn stream(
     checkpoint: &Checkpoint,
     prompt: &[usize],
+    sampling: SamplingConfig,
     args: &Args,
     device: &Device,
 ) -> anyhow::Result<()> {
@@ -168,15 +239,16 @@ fn stream(
         .iter()
         .map(|text| tokenizer.encode(text).context("--stop"))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let sampling = SamplingConfig::new()
-        .with_temperature(args.temperature)
-        .with_top_k(args.top_k)
-        .with_top_p(args.top_p)
-        .with_seed(args.seed);
-    sampling
-        .validate()
-        .context("check --temperature, --top-k and --top-p")?;
-    let mode = if args.no_cache {
+    let mask = checkpoint.model.config().mask_mode;
+    let naive = args.no_cache || mask.is_leaky();
+    if mask.is_leaky() && !args.no_cache {
+        eprintln!(
+            "note: this model's {mask} mask leaks the future, so its KV cache is not valid (a \
+             full recompute lets earlier positions see later tokens): decoding naively, as with \
+             --no-cache"
+        );
+    }
+    let mode = if naive {
         DecodeMode::Naive
     } else {
         DecodeMode::Cached
@@ -195,11 +267,21 @@ fn stream(
         &mut |_, id| {
             let _ = write!(out, "{}", tokenizer.decode(&[id]));
             let _ = out.flush();
+            match common::interrupted() {
+                true => ControlFlow::Break(()),
+                false => ControlFlow::Continue(()),
+            }
         },
     )?;
     let _ = writeln!(out);
     if let Some(path) = &args.logits {
         write_logits(path, prompt, &generation, args.logits_top, checkpoint)?;
+    }
+    if generation.stopped {
+        bail!(
+            "interrupted after {} new tokens",
+            generation.tokens[0].len()
+        );
     }
     let stats = &generation.stats;
     // The first new token comes from the prefill's logits; decode steps make the rest.
@@ -210,7 +292,7 @@ fn stream(
     eprintln!(
         "\n{} decoding: prefill {} tokens at {:.0} tokens/s; {} new tokens, decode at {decode_rate}; \
          cache length {} after prefill, {} at the end; {} window slides",
-        if args.no_cache { "naive" } else { "cached" },
+        if naive { "naive" } else { "cached" },
         stats.prefill_tokens,
         stats.prefill_tokens_per_s(),
         generation.tokens[0].len(),

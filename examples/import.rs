@@ -42,6 +42,9 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.n_heads == 0 {
+        bail!("--n-heads must be at least 1 (nanoGPT's n_head)");
+    }
     if checkpoint::exists(&args.out) && !args.force {
         bail!(
             "{} already holds a checkpoint; pick another --out, or pass --force to replace it",
@@ -52,7 +55,7 @@ fn run() -> anyhow::Result<()> {
         .with_context(|| format!("--vocab {}", args.vocab.display()))?;
     let tokenizer = CharTokenizer::from_json_vocabulary(&vocab_text)
         .with_context(|| format!("--vocab {}", args.vocab.display()))?;
-    let device = tinygpt::device::default_device()?;
+    let device = tinygpt::device::host_device()?;
     let model = import_nanogpt(&args.nanogpt, args.n_heads, &device).context("--nanogpt")?;
     let config = model.config();
     if tokenizer.vocab_size() != config.vocab_size {

@@ -54,8 +54,16 @@ fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let device = tinygpt::device::device_by_name(&args.device).context("--device")?;
     let config = GptConfig::new(args.vocab).with_n_kv_heads(args.kv_heads);
-    let model = config.init(&device)?;
     let (b, t) = (args.batch, args.seq);
+    if b == 0 || t == 0 {
+        anyhow::bail!("--batch ({b}) and --seq ({t}) must both be at least 1");
+    }
+    config.validate().context("--vocab, --kv-heads")?;
+    tinygpt::memory::check_fits(
+        &format!("a traced forward pass of --batch {b} x --seq {t} tokens"),
+        tinygpt::memory::forward_bytes(&config, b, t),
+    )?;
+    let model = config.init(&device)?;
     println!(
         "model: V={} D={} H={} H_kv={} Dh={} L={} context={}  |  input: B={b} T={t}  |  backend: {}",
         config.vocab_size,

@@ -3,6 +3,10 @@
 //!
 //! `cargo run --release --example train -- [--leak unmasked|flipped|off-by-one|after-softmax|all|off]
 //!  [--data PATH] [--out DIR] [--steps N] [--device NAME] [--quiet] [--resume | --force]`
+//!
+//! `--resume` continues the run in `--out` with the settings it was started with (kept in
+//! `DIR/run.json`); more `--steps` may be asked for. Settings derived from the step count
+//! (`--warmup-steps`, `--eval-interval`, the learning rate's decay) stay the run's own.
 
 mod common;
 
@@ -14,7 +18,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use tinygpt::leak::{self, DemoConfig, DemoSummary, SUMMARY_FILE};
+use tinygpt::leak::{self, DemoConfig, DemoEvent, DemoSummary, RunManifest, SUMMARY_FILE};
 use tinygpt::text::{BUNDLED_CORPUS, read_text};
 use tinygpt::train::{TrainConfig, TrainEvent};
 use tinygpt::{GptConfig, MaskMode, PositionScheme};
@@ -41,9 +45,18 @@ struct Args {
     /// Tokens per window (and the model's context window).
     #[arg(long, default_value_t = 64)]
     seq_len: usize,
-    /// Peak learning rate.
+    /// Peak learning rate (the decay ends at a tenth of it).
     #[arg(long, default_value_t = 3e-3, allow_negative_numbers = true)]
     lr: f64,
+    /// Steps of linear warmup to the peak rate. Default: a tenth of --steps (1 to 100).
+    #[arg(long)]
+    warmup_steps: Option<usize>,
+    /// Evaluate, log and checkpoint every this many steps. Default: a tenth of --steps.
+    #[arg(long)]
+    eval_interval: Option<usize>,
+    /// Clip the gradients to this global L2 norm.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    grad_clip: f64,
     /// Model width.
     #[arg(long, default_value_t = 128)]
     d_model: usize,
@@ -79,7 +92,7 @@ struct Args {
     sample_chars: usize,
     /// Sampling temperature for the samples.
     #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
-    temperature: f32,
+    temperature: f64,
     /// Backend: flex, ndarray, wgpu, wgpu-cpu, cuda, ... (compiled-in ones only).
     #[arg(long, default_value = "default")]
     device: String,
@@ -104,25 +117,29 @@ fn run() -> anyhow::Result<()> {
     common::catch_ctrl_c();
     let args = Args::parse();
     let leaks = parse_leaks(&args.leak)?;
-    let device = tinygpt::device::device_by_name(&args.device).context("--device")?;
+    let temperature = common::f32_flag("--temperature", args.temperature)?;
+    let grad_clip = common::f32_flag("--grad-clip", args.grad_clip)?;
     let (text, grammar_check) = match &args.data {
         Some(path) => (read_text(path).context("--data")?, false),
         None => (BUNDLED_CORPUS.to_string(), true),
     };
-    let config = demo_config(&args, leaks, grammar_check);
+    // A resumed run derives what it derives from its own step count, not from this one.
+    let run = if args.resume {
+        RunManifest::read(&args.out).context("--resume")?
+    } else {
+        None
+    };
+    let config = demo_config(
+        &args,
+        leaks,
+        grammar_check,
+        temperature,
+        grad_clip,
+        run.as_ref(),
+    );
     // Settings are checked before any training, so a typo costs seconds, not a trained model.
-    config
-        .train
-        .validate(&config.model)
-        .context("check --steps, --batch-size, --seq-len and --lr")?;
-    config
-        .model
-        .validate()
-        .context("check --d-model, --n-heads, --kv-heads, --n-layers and --position")?;
-    config.sampling().validate().context("--temperature")?;
-    config
-        .validate()
-        .context("check --samples, --sample-chars and --seq-len")?;
+    config.validate().map_err(flag_error)?;
+    let device = tinygpt::device::device_by_name(&args.device).context("--device")?;
     let source = match &args.data {
         Some(path) => path.display().to_string(),
         None => "the bundled toy corpus".to_string(),
@@ -168,6 +185,52 @@ fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The flag (or flags) behind each setting the library names in its messages.
+const FLAGS: [(&str, &str); 19] = [
+    ("steps", "--steps"),
+    ("batch_size", "--batch-size"),
+    ("seq_len", "--seq-len"),
+    ("max_seq_len", "--seq-len"),
+    ("learning_rate", "--lr"),
+    ("min_learning_rate", "--lr"),
+    ("warmup_steps", "--warmup-steps"),
+    ("eval_interval", "--eval-interval"),
+    ("eval_batches", "--eval-batches"),
+    ("grad_clip", "--grad-clip"),
+    ("d_model", "--d-model"),
+    ("n_heads", "--n-heads"),
+    ("n_kv_heads", "--kv-heads"),
+    ("n_layers", "--n-layers"),
+    ("vocab_size", "--data"),
+    ("temperature", "--temperature"),
+    ("samples", "--samples"),
+    ("sample_chars", "--sample-chars"),
+    ("rotary position embedding", "--position"),
+];
+
+/// A settings error, prefixed with the flags whose settings it names.
+fn flag_error(err: tinygpt::Error) -> anyhow::Error {
+    let message = err.to_string();
+    let words: Vec<&str> = message
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .collect();
+    let mut flags: Vec<&str> = Vec::new();
+    for (setting, flag) in FLAGS {
+        let named = match setting.contains(' ') {
+            true => message.contains(setting),
+            false => words.contains(&setting),
+        };
+        if named && !flags.contains(&flag) {
+            flags.push(flag);
+        }
+    }
+    let context = match flags.is_empty() {
+        true => "check the settings".to_string(),
+        false => flags.join(", "),
+    };
+    anyhow::Error::new(err).context(context)
+}
+
 /// The error, with what to do about it on this command line.
 fn with_hint(err: tinygpt::Error, args: &Args) -> anyhow::Error {
     let out = args.out.display();
@@ -178,13 +241,18 @@ fn with_hint(err: tinygpt::Error, args: &Args) -> anyhow::Error {
         tinygpt::Error::Interrupted { .. } => {
             format!("interrupted; run the same command with --resume to finish --out {out}")
         }
+        tinygpt::Error::Diverged { .. } => format!(
+            "try a lower --lr (now {}) or a lower --grad-clip (now {})",
+            args.lr, args.grad_clip
+        ),
+        tinygpt::Error::Config(_) => return flag_error(err),
         tinygpt::Error::Checkpoint { .. } if args.resume => format!("--resume --out {out}"),
         _ => format!("training into --out {out}"),
     };
     anyhow::Error::new(err).context(hint)
 }
 
-/// The leaky modes `--leak` names.
+/// The leaky modes `--leak` names: `all`, `off`, or a list of leaky masks, each once.
 fn parse_leaks(arg: &str) -> anyhow::Result<Vec<MaskMode>> {
     match arg {
         "all" => return Ok(MaskMode::LEAKY.to_vec()),
@@ -197,18 +265,36 @@ fn parse_leaks(arg: &str) -> anyhow::Result<Vec<MaskMode>> {
         ),
         _ => {}
     }
-    arg.split(',')
-        .map(|name| match MaskMode::from_name(name.trim()) {
-            Some(mode) if mode.is_leaky() => Ok(mode),
-            _ => bail!(
-                "--leak {name}: unknown leaky mask; choose from unmasked, flipped, off-by-one, \
-                 after-softmax, all, or off"
+    let mut modes = Vec::new();
+    for name in arg.split(',').map(str::trim) {
+        match MaskMode::from_name(name) {
+            Some(mode) if mode.is_leaky() && modes.contains(&mode) => {
+                bail!("--leak {arg}: names {name} twice; give each leaky mask once")
+            }
+            Some(mode) if mode.is_leaky() => modes.push(mode),
+            _ if matches!(name, "all" | "off" | "none") => bail!(
+                "--leak {arg}: `{name}` stands on its own, not in a list; the list takes \
+                 leaky masks: unmasked, flipped, off-by-one, after-softmax"
             ),
-        })
-        .collect()
+            _ => bail!(
+                "--leak {arg}: `{name}` is not a leaky mask; choose from unmasked, flipped, \
+                 off-by-one, after-softmax (a comma-separated list), or all, or off on its own"
+            ),
+        }
+    }
+    Ok(modes)
 }
 
-fn demo_config(args: &Args, leaks: Vec<MaskMode>, grammar_check: bool) -> DemoConfig {
+/// The run's settings from the flags. Those derived from the step count (warmup, evaluation
+/// interval) come from the run's own manifest when resuming one, unless given.
+fn demo_config(
+    args: &Args,
+    leaks: Vec<MaskMode>,
+    grammar_check: bool,
+    temperature: f32,
+    grad_clip: f32,
+    run: Option<&RunManifest>,
+) -> DemoConfig {
     let model = GptConfig::new(1)
         .with_d_model(args.d_model)
         .with_n_heads(args.n_heads)
@@ -217,46 +303,63 @@ fn demo_config(args: &Args, leaks: Vec<MaskMode>, grammar_check: bool) -> DemoCo
         .with_max_seq_len(args.seq_len)
         .with_tie_embeddings(args.tie_embeddings)
         .with_position(args.position);
+    let started_with = run.map_or(args.steps, |run| run.train.steps);
+    let warmup = run.map_or((started_with / 10).clamp(1, 100), |run| {
+        run.train.warmup_steps
+    });
+    let eval_interval = run.map_or((started_with / 10).max(1), |run| run.train.eval_interval);
     let train = TrainConfig::new()
         .with_steps(args.steps)
         .with_batch_size(args.batch_size)
         .with_seq_len(args.seq_len)
         .with_learning_rate(args.lr)
         .with_min_learning_rate(args.lr / 10.0)
-        .with_warmup_steps((args.steps / 10).clamp(1, 100))
-        .with_eval_interval((args.steps / 10).max(1))
+        .with_warmup_steps(args.warmup_steps.unwrap_or(warmup))
+        .with_eval_interval(args.eval_interval.unwrap_or(eval_interval))
         .with_eval_batches(args.eval_batches)
+        .with_grad_clip(grad_clip)
         .with_seed(args.seed);
+    let data_source = args.data.as_ref().map_or_else(
+        || "the bundled toy corpus".to_string(),
+        |path| path.display().to_string(),
+    );
     DemoConfig::new(args.out.clone(), model, train)
         .with_leaks(leaks)
         .with_samples(args.samples)
         .with_sample_chars(args.sample_chars)
-        .with_temperature(args.temperature)
+        .with_temperature(temperature)
         .with_resume(args.resume)
         .with_force(args.force)
         .with_grammar_check(grammar_check)
+        .with_data_source(data_source)
 }
 
 /// A progress bar per model, or log lines with `--quiet`.
 struct Progress {
     quiet: bool,
     bar: Option<(String, ProgressBar)>,
+    /// The model whose measurements were announced last.
+    measuring: Option<String>,
 }
 
 impl Progress {
     fn new(quiet: bool) -> Self {
-        Self { quiet, bar: None }
+        Self {
+            quiet,
+            bar: None,
+            measuring: None,
+        }
     }
 
-    fn on_event(&mut self, name: &str, event: TrainEvent) {
+    fn on_event(&mut self, name: &str, event: DemoEvent) {
         match event {
-            TrainEvent::Step {
+            DemoEvent::Train(TrainEvent::Step {
                 step,
                 total,
                 loss,
                 lr,
                 tokens_per_s,
-            } => {
+            }) => {
                 if self.quiet {
                     return;
                 }
@@ -266,17 +369,33 @@ impl Progress {
                     "loss {loss:.3}  lr {lr:.2e}  {tokens_per_s:>6.0} tok/s"
                 ));
             }
-            TrainEvent::Eval(record) => {
-                let line = format!(
-                    "[{name}] step {:>5}  train {:.4}  val {:.4}  lr {:.2e}  {:.0} tok/s",
-                    record.step, record.train_loss, record.val_loss, record.lr, record.tokens_per_s
-                );
-                match &self.bar {
-                    // A hidden bar (output is not a terminal) would swallow the line.
-                    Some((_, bar)) if !self.quiet && !bar.is_hidden() => bar.println(line),
-                    _ => println!("{line}"),
-                }
+            DemoEvent::Train(TrainEvent::Eval(record)) => self.say(format!(
+                "[{name}] step {:>5}  train {:.4}  val {:.4}  lr {:.2e}  {:.0} tok/s",
+                record.step, record.train_loss, record.val_loss, record.lr, record.tokens_per_s
+            )),
+            DemoEvent::Train(TrainEvent::Resumed { step, total }) => {
+                self.say(format!("resuming {name} at step {step} of {total}"))
             }
+            DemoEvent::Restarted => self.say(format!(
+                "{name}: its checkpoint belongs to the run --force replaced; starting it afresh"
+            )),
+            DemoEvent::Measuring if self.measuring.as_deref() != Some(name) => {
+                self.finish();
+                self.measuring = Some(name.to_string());
+                self.say(format!(
+                    "[{name}] measuring: honest loss, causality probe, samples"
+                ));
+            }
+            DemoEvent::Measuring | DemoEvent::Training => {}
+        }
+    }
+
+    /// A line above the progress bar, or on its own.
+    fn say(&self, line: String) {
+        match &self.bar {
+            // A hidden bar (output is not a terminal) would swallow the line.
+            Some((_, bar)) if !self.quiet && !bar.is_hidden() => bar.println(line),
+            _ => println!("{line}"),
         }
     }
 

@@ -96,6 +96,21 @@ pub fn default_device() -> Result<Device> {
     device_by_name(default_backend_name()?)
 }
 
+/// A device on the host CPU, for work whose tensors only pass through on their way to or from
+/// a file (export, import): flex or ndarray when compiled in, else the default device.
+///
+/// # Errors
+/// As [`default_device`].
+pub fn host_device() -> Result<Device> {
+    match compiled_backends()
+        .into_iter()
+        .find(|name| matches!(*name, "flex" | "ndarray"))
+    {
+        Some(name) => device_by_name(name),
+        None => default_device(),
+    }
+}
+
 /// The device for a backend name (`flex`, `ndarray`, `wgpu`, `wgpu-cpu`, `vulkan`, `metal`,
 /// `cuda`), case-insensitive. `default` picks [`default_device`].
 ///

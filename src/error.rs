@@ -157,11 +157,23 @@ pub enum Error {
         last_good_step: Option<usize>,
     },
 
-    /// Training was stopped before its last step (for instance by Ctrl-C); its checkpoint of
-    /// the step reached is on disk and the run can be resumed.
+    /// A run was stopped before it was done (for instance by Ctrl-C): during training, with a
+    /// checkpoint of the step reached on disk, or while its trained model was measured. It can
+    /// be resumed.
     #[error(
-        "training of {} stopped at step {step} of {steps}; its checkpoint at step {step} is kept",
-        path.display()
+        "{}",
+        if step < steps {
+            format!(
+                "training of {} stopped at step {step} of {steps}; its checkpoint at step {step} \
+                 is kept",
+                path.display()
+            )
+        } else {
+            format!(
+                "{} is trained ({steps} steps, checkpoint kept); stopped while measuring it",
+                path.display()
+            )
+        }
     )]
     Interrupted {
         /// The run directory.

@@ -197,7 +197,7 @@ pub fn divergence(
         let config = GenerationConfig::new(steps)
             .with_mode(mode)
             .with_record_logits(record_logits);
-        generator.generate(&[prompt.to_vec()], &config, &mut |_, _| {})
+        generator.generate_all(&[prompt.to_vec()], &config)
     };
     // The naive run keeps the logits each of its tokens was chosen from: the reference.
     let naive = greedy(DecodeMode::Naive, true)?;

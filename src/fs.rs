@@ -59,6 +59,31 @@ fn temporary_path(path: &Path) -> PathBuf {
     path.with_extension(extension)
 }
 
+/// Give `path` the permissions a file newly created in its directory gets (the user's umask
+/// applied to read and write for all), for files written by a library that creates them more
+/// restrictively (Burn's safetensors writer publishes a private temporary file).
+///
+/// # Errors
+/// [`Error::Io`] when the permissions cannot be read or set.
+pub fn give_default_permissions(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        let mut probe_name = std::ffi::OsString::from(".");
+        probe_name.push(path.file_name().unwrap_or_default());
+        probe_name.push(".mode-probe");
+        let probe = path.with_file_name(probe_name);
+        std::fs::File::create(&probe).map_err(|err| Error::io(&probe, "create", err))?;
+        let mode = std::fs::metadata(&probe).map(|meta| meta.permissions());
+        let _ = std::fs::remove_file(&probe);
+        let mode = mode.map_err(|err| Error::io(&probe, "read the permissions of", err))?;
+        std::fs::set_permissions(path, mode)
+            .map_err(|err| Error::io(path, "set the permissions of", err))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 /// Create `path` and its parents.
 ///
 /// # Errors
@@ -88,13 +113,28 @@ pub fn remove_dir_if_present(path: &Path) -> Result<()> {
     }
 }
 
+/// Remove a file, if it exists.
+///
+/// # Errors
+/// [`Error::Io`] when it exists but cannot be removed.
+pub fn remove_file_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::io(path, "remove the stale file", err))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Name of the lock file [`DirLock`] keeps in a directory.
 pub const LOCK_FILE: &str = ".tinygpt.lock";
 
 /// A directory reserved for one process: while it lives, `DIR/.tinygpt.lock` holds this
-/// process's id, and [`DirLock::acquire`] in any other process fails with [`Error::Locked`]
-/// naming it. Dropping it removes the file. A lock left behind by a process that is gone (it
-/// was killed) is taken over, where the system lets us tell (Linux: `/proc/PID`).
+/// process's id (and, on Linux, when it started), and [`DirLock::acquire`] in any other
+/// process fails with [`Error::Locked`] naming it. Dropping it removes the file. A lock left
+/// behind by a process that is gone (it was killed, or the machine restarted) is taken over,
+/// where the system lets us tell (Linux: `/proc/PID`): also when its process id now belongs to
+/// another process, which started at another time.
 #[derive(Debug)]
 pub struct DirLock {
     file: PathBuf,
@@ -117,16 +157,20 @@ impl DirLock {
             {
                 Ok(mut handle) => {
                     use std::io::Write;
-                    writeln!(handle, "{}", std::process::id())
+                    let pid = std::process::id();
+                    let started = start_time(pid).map(|t| format!(" {t}")).unwrap_or_default();
+                    writeln!(handle, "{pid}{started}")
                         .map_err(|err| Error::io(&file, "write", err))?;
                     return Ok(Self { file });
                 }
                 Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = std::fs::read_to_string(&file)
-                        .ok()
-                        .and_then(|text| text.trim().parse::<u32>().ok());
+                    let holder = std::fs::read_to_string(&file).ok().and_then(|text| {
+                        let mut fields = text.split_whitespace();
+                        let pid = fields.next()?.parse::<u32>().ok()?;
+                        Some((pid, fields.next().and_then(|t| t.parse::<u64>().ok())))
+                    });
                     match holder {
-                        Some(pid) if process_is_running(pid) => {
+                        Some((pid, started)) if holds_lock(pid, started) => {
                             return Err(Error::Locked {
                                 path: dir.to_path_buf(),
                                 pid,
@@ -154,6 +198,27 @@ impl Drop for DirLock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.file);
     }
+}
+
+/// Whether the process that wrote a lock (`pid`, started at `started` when the lock says)
+/// still runs: a process of that id runs, and (when both are known) it started then.
+fn holds_lock(pid: u32, started: Option<u64>) -> bool {
+    if !process_is_running(pid) {
+        return false;
+    }
+    match (started, start_time(pid)) {
+        (Some(recorded), Some(actual)) => recorded == actual,
+        _ => true,
+    }
+}
+
+/// When process `pid` started, in clock ticks since boot (Linux's `/proc/PID/stat`, field 22);
+/// `None` where the system does not say.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Whether process `pid` runs. Without a way to tell, assume it does: a wrongly kept lock
@@ -217,6 +282,20 @@ mod tests {
         let taken_over = DirLock::acquire(&dir);
         assert!(taken_over.is_ok(), "{taken_over:?}");
         drop(taken_over);
+        if let Some(started) = start_time(std::process::id()) {
+            // A live process id that started at another time: the id was reused, the lock is
+            // stale.
+            let reused = format!("{} {}\n", std::process::id(), started + 1);
+            std::fs::write(dir.join(LOCK_FILE), reused).unwrap();
+            let taken_over = DirLock::acquire(&dir);
+            assert!(taken_over.is_ok(), "{taken_over:?}");
+            drop(taken_over);
+            // The same id and start time: the holder runs.
+            let live = format!("{} {started}\n", std::process::id());
+            std::fs::write(dir.join(LOCK_FILE), live).unwrap();
+            assert!(matches!(DirLock::acquire(&dir), Err(Error::Locked { .. })));
+            std::fs::remove_file(dir.join(LOCK_FILE)).unwrap();
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

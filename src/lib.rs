@@ -42,6 +42,7 @@
 //! | [`device`]   | cargo features to devices, host transfers                                 |
 //! | [`fs`], [`plot`], [`error`] | atomic writes, PNG charts, the error type                  |
 //! | [`allocator`] | glibc keeps freed tensor buffers for reuse                              |
+//! | [`memory`]   | sizes checked against the memory available, before any work starts       |
 //!
 //! ```no_run
 //! use tinygpt::{GptConfig, device};
@@ -68,6 +69,7 @@ pub mod fs;
 pub mod generate;
 pub mod kernels;
 pub mod leak;
+pub mod memory;
 pub mod model;
 pub mod plot;
 pub mod text;

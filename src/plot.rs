@@ -109,10 +109,28 @@ pub fn plot_losses(path: &Path, title: &str, series: &[LossSeries]) -> Result<()
 }
 
 /// Draw a PNG at a temporary path with `draw`, then move it into place (see [`crate::fs`]).
+/// Check that `path` names a PNG file: the pictures are PNG, and the name says so.
+///
+/// # Errors
+/// [`Error::Picture`] when the name does not end in `.png`.
+pub fn check_png_path(path: &Path) -> Result<()> {
+    let is_png = path
+        .extension()
+        .is_some_and(|extension| extension.eq_ignore_ascii_case("png"));
+    match is_png {
+        true => Ok(()),
+        false => Err(Error::Picture {
+            path: path.to_path_buf(),
+            message: "the pictures are PNG files: give a name that ends in .png".into(),
+        }),
+    }
+}
+
 fn write_png(
     path: &Path,
     draw: impl FnOnce(&Path) -> std::result::Result<(), Box<dyn std::error::Error>>,
 ) -> Result<()> {
+    check_png_path(path)?;
     write_atomically_with(path, |tmp| {
         draw(tmp).map_err(|err| Error::Picture {
             path: path.to_path_buf(),

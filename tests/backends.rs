@@ -172,7 +172,7 @@ fn generate(model: &Gpt, prompts: &[Vec<usize>], mode: DecodeMode, device: &Devi
         ..GenerationConfig::new(80)
     };
     Generator::new(model, device)
-        .generate(prompts, &options, &mut |_, _| {})
+        .generate_all(prompts, &options)
         .unwrap()
 }
 

@@ -59,7 +59,7 @@ fn trained_model(name: &str) -> (Gpt, CharTokenizer) {
 
 fn generate(model: &Gpt, prompts: &[Vec<usize>], options: &GenerationConfig) -> Generation {
     Generator::new(model, &end_to_end_device())
-        .generate(prompts, options, &mut |_, _| {})
+        .generate_all(prompts, options)
         .unwrap()
 }
 
@@ -330,12 +330,10 @@ fn bad_generation_input_is_a_clear_error() {
         .unwrap();
     let generator = Generator::new(&model, &device);
     let options = GenerationConfig::new(5);
-    let err = generator
-        .generate(&[vec![]], &options, &mut |_, _| {})
-        .unwrap_err();
+    let err = generator.generate_all(&[vec![]], &options).unwrap_err();
     assert!(err.to_string().contains("at least one token"), "{err}");
     let err = generator
-        .generate(&[vec![3, 99]], &options, &mut |_, _| {})
+        .generate_all(&[vec![3, 99]], &options)
         .unwrap_err();
     assert!(err.to_string().contains("99"), "{err}");
     let bad_sampling = GenerationConfig {
@@ -348,7 +346,7 @@ fn bad_generation_input_is_a_clear_error() {
         ..options
     };
     assert!(matches!(
-        generator.generate(&[vec![1]], &bad_sampling, &mut |_, _| {}),
+        generator.generate_all(&[vec![1]], &bad_sampling),
         Err(Error::Config(_))
     ));
 
@@ -381,8 +379,7 @@ fn non_finite_logits_stop_generation_with_an_error() {
     head.weight = burn::module::Param::from_tensor(head.weight.val().mul_scalar(f32::NAN));
     for mode in [DecodeMode::Cached, DecodeMode::Naive] {
         let config = GenerationConfig::new(5).with_mode(mode);
-        let result =
-            Generator::new(&model, &device).generate(&[vec![1, 2]], &config, &mut |_, _| {});
+        let result = Generator::new(&model, &device).generate_all(&[vec![1, 2]], &config);
         assert!(
             matches!(result, Err(Error::NotFinite { .. })),
             "{mode:?}: {result:?}"

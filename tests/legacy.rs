@@ -36,7 +36,7 @@ fn expected_text(run: &str) -> (String, String) {
 fn greedy_text(model: &Gpt, checkpoint: &checkpoint::Checkpoint, prompt: &str) -> String {
     let ids = checkpoint.tokenizer.encode(prompt).unwrap();
     let generation = Generator::new(model, &end_to_end_device())
-        .generate(&[ids], &GenerationConfig::new(40), &mut |_, _| {})
+        .generate_all(&[ids], &GenerationConfig::new(40))
         .unwrap();
     checkpoint.tokenizer.decode(&generation.tokens[0])
 }

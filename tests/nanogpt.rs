@@ -269,7 +269,7 @@ fn crop_generation_gives_nanogpts_own_tokens_past_the_context() {
             .with_mode(mode)
             .with_window(WindowPolicy::Crop);
         let got = generator
-            .generate(std::slice::from_ref(&want.prompt), &config, &mut |_, _| {})
+            .generate_all(std::slice::from_ref(&want.prompt), &config)
             .unwrap();
         let first_difference = got.tokens[0]
             .iter()
@@ -284,7 +284,7 @@ fn crop_generation_gives_nanogpts_own_tokens_past_the_context() {
     // nanoGPT's policy matters: keeping half the window gives other tokens past it.
     let config = GenerationConfig::new(want.new_tokens.len());
     let slid = generator
-        .generate(std::slice::from_ref(&want.prompt), &config, &mut |_, _| {})
+        .generate_all(std::slice::from_ref(&want.prompt), &config)
         .unwrap();
     assert_ne!(slid.tokens[0], want.new_tokens);
 }

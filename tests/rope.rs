@@ -9,7 +9,7 @@ use common::{
     CONFIG_FROM_0_2, both_paths, device, logits_in_pieces, max_abs_diff, random_tensor,
     random_tokens, reloaded_through_safetensors, row, small_config,
 };
-use tinygpt::generate::{GenerationConfig, Generator, WindowPolicy, compare_decoding};
+use tinygpt::generate::{DecodeMode, GenerationConfig, Generator, WindowPolicy, compare_decoding};
 use tinygpt::model::{ForwardOptions, Rotation};
 use tinygpt::weights::tensor_layout;
 use tinygpt::{Error, Gpt, GptConfig, MaskMode, PositionScheme};
@@ -217,8 +217,38 @@ fn rolling_generation_matches_its_naive_reference_and_needs_rope() {
         .init_seeded(14, &device)
         .unwrap();
     let config = GenerationConfig::new(40).with_window(WindowPolicy::Rolling);
-    match Generator::new(&learned, &device).generate(&[prompt], &config, &mut |_, _| {}) {
+    match Generator::new(&learned, &device).generate_all(&[prompt], &config) {
         Err(Error::Config(message)) => assert!(message.contains("rotary"), "{message}"),
         other => panic!("expected a config error, got {:?}", other.map(|g| g.tokens)),
+    }
+}
+
+#[test]
+fn a_rolling_prompt_longer_than_the_window_is_seen_band_masked_over_all_of_it() {
+    let device = device();
+    let window = 16;
+    let model = short_window_rope_model(16);
+    // A prompt of a window and a half: every position sees the last 16 up to itself.
+    let prompt = random_tokens(window + window / 2, 23, 17);
+    let steps = 20;
+    for mode in [DecodeMode::Cached, DecodeMode::Naive] {
+        let config = GenerationConfig::new(steps)
+            .with_window(WindowPolicy::Rolling)
+            .with_mode(mode)
+            .with_record_logits(true);
+        let generated = Generator::new(&model, &device)
+            .generate_all(std::slice::from_ref(&prompt), &config)
+            .unwrap();
+        // Each step's logits are the band-masked forward's over the whole text so far.
+        let mut text = prompt.clone();
+        for (step, logits) in generated.step_logits.iter().enumerate() {
+            let band = ForwardOptions::default()
+                .with_band(window)
+                .with_last_only(true);
+            let reference = model.forward_with(row(&text, &device), band).unwrap();
+            let diff = tinygpt::generate::max_abs_diff(&common::values(reference), logits);
+            assert!(diff <= 1e-4, "{mode:?}, step {step}: max |Δ logit| {diff}");
+            text.push(generated.tokens[0][step]);
+        }
     }
 }

@@ -39,13 +39,19 @@ fn default_sigpipe() {}
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// From now on, the first Ctrl-C only sets a flag ([`interrupted`]) so the program can stop
-/// at a safe point; a second one ends it at once.
+/// at a safe point, and says so at once; a second one ends it at once.
 #[cfg(unix)]
 pub fn catch_ctrl_c() {
     extern "C" fn on_sigint(_: libc::c_int) {
         if INTERRUPTED.swap(true, Ordering::SeqCst) {
             // SAFETY: `_exit` is async-signal-safe.
             unsafe { libc::_exit(130) };
+        }
+        const ACK: &[u8] =
+            b"\nCtrl-C: stopping at the next safe point (press it again to quit at once)\n";
+        // SAFETY: `write` is async-signal-safe and the buffer is a static byte string.
+        unsafe {
+            libc::write(2, ACK.as_ptr().cast(), ACK.len());
         }
     }
     // SAFETY: the handler only touches an atomic and calls `_exit`, both async-signal-safe.
@@ -60,4 +66,21 @@ pub fn catch_ctrl_c() {}
 /// Whether Ctrl-C was pressed since [`catch_ctrl_c`].
 pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// A flag's value as the `f32` the library computes with, refused when it is not a finite
+/// number or when `f32` cannot hold it as given (too large, or so small that it would become 0).
+pub fn f32_flag(flag: &str, value: f64) -> anyhow::Result<f32> {
+    if !value.is_finite() {
+        anyhow::bail!("{flag} {value}: give a finite number");
+    }
+    let narrowed = value as f32;
+    if !narrowed.is_finite() || (value != 0.0 && narrowed.abs() < f32::MIN_POSITIVE) {
+        anyhow::bail!(
+            "{flag} {value:e}: outside what an f32 holds as given ({:e} to {:e})",
+            f32::MIN_POSITIVE,
+            f32::MAX
+        );
+    }
+    Ok(narrowed)
 }

@@ -73,7 +73,7 @@ pub fn compare_decoding(
             .with_mode(mode)
             .with_window(window)
             .with_record_logits(true);
-        generator.generate(&[prompt.to_vec()], &config, &mut |_, _| {})
+        generator.generate_all(&[prompt.to_vec()], &config)
     };
     let cached = run(DecodeMode::Cached)?;
     let naive = run(DecodeMode::Naive)?;

@@ -2,6 +2,7 @@
 //! one token per pass) or naively (the whole window recomputed at every step) for comparison.
 //! Rows slide their windows past the context on their own schedule (see [`super::window`]).
 
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use burn::config::Config;
@@ -86,6 +87,12 @@ pub struct Generation {
     /// With [`GenerationConfig::record_logits`]: the logits each token was chosen from,
     /// `[step][row · V + id]`.
     pub step_logits: Vec<Vec<f32>>,
+    /// With [`GenerationConfig::record_logits`]: the position the model gave the token whose
+    /// logits chose each step's token, `[step][row]` (past the context window it differs
+    /// from the token's index in the text: see [`super::window`]).
+    pub step_positions: Vec<Vec<usize>>,
+    /// Whether `on_token` stopped generation early.
+    pub stopped: bool,
 }
 
 /// Generates text from a model, cached or naive.
@@ -106,8 +113,11 @@ impl<'m> Generator<'m> {
     /// Continue every prompt. Prompts may differ in length: they are left-padded into one
     /// batch, and every row computes what it would alone (its window slides on its own
     /// schedule; a slide of any row re-prefills the batch). A prompt longer than the context
-    /// window keeps its last `max_seq_len` tokens. `on_token(row, id)` hears every new token as
-    /// it is chosen (for streaming).
+    /// window keeps its last `max_seq_len` tokens, except with the rolling window, where every
+    /// position sees the last `max_seq_len` up to itself, the prompt's too. `on_token(row, id)`
+    /// hears every new token as it is chosen (for streaming); returning
+    /// [`ControlFlow::Break`] stops generation after that step (a client that went away, a
+    /// Ctrl-C), with what was generated so far and [`Generation::stopped`] set.
     ///
     /// # Errors
     /// [`Error::Tokens`] for no prompts, an empty prompt, an empty stop sequence or ids
@@ -116,14 +126,15 @@ impl<'m> Generator<'m> {
         &self,
         prompts: &[Vec<usize>],
         config: &GenerationConfig,
-        on_token: &mut dyn FnMut(usize, usize),
+        on_token: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
     ) -> Result<Generation> {
         self.check(prompts, config)?;
         let mut sampler = Sampler::new(config.sampling.clone())?;
         let capacity = self.model.config().max_seq_len;
-        let mut windows = Windows::new(prompts, capacity);
-        let batch = windows.batch();
         let rolling = config.window == WindowPolicy::Rolling;
+        // A rolling window crops nothing: the band hides what lies too far back.
+        let mut windows = Windows::new(prompts, (!rolling).then_some(capacity));
+        let batch = windows.batch();
         if rolling {
             self.check_rolling(&windows)?;
         }
@@ -150,19 +161,23 @@ impl<'m> Generator<'m> {
         let decode_started = Instant::now();
         let mut finished = vec![false; batch];
         for step in 0..config.max_new_tokens {
+            if config.record_logits {
+                out.step_positions.push(windows.last_positions());
+            }
             let next = self.choose(logits, &mut sampler, config.record_logits, &mut out)?;
             for (row, &id) in next.iter().enumerate() {
                 if finished[row] {
                     continue;
                 }
                 out.tokens[row].push(id);
-                on_token(row, id);
+                out.stopped |= on_token(row, id).is_break();
                 finished[row] = config
                     .stop
                     .iter()
                     .any(|stop| out.tokens[row].ends_with(stop));
             }
-            if step + 1 == config.max_new_tokens || finished.iter().all(|&done| done) {
+            let done = out.stopped || finished.iter().all(|&done| done);
+            if step + 1 == config.max_new_tokens || done {
                 break;
             }
             windows.push(&next);
@@ -182,6 +197,18 @@ impl<'m> Generator<'m> {
         out.stats.decode_seconds = decode_started.elapsed().as_secs_f64();
         out.stats.cache_len_after_decode = cache.as_ref().map_or(0, KvCache::len);
         Ok(out)
+    }
+
+    /// [`Generator::generate`] to the end, without hearing each token.
+    ///
+    /// # Errors
+    /// As [`Generator::generate`].
+    pub fn generate_all(
+        &self,
+        prompts: &[Vec<usize>],
+        config: &GenerationConfig,
+    ) -> Result<Generation> {
+        self.generate(prompts, config, &mut |_, _| ControlFlow::Continue(()))
     }
 
     /// Refuse what the model cannot take before anything runs.
@@ -225,7 +252,9 @@ impl<'m> Generator<'m> {
     }
 
     /// Logits of the last position after running every row's whole window (filling the cache
-    /// when there is one).
+    /// when there is one). A rolling cache takes the window's first `max_seq_len` positions
+    /// at once and the rest one at a time: once it is full, a position overwrites the oldest
+    /// slot, which the earlier positions of a longer chunk would still need.
     ///
     /// # Shapes
     /// - output: `[B, V]`
@@ -236,7 +265,24 @@ impl<'m> Generator<'m> {
         band: Option<usize>,
     ) -> Result<Tensor<2>> {
         let ids = windows.padded();
-        self.last_logits(&ids, windows.len(), windows, cache, band)
+        let len = windows.len();
+        match cache {
+            Some(cache) if cache.is_rolling() && len > cache.capacity() => {
+                let first = cache.capacity();
+                let column =
+                    |t: usize| -> Vec<usize> { ids.chunks(len).map(|row| row[t]).collect() };
+                let head: Vec<usize> = ids
+                    .chunks(len)
+                    .flat_map(|row| row[..first].to_vec())
+                    .collect();
+                let mut logits = self.last_logits(&head, first, windows, Some(cache), None)?;
+                for t in first..len {
+                    logits = self.last_logits(&column(t), 1, windows, Some(cache), None)?;
+                }
+                Ok(logits)
+            }
+            cache => self.last_logits(&ids, len, windows, cache, band),
+        }
     }
 
     /// Logits after feeding the newest token: one cached step, or every window again.

@@ -35,6 +35,10 @@ pub struct LogitRecord {
     /// Position, in prompt + generated text, of the token whose output these logits are:
     /// `prompt.len() - 1 + step`.
     pub position: usize,
+    /// The position the model gave that token: `position` within the context window; past it,
+    /// where the window policy put it (`crop` runs the last `max_seq_len` tokens at positions
+    /// `0..max_seq_len`, `slide-half` counts again from the start of the kept half).
+    pub model_position: usize,
     /// The token chosen from them.
     pub token: usize,
     /// The token's text, when the caller fills it in (the library knows ids, not characters).
@@ -72,13 +76,18 @@ pub fn logit_records(
         .zip(&generation.step_logits)
         .enumerate()
         .map(|(step, (&token, logits))| {
+            let position = prompt.len() - 1 + step;
             // Row 0's logits: the first `V` of the batch's `[B · V]`.
             let vocab = logits.len() / generation.tokens.len();
             let logits = &logits[..vocab];
             LogitRecord {
                 step,
                 source: if step == 0 { "prompt" } else { "decode" },
-                position: prompt.len() - 1 + step,
+                position,
+                model_position: generation
+                    .step_positions
+                    .get(step)
+                    .map_or(position, |rows| rows[0]),
                 token,
                 text: None,
                 prompt_tokens: (step == 0).then(|| prompt.to_vec()),

@@ -82,12 +82,14 @@ pub(crate) struct Windows {
 }
 
 impl Windows {
-    /// Every prompt as it stands, cropped to its last `capacity` tokens.
-    pub(crate) fn new(prompts: &[Vec<usize>], capacity: usize) -> Self {
+    /// Every prompt as it stands, cropped to its last `crop` tokens when given.
+    pub(crate) fn new(prompts: &[Vec<usize>], crop: Option<usize>) -> Self {
         let mut windows = Self {
             rows: prompts.to_vec(),
         };
-        windows.slide(capacity, capacity);
+        if let Some(capacity) = crop {
+            windows.slide(capacity, capacity);
+        }
         windows
     }
 
@@ -99,6 +101,12 @@ impl Windows {
     /// Length of the padded batch: the longest row.
     pub(crate) fn len(&self) -> usize {
         self.rows.iter().map(Vec::len).max().unwrap_or(0)
+    }
+
+    /// The position the model gives each row's last token: its index in the row's window
+    /// (padding does not count, see [`crate::model::Plan`]).
+    pub(crate) fn last_positions(&self) -> Vec<usize> {
+        self.rows.iter().map(|row| row.len() - 1).collect()
     }
 
     /// Leading padding of each row.

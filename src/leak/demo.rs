@@ -15,9 +15,10 @@ use burn::config::Config;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
+use super::manifest::RunManifest;
 use super::probe::{causality_probe, honest_loss};
 use crate::error::{Error, Result};
-use crate::fs::{DirLock, ensure_dir, write_json};
+use crate::fs::{DirLock, ensure_dir, remove_dir_if_present, remove_file_if_present, write_json};
 use crate::generate::{DecodeMode, GenerationConfig, Generator, SamplingConfig};
 use crate::model::{Gpt, GptConfig, MaskMode};
 use crate::plot::{LossSeries, plot_losses};
@@ -59,6 +60,9 @@ pub struct DemoConfig {
     /// Score complete sentences with the toy grammar's recognizer (for the bundled corpus).
     #[config(default = true)]
     pub grammar_check: bool,
+    /// Where the training text came from, for the run's manifest and its messages.
+    #[config(default = "String::from(\"the bundled toy corpus\")")]
+    pub data_source: String,
 }
 
 impl DemoConfig {
@@ -147,6 +151,21 @@ pub struct DemoSummary {
 /// File the summary is written to, in the output directory.
 pub const SUMMARY_FILE: &str = "summary.json";
 
+/// What [`run`] tells its observer, for each model by name.
+#[derive(Clone, Debug)]
+pub enum DemoEvent<'a> {
+    /// The model is about to train (or resume, or be found finished).
+    Training,
+    /// One of the model's training events.
+    Train(TrainEvent<'a>),
+    /// The model is trained; its honest loss, causality probe and samples are being measured
+    /// (heard before the measurements, and again with every sampled token: a chance to stop).
+    Measuring,
+    /// The model's directory held a checkpoint of another run (one that `force` replaced and
+    /// a crash cut short): it starts afresh.
+    Restarted,
+}
+
 /// The run directory's name for a model trained with `mode`.
 pub fn run_name(mode: MaskMode) -> String {
     match mode {
@@ -156,41 +175,83 @@ pub fn run_name(mode: MaskMode) -> String {
 }
 
 /// Train the causal model and every leaky one on `text`, measure them, draw the loss chart and
-/// write `summary.json`. `observer` hears each model's training events and may stop a run
-/// early (see [`train`]); the run then ends with [`Error::Interrupted`], and resuming completes
-/// it to what an uninterrupted run gives.
+/// write `summary.json`. `observer` hears each model's events and may stop the run at any of
+/// them (see [`train`] for a stop during training); the run then ends with
+/// [`Error::Interrupted`], and resuming completes it to what an uninterrupted run gives.
 ///
 /// The output directory is one unit of work: every setting is checked and every run directory
-/// looked at before anything trains, and it is locked while this writes it.
+/// looked at before anything trains, and it is locked while this writes it. What the run was
+/// started with is kept in `run.json` ([`RunManifest`]), which `resume` holds it to; `force`
+/// replaces the run whole (its manifest first, then its models and summary).
 ///
 /// # Errors
 /// [`Error::RunExists`] when a run directory holds a checkpoint and neither `resume` nor
-/// `force` is set; [`Error::Interrupted`] when the observer stopped a run; [`Error::Locked`]
-/// when another process is writing the output directory; data, configuration, training and I/O
+/// `force` is set; [`Error::Checkpoint`] when `resume` finds no run, or settings other than
+/// the run's; [`Error::Interrupted`] when the observer stopped the run; [`Error::Locked`] when
+/// another process is writing the output directory; data, configuration, training and I/O
 /// errors, each saying what went wrong.
 pub fn run(
     text: &str,
     config: &DemoConfig,
     device: &Device,
-    observer: &mut dyn FnMut(&str, TrainEvent) -> ControlFlow<()>,
+    observer: &mut dyn FnMut(&str, DemoEvent) -> ControlFlow<()>,
 ) -> Result<DemoSummary> {
     config.validate()?;
     let dataset = TextDataset::new(text, config.train.seq_len)?;
     if !config.resume && !config.force {
-        refuse_to_overwrite(config)?;
+        refuse_to_overwrite(&config.out_dir)?;
     }
     ensure_dir(&config.out_dir)?;
     let _lock = DirLock::acquire(&config.out_dir)?;
+    let model = GptConfig {
+        vocab_size: dataset.tokenizer().vocab_size(),
+        ..config.model.clone()
+    };
+    let requested = RunManifest::new(
+        &model,
+        &config.train,
+        &dataset,
+        &config.data_source,
+        text.chars().count(),
+    );
+    let (manifest, owned) = begin(config, requested)?;
     let known_words = words_of(text);
 
     let mut reports = Vec::new();
     let mut histories: Vec<(String, Vec<EvalRecord>)> = Vec::new();
     for (mode, run_dir) in config.run_dirs() {
         let name = run_name(mode);
-        let outcome = train_model(config, &dataset, mode, &run_dir, device, &mut |event| {
-            observer(&name, event)
-        })?;
-        let measured = measure(&outcome.model, &dataset, config, &known_words, device)?;
+        let mut hear = |event: DemoEvent| observer(&name, event);
+        let stopped = |step| Error::Interrupted {
+            path: run_dir.clone(),
+            step,
+            steps: manifest.train.steps,
+        };
+        if hear(DemoEvent::Training).is_break() {
+            return Err(stopped(checkpoint::saved_step(&run_dir).unwrap_or(0)));
+        }
+        let resume = resumes(config, owned.then_some(&manifest), &run_dir, &mut hear)?;
+        let outcome = train_model(
+            &manifest,
+            mode,
+            &dataset,
+            &run_dir,
+            device,
+            resume,
+            &mut |event| hear(DemoEvent::Train(event)),
+        )?;
+        if hear(DemoEvent::Measuring).is_break() {
+            return Err(stopped(outcome.steps));
+        }
+        let measured = measure(
+            &outcome.model,
+            &dataset,
+            config,
+            &known_words,
+            device,
+            &mut || hear(DemoEvent::Measuring),
+        )?
+        .ok_or_else(|| stopped(outcome.steps))?;
         reports.push(report(&name, mode, &outcome, measured));
         histories.push((name, outcome.history));
     }
@@ -212,41 +273,106 @@ pub fn run(
     Ok(summary)
 }
 
-/// Train (or resume, or find finished) the model of `mode` in `run_dir` and draw its loss
-/// chart.
+/// Start the run `requested` describes, as `config` says: resume it (held to the run's
+/// manifest, or, for a run written before manifests existed, to each model's checkpoint),
+/// replace it (`force`), or begin it. Returns the manifest the run goes on with, written to
+/// the output directory, and whether it is the run's own (its models' checkpoints must agree
+/// with it).
+fn begin(config: &DemoConfig, mut requested: RunManifest) -> Result<(RunManifest, bool)> {
+    let out = &config.out_dir;
+    if config.resume {
+        let owned = match RunManifest::read(out)? {
+            Some(run) => {
+                requested.train = run.resume_with(&requested, out)?;
+                true
+            }
+            None if model_dirs(out).iter().any(|dir| checkpoint::exists(dir)) => false,
+            None => {
+                return Err(Error::checkpoint(
+                    out,
+                    "nothing to resume here: no run.json and no model checkpoint; start the run \
+                     without resume (or check the directory's name)",
+                ));
+            }
+        };
+        requested.write(out)?;
+        return Ok((requested, owned));
+    }
+    // The manifest first: a crash after it leaves the new run, whose stale models resume
+    // starts afresh.
+    requested.write(out)?;
+    if config.force {
+        for dir in model_dirs(out) {
+            remove_dir_if_present(&dir)?;
+        }
+        for file in [SUMMARY_FILE, "loss.png"] {
+            remove_file_if_present(&out.join(file))?;
+        }
+    }
+    Ok((requested, true))
+}
+
+/// Whether the model in `run_dir` resumes from its checkpoint. With a manifest of the run's
+/// own, a checkpoint it does not own (left by a replaced run) is removed and the model starts
+/// afresh.
+fn resumes(
+    config: &DemoConfig,
+    manifest: Option<&RunManifest>,
+    run_dir: &Path,
+    hear: &mut dyn FnMut(DemoEvent) -> ControlFlow<()>,
+) -> Result<bool> {
+    if !config.resume || !checkpoint::exists(run_dir) {
+        return Ok(false);
+    }
+    let Some(manifest) = manifest else {
+        return Ok(true);
+    };
+    if manifest.owns(&checkpoint::saved_state(run_dir)?) {
+        return Ok(true);
+    }
+    let _ = hear(DemoEvent::Restarted);
+    remove_dir_if_present(run_dir)?;
+    Ok(false)
+}
+
+/// Every directory a model of a demo run can have in `out`, the causal one first.
+fn model_dirs(out: &Path) -> Vec<PathBuf> {
+    MaskMode::ALL
+        .into_iter()
+        .map(|mode| out.join(run_name(mode)))
+        .collect()
+}
+
+/// Train (or resume, or find finished) the model of `mode` as the run's `manifest` says, in
+/// `run_dir`, and draw its loss chart.
 ///
 /// # Errors
 /// [`Error::Interrupted`] when the observer stopped it; training and I/O errors.
 fn train_model(
-    config: &DemoConfig,
-    dataset: &TextDataset,
+    manifest: &RunManifest,
     mode: MaskMode,
+    dataset: &TextDataset,
     run_dir: &Path,
     device: &Device,
+    resume: bool,
     observer: &mut dyn FnMut(TrainEvent) -> ControlFlow<()>,
 ) -> Result<TrainOutcome> {
-    let model_config = GptConfig {
-        vocab_size: dataset.tokenizer().vocab_size(),
-        mask_mode: mode,
-        ..config.model.clone()
-    };
-    // A resumed multi-model run continues each model from its own state: a model whose run
-    // never wrote a checkpoint starts afresh.
-    let resume = config.resume && checkpoint::exists(run_dir);
+    let model_config = manifest.model.clone().with_mask_mode(mode);
+    let train_config = &manifest.train;
     let outcome = train(
         run_dir,
         &model_config,
-        &config.train,
+        train_config,
         dataset,
         device,
         resume,
         observer,
     )?;
-    if outcome.steps < config.train.steps {
+    if outcome.steps < train_config.steps {
         return Err(Error::Interrupted {
             path: run_dir.to_path_buf(),
             step: outcome.steps,
-            steps: config.train.steps,
+            steps: train_config.steps,
         });
     }
     let name = run_name(mode);
@@ -261,9 +387,9 @@ fn train_model(
     Ok(outcome)
 }
 
-/// [`Error::RunExists`] for the first run directory that holds a checkpoint.
-fn refuse_to_overwrite(config: &DemoConfig) -> Result<()> {
-    for (_, run_dir) in config.run_dirs() {
+/// [`Error::RunExists`] for the first model directory in `out` that holds a checkpoint.
+fn refuse_to_overwrite(out: &Path) -> Result<()> {
+    for run_dir in model_dirs(out) {
         if checkpoint::exists(&run_dir) {
             let step = checkpoint::saved_step(&run_dir).unwrap_or(0);
             return Err(Error::RunExists {
@@ -315,14 +441,16 @@ struct Measurements {
     sample_prompt: String,
 }
 
-/// Honest loss, causality probe and generated samples of one trained model.
+/// Honest loss, causality probe and generated samples of one trained model; `None` when
+/// `keep_going` stopped the sampling.
 fn measure(
     model: &Gpt,
     dataset: &TextDataset,
     config: &DemoConfig,
     known_words: &BTreeSet<String>,
     device: &Device,
-) -> Result<Measurements> {
+    keep_going: &mut dyn FnMut() -> ControlFlow<()>,
+) -> Result<Option<Measurements>> {
     let seq_len = config.train.seq_len;
     // The same validation windows for every model.
     let windows: Batch = dataset.batch(
@@ -340,9 +468,12 @@ fn measure(
     let options = GenerationConfig::new(config.sample_chars)
         .with_sampling(config.sampling())
         .with_mode(DecodeMode::Naive);
-    let generated = Generator::new(model, device)
-        .generate(&prompts, &options, &mut |_, _| {})?
-        .tokens;
+    let generation =
+        Generator::new(model, device).generate(&prompts, &options, &mut |_, _| keep_going())?;
+    if generation.stopped {
+        return Ok(None);
+    }
+    let generated = generation.tokens;
     let tokenizer = dataset.tokenizer();
     let texts: Vec<String> = generated.iter().map(|ids| tokenizer.decode(ids)).collect();
 
@@ -358,7 +489,7 @@ fn measure(
             }
         }
     }
-    Ok(Measurements {
+    Ok(Some(Measurements {
         honest_loss: honest,
         causality_violations: probe.violations,
         positions_probed: probe.positions_probed,
@@ -367,7 +498,7 @@ fn measure(
         sentences,
         sample: tokenizer.decode(&prompts[0]) + &texts[0],
         sample_prompt: tokenizer.decode(&prompts[0]),
-    })
+    }))
 }
 
 fn ratio(part: usize, whole: usize) -> f64 {

@@ -68,6 +68,7 @@ pub struct TextDataset {
     tokenizer: CharTokenizer,
     train: Vec<usize>,
     validation: Vec<usize>,
+    sha256: String,
 }
 
 impl TextDataset {
@@ -107,7 +108,14 @@ impl TextDataset {
             tokenizer,
             train: train.to_vec(),
             validation: validation.to_vec(),
+            sha256: sha256_hex(text.as_bytes()),
         })
+    }
+
+    /// The SHA-256 of the text's UTF-8 bytes, in hex: what `sha256sum` prints for the file it
+    /// was read from. A checkpoint keeps it, so a run is never resumed on another text.
+    pub fn text_sha256(&self) -> &str {
+        &self.sha256
     }
 
     /// The tokenizer.
@@ -152,6 +160,15 @@ impl TextDataset {
         }
         batch
     }
+}
+
+/// The SHA-256 of `bytes`, as 64 lowercase hex digits.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// The RNG that draws the batches of training step `step`. Deriving it from `(seed, step)`

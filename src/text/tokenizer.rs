@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Maps characters to ids `0..vocab_size` and back. Saved as JSON beside every checkpoint.
+/// Maps characters to ids `0..vocab_size` and back. Saved as JSON beside every checkpoint; a
+/// file read back is checked as [`CharTokenizer::from_chars`] checks a vocabulary.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "StoredChars")]
 pub struct CharTokenizer {
     /// The vocabulary in id order: `chars[id]` is the character for `id`. [`from_text`]
     /// sorts it by code point so the same text always gives the same ids; an imported
@@ -18,6 +20,20 @@ pub struct CharTokenizer {
     ///
     /// [`from_text`]: CharTokenizer::from_text
     chars: Vec<char>,
+}
+
+/// A `tokenizer.json` as written, before it is checked.
+#[derive(Deserialize)]
+struct StoredChars {
+    chars: Vec<char>,
+}
+
+impl TryFrom<StoredChars> for CharTokenizer {
+    type Error = Error;
+
+    fn try_from(stored: StoredChars) -> Result<Self> {
+        Self::from_chars(stored.chars)
+    }
 }
 
 impl CharTokenizer {

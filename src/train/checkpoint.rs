@@ -55,6 +55,10 @@ pub struct TrainState {
     /// `nanoGPT safetensors ckpt.safetensors`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// The SHA-256 of the training text ([`crate::text::TextDataset::text_sha256`]), so a run
+    /// is never resumed on another text; absent in checkpoints written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_sha256: Option<String>,
 }
 
 impl TrainState {
@@ -65,7 +69,14 @@ impl TrainState {
             step,
             train_config: Some(config),
             origin: None,
+            data_sha256: None,
         }
+    }
+
+    /// The same state, recording the training text's SHA-256.
+    pub fn with_data_sha256(mut self, sha256: &str) -> Self {
+        self.data_sha256 = Some(sha256.to_string());
+        self
     }
 
     /// The state of weights imported from elsewhere (`origin` says where), which cannot be
@@ -76,6 +87,7 @@ impl TrainState {
             step: 0,
             train_config: None,
             origin: Some(origin.into()),
+            data_sha256: None,
         }
     }
 }
@@ -110,22 +122,11 @@ pub fn save(
     let old_dir = run_dir.join(format!("{CHECKPOINT_DIR}.old"));
     remove_dir_if_present(&tmp_dir)?;
     ensure_dir(&tmp_dir)?;
-
-    let model_path = tmp_dir.join(MODEL_FILE);
-    model
-        .clone()
-        .save_file(&model_path)
-        .map_err(|err| Error::checkpoint_caused(&model_path, "cannot write the weights", err))?;
-    if let Some(optimizer) = optimizer {
-        let path = tmp_dir.join(OPTIMIZER_FILE);
-        optimizer.save(&path).map_err(|err| {
-            Error::checkpoint_caused(&path, "cannot write the optimizer state", err)
-        })?;
+    if let Err(err) = write_files(&tmp_dir, model, tokenizer, state, optimizer) {
+        // Best effort: a half-written directory (a full disk, say) would only confuse.
+        let _ = remove_dir_if_present(&tmp_dir);
+        return Err(err);
     }
-    write_json(&tmp_dir.join(CONFIG_FILE), model.config())?;
-    write_json(&tmp_dir.join(TOKENIZER_FILE), tokenizer)?;
-    write_json(&tmp_dir.join(STATE_FILE), state)?;
-
     // Swap the finished directory in.
     remove_dir_if_present(&old_dir)?;
     if final_dir.exists() {
@@ -133,6 +134,30 @@ pub fn save(
     }
     rename(&tmp_dir, &final_dir)?;
     remove_dir_if_present(&old_dir)
+}
+
+/// Every file of a checkpoint, into `dir`.
+fn write_files(
+    dir: &Path,
+    model: &Gpt,
+    tokenizer: &CharTokenizer,
+    state: &TrainState,
+    optimizer: Option<&ModuleOptimizer>,
+) -> Result<()> {
+    let model_path = dir.join(MODEL_FILE);
+    model
+        .clone()
+        .save_file(&model_path)
+        .map_err(|err| Error::checkpoint_caused(&model_path, "cannot write the weights", err))?;
+    if let Some(optimizer) = optimizer {
+        let path = dir.join(OPTIMIZER_FILE);
+        optimizer.save(&path).map_err(|err| {
+            Error::checkpoint_caused(&path, "cannot write the optimizer state", err)
+        })?;
+    }
+    write_json(&dir.join(CONFIG_FILE), model.config())?;
+    write_json(&dir.join(TOKENIZER_FILE), tokenizer)?;
+    write_json(&dir.join(STATE_FILE), state)
 }
 
 /// Load a checkpoint. `path` may be a run directory (holding `checkpoint/`) or the checkpoint
@@ -154,14 +179,7 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
             ),
         ));
     }
-    let config_path = dir.join(CONFIG_FILE);
-    let config = std::fs::read_to_string(&config_path)
-        .map_err(|err| Error::checkpoint_caused(&config_path, "cannot read", err))
-        .and_then(|json| {
-            GptConfig::from_json(&json).map_err(|err| {
-                Error::checkpoint_caused(&config_path, "damaged or truncated JSON", err)
-            })
-        })?;
+    let config = read_config(&dir.join(CONFIG_FILE))?;
     let tokenizer: CharTokenizer = read_json(&dir.join(TOKENIZER_FILE))?;
     if tokenizer.vocab_size() != config.vocab_size {
         return Err(Error::checkpoint(
@@ -219,8 +237,28 @@ pub fn exists(run_dir: &Path) -> bool {
 /// # Errors
 /// [`Error::Checkpoint`] when there is no readable checkpoint.
 pub fn saved_step(run_dir: &Path) -> Result<usize> {
-    let state = read_state(&resolve_dir(run_dir)?.join(STATE_FILE))?;
-    Ok(state.step)
+    Ok(saved_state(run_dir)?.state.step)
+}
+
+/// The state and model config of the checkpoint in `run_dir`, without its weights.
+///
+/// # Errors
+/// [`Error::Checkpoint`] when there is no readable checkpoint.
+pub fn saved_state(run_dir: &Path) -> Result<SavedState> {
+    let dir = resolve_dir(run_dir)?;
+    Ok(SavedState {
+        state: read_state(&dir.join(STATE_FILE))?,
+        config: read_config(&dir.join(CONFIG_FILE))?,
+    })
+}
+
+/// What a checkpoint says of itself: its [`TrainState`] and [`GptConfig`].
+#[derive(Clone, Debug)]
+pub struct SavedState {
+    /// Where training stood.
+    pub state: TrainState,
+    /// The model's configuration.
+    pub config: GptConfig,
 }
 
 fn resolve_dir(path: &Path) -> Result<PathBuf> {
@@ -256,6 +294,13 @@ fn read_state(path: &Path) -> Result<TrainState> {
     }
     serde_json::from_value(state)
         .map_err(|err| Error::checkpoint_caused(path, "unexpected contents", err))
+}
+
+fn read_config(path: &Path) -> Result<GptConfig> {
+    let json = std::fs::read_to_string(path)
+        .map_err(|err| Error::checkpoint_caused(path, "cannot read", err))?;
+    GptConfig::from_json(&json)
+        .map_err(|err| Error::checkpoint_caused(path, "damaged or truncated JSON", err))
 }
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {

@@ -21,4 +21,5 @@ pub use clip::{ClipScope, clip_global_norm};
 pub use config::TrainConfig;
 pub use loss::{cross_entropy, teacher_forced_loss, teacher_forced_loss_tensor};
 pub use metrics::{EvalRecord, METRICS_FILE, read_metrics};
-pub use trainer::{TrainEvent, TrainOutcome, evaluate, new_optimizer, train};
+pub(crate) use trainer::differences;
+pub use trainer::{TrainEvent, TrainOutcome, continued, evaluate, new_optimizer, train};

@@ -41,6 +41,13 @@ pub enum TrainEvent<'a> {
     },
     /// An evaluation finished (and its checkpoint is on disk).
     Eval(&'a EvalRecord),
+    /// The run continues from its checkpoint (heard once, before the first step).
+    Resumed {
+        /// Steps the checkpoint had taken.
+        step: usize,
+        /// Steps in the whole run.
+        total: usize,
+    },
 }
 
 /// The result of a finished run.
@@ -85,20 +92,35 @@ pub fn train(
     resume: bool,
     observer: &mut dyn FnMut(TrainEvent) -> ControlFlow<()>,
 ) -> Result<TrainOutcome> {
-    let run = Run {
-        dir: run_dir,
-        config,
-        dataset,
-        device,
-    };
     let train_device = device.clone().autodiff();
     let Start {
         mut model,
         mut optimizer,
         step: start,
         mut history,
+        config,
         _lock,
-    } = start(&run, model_config, &train_device, resume)?;
+    } = start(
+        run_dir,
+        model_config,
+        config,
+        dataset,
+        &train_device,
+        resume,
+    )?;
+    let config = &config;
+    let run = Run {
+        dir: run_dir,
+        config,
+        dataset,
+        device,
+    };
+    if resume {
+        let _ = observer(TrainEvent::Resumed {
+            step: start,
+            total: config.steps,
+        });
+    }
 
     let started = Instant::now();
     let mut throughput = Throughput::new(start, config.batch_size * config.seq_len);
@@ -139,7 +161,21 @@ pub fn train(
         });
         if done % config.eval_interval == 0 || done == config.steps {
             let inference = model.valid();
-            history.push(run.evaluate(&inference, done, lr, tokens_per_s)?);
+            let record = run.evaluate(&inference, done, lr, tokens_per_s)?;
+            // Weights an update made infinite show here first: their losses are not numbers.
+            // Such a checkpoint is never written; the last good one stays.
+            if !(record.train_loss.is_finite() && record.val_loss.is_finite()) {
+                return Err(Error::Diverged {
+                    step: done,
+                    loss: if record.val_loss.is_finite() {
+                        record.train_loss
+                    } else {
+                        record.val_loss
+                    },
+                    last_good_step: last_saved,
+                });
+            }
+            history.push(record);
             run.save(&inference, &optimizer, &history, done)?;
             last_saved = Some(done);
             flow = observer(TrainEvent::Eval(history.last().expect("just pushed")));
@@ -222,7 +258,8 @@ impl Run<'_> {
         step: usize,
     ) -> Result<()> {
         write_metrics(self.dir, history)?;
-        let state = TrainState::trained(step, self.config.clone());
+        let state = TrainState::trained(step, self.config.clone())
+            .with_data_sha256(self.dataset.text_sha256());
         checkpoint::save(
             self.dir,
             model,
@@ -239,22 +276,36 @@ struct Start {
     optimizer: ModuleOptimizer,
     step: usize,
     history: Vec<EvalRecord>,
+    /// The settings the run goes on with (a resumed run keeps its own decay).
+    config: TrainConfig,
     /// Held until training returns.
     _lock: DirLock,
 }
 
 /// Check every setting, create the run directory, and build or load what training starts from.
 fn start(
-    run: &Run,
+    run_dir: &Path,
     model_config: &GptConfig,
+    config: &TrainConfig,
+    dataset: &TextDataset,
     train_device: &Device,
     resume: bool,
 ) -> Result<Start> {
-    let (config, dataset) = (run.config, run.dataset);
     // The training settings first: they are what a user types (the window length sets the
     // context).
     config.validate(model_config)?;
     model_config.validate()?;
+    crate::memory::check_fits(
+        &format!(
+            "training a model of {:.0} parameters (D={}, L={}) on batches of {} x {} tokens",
+            crate::memory::parameters(model_config),
+            model_config.d_model,
+            model_config.n_layers,
+            config.batch_size,
+            config.seq_len
+        ),
+        crate::memory::training_bytes(model_config, config.batch_size, config.seq_len),
+    )?;
     if model_config.vocab_size != dataset.tokenizer().vocab_size() {
         return Err(Error::Config(format!(
             "the model's vocab_size ({}) differs from the tokenizer's ({})",
@@ -262,16 +313,17 @@ fn start(
             dataset.tokenizer().vocab_size()
         )));
     }
-    ensure_dir(run.dir)?;
-    let lock = DirLock::acquire(run.dir)?;
+    ensure_dir(run_dir)?;
+    let lock = DirLock::acquire(run_dir)?;
     if resume {
-        return resume_from(run.dir, model_config, config, dataset, train_device, lock);
+        return resume_from(run_dir, model_config, config, dataset, train_device, lock);
     }
     Ok(Start {
         model: model_config.init_seeded(config.seed, train_device)?,
         optimizer: new_optimizer(config),
         step: 0,
         history: Vec::new(),
+        config: config.clone(),
         _lock: lock,
     })
 }
@@ -313,6 +365,14 @@ fn resume_from(
             saved.tokenizer.vocab_size()
         )));
     }
+    if let Some(then) = &saved.state.data_sha256
+        && then != dataset.text_sha256()
+    {
+        return Err(refuse(format!(
+            "the training text differs from the run's (sha256 {} now, {then} then)",
+            dataset.text_sha256()
+        )));
+    }
     let changed = differences(saved.model.config(), model_config, &[]);
     if !changed.is_empty() {
         return Err(refuse(format!(
@@ -327,20 +387,7 @@ fn resume_from(
              run in another directory",
         ));
     };
-    // More steps may be asked for; every other setting must be the run's own.
-    let mut changed = differences(saved_config, config, &["steps"]);
-    if config.steps < saved_config.steps {
-        changed.push(format!(
-            "steps {} now, {} then (a run cannot be shortened)",
-            config.steps, saved_config.steps
-        ));
-    }
-    if !changed.is_empty() {
-        return Err(refuse(format!(
-            "training settings differ from the run's: {}",
-            changed.join("; ")
-        )));
-    }
+    let config = &continued(saved_config, config).map_err(refuse)?;
     let optimizer = checkpoint::load_optimizer(&saved, new_optimizer(config))?;
     let history = read_metrics(run_dir)?
         .into_iter()
@@ -351,13 +398,53 @@ fn resume_from(
         optimizer,
         step: saved.state.step,
         history,
+        config: config.clone(),
         _lock: lock,
     })
 }
 
+/// The settings a run started with `then` goes on with when resumed with `now`: `now`'s, which
+/// must be the run's own but for more steps; a run given more steps keeps its own decay (the
+/// learning rate stays at its minimum past the old last step) unless `now` names one.
+///
+/// # Errors
+/// Every setting that differs, as `name X now, Y then`.
+pub fn continued(
+    then: &TrainConfig,
+    now: &TrainConfig,
+) -> std::result::Result<TrainConfig, String> {
+    let mut continued = now.clone();
+    if now.decay_steps.is_none() {
+        continued.decay_steps = then
+            .decay_steps
+            .or((now.steps != then.steps).then_some(then.steps));
+    }
+    let mut changed = differences(then, &continued, &["steps", "decay_steps"]);
+    if continued.decay_end() != then.decay_end() {
+        changed.push(format!(
+            "decay_steps {} now, {} then",
+            continued.decay_end(),
+            then.decay_end()
+        ));
+    }
+    if now.steps < then.steps {
+        changed.push(format!(
+            "steps {} now, {} then (a run cannot be shortened)",
+            now.steps, then.steps
+        ));
+    }
+    match changed.is_empty() {
+        true => Ok(continued),
+        false => Err(format!(
+            "training settings differ from the run's: {}",
+            changed.join("; ")
+        )),
+    }
+}
+
 /// Each setting (a field of the JSON both serialise to) that differs between `then` and `now`,
 /// as `name X now, Y then`, leaving out the names in `skip`.
-fn differences<T: Serialize>(then: &T, now: &T, skip: &[&str]) -> Vec<String> {
+pub(crate) fn differences<T: Serialize>(then: &T, now: &T, skip: &[&str]) -> Vec<String> {
     // Configs are structs of plain values, so they serialise to a JSON object.
     let fields = |value: &T| match serde_json::to_value(value) {
         Ok(serde_json::Value::Object(map)) => map,

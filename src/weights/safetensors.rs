@@ -109,7 +109,8 @@ pub fn export_safetensors(
     }
     model
         .save_into(&mut store)
-        .map_err(|err| Error::weights(path, format!("cannot write the file ({err})")))
+        .map_err(|err| Error::weights(path, format!("cannot write the file ({err})")))?;
+    crate::fs::give_default_permissions(path)
 }
 
 /// The config and vocabulary stored in an exported file's metadata.
