@@ -139,12 +139,12 @@ fn measure(args: &Args) -> anyhow::Result<()> {
         plan.warmup
     ));
 
+    let wanted = |workload: &str| args.only == "all" || args.only == workload;
     if args.no_kernels {
         plan.say("kernels off (--no-kernels): Burn's own ops throughout".into());
-    } else if tinygpt::kernels::runs_on(&device, burn::tensor::DType::F32) {
+    } else if tinygpt::kernels::runs_on(&device, burn::tensor::DType::F32) && wanted("train") {
         plan.say("kernels on: training time against Burn's own ops in the same run".into());
     }
-    let wanted = |workload: &str| args.only == "all" || args.only == workload;
     let mut figures = Vec::new();
     if wanted("train") {
         figures.push(training(&plan, &args.model(TRAIN_SEQ), &device)?);

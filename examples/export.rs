@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -28,43 +28,17 @@ struct Args {
     force: bool,
 }
 
-/// Refuse an output inside the checkpoint directory being read, `--force` or not: writing
-/// there would replace or mix with the checkpoint's own files.
-fn refuse_inside(out: &Path, checkpoint: &Path) -> anyhow::Result<()> {
-    let parent = match out.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    let (Ok(parent), Ok(checkpoint)) = (parent.canonicalize(), checkpoint.canonicalize()) else {
-        // A directory that does not exist holds no checkpoint; the write will say what is wrong.
-        return Ok(());
-    };
-    if parent.starts_with(&checkpoint) {
-        anyhow::bail!(
-            "--out {} is inside the checkpoint it exports ({}); write the file elsewhere",
-            out.display(),
-            checkpoint.display()
-        );
-    }
-    Ok(())
-}
-
 fn main() -> ExitCode {
     common::main(run)
 }
 
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    if args.out.exists() && !args.force {
-        anyhow::bail!(
-            "--out {} exists; pick another file, or pass --force to replace it",
-            args.out.display()
-        );
-    }
+    tinygpt::fs::check_output(&args.out, args.force).context("--out")?;
     // Weights are read back to the host to be written, so the CPU backend is all it needs.
     let device = tinygpt::device::host_device()?;
     let saved = checkpoint::load(&args.checkpoint, &device).context("--checkpoint")?;
-    refuse_inside(&args.out, &saved.dir)?;
+    tinygpt::fs::refuse_inside(&args.out, &saved.dir).context("--out")?;
     export_safetensors(&saved.model, Some(&saved.tokenizer), &args.out).context("--out")?;
 
     let layout = tensor_layout(saved.model.config());

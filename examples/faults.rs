@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -152,8 +152,10 @@ fn describe(outcome: &Outcome, tokenizer: &CharTokenizer, prompt: &str) -> Strin
         Outcome::Probed(report) => {
             println!(
                 "causality probe: changing token j moved the logits before j at {}/{} positions \
-                 (max |Δ logit| {:.3}; the correct mask: 0)",
-                report.violations, report.positions_probed, report.max_leak
+                 (max |Δ logit| {}; the correct mask: 0)",
+                report.violations,
+                report.positions_probed,
+                figure(report.max_leak)
             );
             format!(
                 "{}/{} positions see the future",
@@ -171,12 +173,12 @@ fn describe_divergence(divergence: &Divergence, tokenizer: &CharTokenizer, promp
     };
     let parted = match divergence.first_step {
         Some(0) => format!(
-            "at the prefill, max |Δ logit| {:.3}",
-            divergence.max_abs_diff
+            "at the prefill, max |Δ logit| {}",
+            figure(divergence.max_abs_diff)
         ),
         Some(step) => format!(
-            "at decode step {step}, max |Δ logit| {:.3}",
-            divergence.max_abs_diff
+            "at decode step {step}, max |Δ logit| {}",
+            figure(divergence.max_abs_diff)
         ),
         None => "never (within 1e-4)".into(),
     };
@@ -197,6 +199,37 @@ fn describe_divergence(divergence: &Divergence, tokenizer: &CharTokenizer, promp
         last(&divergence.cache_lens),
         last(&divergence.expected_cache_lens)
     )
+}
+
+/// A difference of logits, to three decimals, or in scientific notation when that would show
+/// only zeros.
+fn figure(value: f32) -> String {
+    if value != 0.0 && value.abs() < 1e-3 {
+        format!("{value:.1e}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+/// Remove the scratch directories of earlier runs that were killed outright (a signal that
+/// could not be caught), named for their process, which no longer runs.
+fn remove_stale_scratch() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("tinygpt-faults-")
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let gone = cfg!(target_os = "linux") && !Path::new(&format!("/proc/{pid}")).exists();
+        if gone {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A scratch directory, removed when dropped (at the end, after an error, or after Ctrl-C).
@@ -228,6 +261,7 @@ fn model(args: &Args, device: &burn::tensor::Device) -> anyhow::Result<(Gpt, Cha
         .with_warmup_steps((args.steps / 10).clamp(1, 100))
         .with_eval_interval(args.steps.max(1));
     // A scratch run directory: the gallery needs the weights, not the files.
+    remove_stale_scratch();
     let scratch =
         Scratch(std::env::temp_dir().join(format!("tinygpt-faults-{}", std::process::id())));
     let started = Instant::now();

@@ -104,11 +104,19 @@ fn run() -> anyhow::Result<()> {
     check_outputs(&args)?;
     let device = tinygpt::device::device_by_name(&args.device).context("--device")?;
     let checkpoint = checkpoint::load(&args.checkpoint, &device).with_context(|| {
-        format!(
-            "--checkpoint {} (write one with `cargo run --release --example train`)",
-            args.checkpoint.display()
-        )
+        match checkpoint::exists(&args.checkpoint) {
+            true => format!("--checkpoint {}", args.checkpoint.display()),
+            false => format!(
+                "--checkpoint {} (write one with `cargo run --release --example train`)",
+                args.checkpoint.display()
+            ),
+        }
     })?;
+    for (flag, path) in [("--logits", &args.logits), ("--heatmap", &args.heatmap)] {
+        if let Some(path) = path {
+            tinygpt::fs::refuse_inside(path, &checkpoint.dir).context(flag)?;
+        }
+    }
     let backend = tinygpt::device::describe(&args.device, &device);
     let config = checkpoint.model.config();
     if args.window == WindowPolicy::Rolling && config.position != PositionScheme::Rope {
@@ -182,6 +190,9 @@ fn sampling(args: &Args) -> anyhow::Result<SamplingConfig> {
     if args.max_new_tokens == 0 {
         bail!("--max-new-tokens must be at least 1");
     }
+    if args.stop.iter().any(String::is_empty) {
+        bail!("--stop: a stop sequence cannot be empty");
+    }
     if args.logits_top == Some(0) {
         bail!("--logits-top must be at least 1 (leave it out for every logit)");
     }
@@ -207,20 +218,23 @@ fn sampling(args: &Args) -> anyhow::Result<SamplingConfig> {
     Ok(sampling)
 }
 
-/// No output file the user did not ask to replace is replaced, and each is of a kind it can be.
+/// No output file the user did not ask to replace is replaced, each can be written where it
+/// is asked for, and each is of a kind it can be.
 fn check_outputs(args: &Args) -> anyhow::Result<()> {
     if let Some(path) = &args.heatmap {
         tinygpt::plot::check_png_path(path).context("--heatmap")?;
     }
+    if let (Some(logits), Some(heatmap)) = (&args.logits, &args.heatmap)
+        && logits == heatmap
+    {
+        bail!(
+            "--logits and --heatmap both name {}; give each its own file",
+            logits.display()
+        );
+    }
     for (flag, path) in [("--logits", &args.logits), ("--heatmap", &args.heatmap)] {
-        if let Some(path) = path
-            && path.exists()
-            && !args.force
-        {
-            bail!(
-                "{flag} {} exists; pick another file, or pass --force to replace it",
-                path.display()
-            );
+        if let Some(path) = path {
+            tinygpt::fs::check_output(path, args.force).context(flag)?;
         }
     }
     Ok(())
@@ -264,8 +278,8 @@ fn stream(
     let generation = Generator::new(&checkpoint.model, device).generate(
         &[prompt.to_vec()],
         &config,
-        &mut |_, id| {
-            let _ = write!(out, "{}", tokenizer.decode(&[id]));
+        &mut |token| {
+            let _ = write!(out, "{}", tokenizer.decode(&[token.id]));
             let _ = out.flush();
             match common::interrupted() {
                 true => ControlFlow::Break(()),

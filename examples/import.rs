@@ -45,6 +45,12 @@ fn run() -> anyhow::Result<()> {
     if args.n_heads == 0 {
         bail!("--n-heads must be at least 1 (nanoGPT's n_head)");
     }
+    if args.out.exists() && !args.out.is_dir() {
+        bail!(
+            "--out {} is a file; give a directory for the checkpoint",
+            args.out.display()
+        );
+    }
     if checkpoint::exists(&args.out) && !args.force {
         bail!(
             "{} already holds a checkpoint; pick another --out, or pass --force to replace it",
@@ -56,7 +62,8 @@ fn run() -> anyhow::Result<()> {
     let tokenizer = CharTokenizer::from_json_vocabulary(&vocab_text)
         .with_context(|| format!("--vocab {}", args.vocab.display()))?;
     let device = tinygpt::device::host_device()?;
-    let model = import_nanogpt(&args.nanogpt, args.n_heads, &device).context("--nanogpt")?;
+    let model =
+        import_nanogpt(&args.nanogpt, args.n_heads, &device).context("--nanogpt, --n-heads")?;
     let config = model.config();
     if tokenizer.vocab_size() != config.vocab_size {
         bail!(

@@ -58,9 +58,19 @@ fn run() -> anyhow::Result<()> {
     if b == 0 || t == 0 {
         anyhow::bail!("--batch ({b}) and --seq ({t}) must both be at least 1");
     }
+    if t > config.max_seq_len {
+        anyhow::bail!(
+            "--seq {t} is longer than the model's context of {}; give at most {}",
+            config.max_seq_len,
+            config.max_seq_len
+        );
+    }
     config.validate().context("--vocab, --kv-heads")?;
     tinygpt::memory::check_fits(
-        &format!("a traced forward pass of --batch {b} x --seq {t} tokens"),
+        &format!(
+            "a traced forward pass of --batch {b} x --seq {t} tokens with --vocab {}",
+            config.vocab_size
+        ),
         tinygpt::memory::forward_bytes(&config, b, t),
     )?;
     let model = config.init(&device)?;

@@ -17,10 +17,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
-use tinygpt::leak::{self, DemoConfig, DemoEvent, DemoSummary, RunManifest, SUMMARY_FILE};
+use tinygpt::leak::{self, DemoConfig, DemoSummary, RunManifest, SUMMARY_FILE};
 use tinygpt::text::{BUNDLED_CORPUS, read_text};
-use tinygpt::train::{TrainConfig, TrainEvent};
+use tinygpt::train::{ClipScope, TrainConfig};
 use tinygpt::{GptConfig, MaskMode, PositionScheme};
 
 #[derive(Parser)]
@@ -116,6 +115,7 @@ fn run() -> anyhow::Result<()> {
     // Ctrl-C stops training at the end of the step, with a checkpoint of it.
     common::catch_ctrl_c();
     let args = Args::parse();
+    common::burn_default_device(&args.device);
     let leaks = parse_leaks(&args.leak)?;
     let temperature = common::f32_flag("--temperature", args.temperature)?;
     let grad_clip = common::f32_flag("--grad-clip", args.grad_clip)?;
@@ -123,9 +123,10 @@ fn run() -> anyhow::Result<()> {
         Some(path) => (read_text(path).context("--data")?, false),
         None => (BUNDLED_CORPUS.to_string(), true),
     };
-    // A resumed run derives what it derives from its own step count, not from this one.
+    // A resumed run derives what it derives from its own step count, not from this one, and
+    // keeps the settings no flag names (the clipping's scope).
     let run = if args.resume {
-        RunManifest::read(&args.out).context("--resume")?
+        RunManifest::run_settings(&args.out).context("--resume")?
     } else {
         None
     };
@@ -164,7 +165,7 @@ fn run() -> anyhow::Result<()> {
     );
 
     let started = Instant::now();
-    let mut progress = Progress::new(args.quiet);
+    let mut progress = common::progress::Progress::new(args.quiet);
     let result = leak::run(&text, &config, &device, &mut |name, event| {
         progress.on_event(name, event);
         match common::interrupted() {
@@ -186,8 +187,12 @@ fn run() -> anyhow::Result<()> {
 }
 
 /// The flag (or flags) behind each setting the library names in its messages.
-const FLAGS: [(&str, &str); 19] = [
+const FLAGS: [(&str, &str); 23] = [
     ("steps", "--steps"),
+    ("decay_steps", "--steps"),
+    ("seed", "--seed"),
+    ("tie_embeddings", "--tie-embeddings"),
+    ("position", "--position"),
     ("batch_size", "--batch-size"),
     ("seq_len", "--seq-len"),
     ("max_seq_len", "--seq-len"),
@@ -208,9 +213,8 @@ const FLAGS: [(&str, &str); 19] = [
     ("rotary position embedding", "--position"),
 ];
 
-/// A settings error, prefixed with the flags whose settings it names.
-fn flag_error(err: tinygpt::Error) -> anyhow::Error {
-    let message = err.to_string();
+/// The flags behind the settings a library message names.
+fn flags_named(message: &str) -> Vec<&'static str> {
     let words: Vec<&str> = message
         .split(|c: char| !(c.is_alphanumeric() || c == '_'))
         .collect();
@@ -224,6 +228,12 @@ fn flag_error(err: tinygpt::Error) -> anyhow::Error {
             flags.push(flag);
         }
     }
+    flags
+}
+
+/// A settings error, prefixed with the flags whose settings it names.
+fn flag_error(err: tinygpt::Error) -> anyhow::Error {
+    let flags = flags_named(&err.to_string());
     let context = match flags.is_empty() {
         true => "check the settings".to_string(),
         false => flags.join(", "),
@@ -238,15 +248,25 @@ fn with_hint(err: tinygpt::Error, args: &Args) -> anyhow::Error {
         tinygpt::Error::RunExists { .. } => {
             format!("--out {out}: pass --resume to continue these runs, or --force to replace them")
         }
+        tinygpt::Error::OutputExists { .. } => format!(
+            "--out {out}: pass --resume to continue the run there, --force to replace it, or \
+             pick another --out"
+        ),
         tinygpt::Error::Interrupted { .. } => {
             format!("interrupted; run the same command with --resume to finish --out {out}")
         }
         tinygpt::Error::Diverged { .. } => format!(
-            "try a lower --lr (now {}) or a lower --grad-clip (now {})",
+            "try a lower --lr (now {:e}) or a lower --grad-clip (now {})",
             args.lr, args.grad_clip
         ),
         tinygpt::Error::Config(_) => return flag_error(err),
-        tinygpt::Error::Checkpoint { .. } if args.resume => format!("--resume --out {out}"),
+        tinygpt::Error::Checkpoint { .. } if args.resume => {
+            let flags = flags_named(&err.to_string());
+            match flags.is_empty() {
+                true => format!("--resume --out {out}"),
+                false => format!("--resume --out {out} ({})", flags.join(", ")),
+            }
+        }
         _ => format!("training into --out {out}"),
     };
     anyhow::Error::new(err).context(hint)
@@ -293,7 +313,7 @@ fn demo_config(
     grammar_check: bool,
     temperature: f32,
     grad_clip: f32,
-    run: Option<&RunManifest>,
+    run: Option<&TrainConfig>,
 ) -> DemoConfig {
     let model = GptConfig::new(1)
         .with_d_model(args.d_model)
@@ -303,12 +323,12 @@ fn demo_config(
         .with_max_seq_len(args.seq_len)
         .with_tie_embeddings(args.tie_embeddings)
         .with_position(args.position);
-    let started_with = run.map_or(args.steps, |run| run.train.steps);
-    let warmup = run.map_or((started_with / 10).clamp(1, 100), |run| {
-        run.train.warmup_steps
-    });
-    let eval_interval = run.map_or((started_with / 10).max(1), |run| run.train.eval_interval);
+    let derived_warmup = (args.steps / 10).clamp(1, 100);
+    let warmup = run.map_or(derived_warmup, |run| run.warmup_steps);
+    let eval_interval = run.map_or((args.steps / 10).max(1), |run| run.eval_interval);
+    let scope = run.map_or(ClipScope::Global, |run| run.grad_clip_scope);
     let train = TrainConfig::new()
+        .with_grad_clip_scope(scope)
         .with_steps(args.steps)
         .with_batch_size(args.batch_size)
         .with_seq_len(args.seq_len)
@@ -332,95 +352,6 @@ fn demo_config(
         .with_force(args.force)
         .with_grammar_check(grammar_check)
         .with_data_source(data_source)
-}
-
-/// A progress bar per model, or log lines with `--quiet`.
-struct Progress {
-    quiet: bool,
-    bar: Option<(String, ProgressBar)>,
-    /// The model whose measurements were announced last.
-    measuring: Option<String>,
-}
-
-impl Progress {
-    fn new(quiet: bool) -> Self {
-        Self {
-            quiet,
-            bar: None,
-            measuring: None,
-        }
-    }
-
-    fn on_event(&mut self, name: &str, event: DemoEvent) {
-        match event {
-            DemoEvent::Train(TrainEvent::Step {
-                step,
-                total,
-                loss,
-                lr,
-                tokens_per_s,
-            }) => {
-                if self.quiet {
-                    return;
-                }
-                let bar = self.bar_for(name, total);
-                bar.set_position(step as u64);
-                bar.set_message(format!(
-                    "loss {loss:.3}  lr {lr:.2e}  {tokens_per_s:>6.0} tok/s"
-                ));
-            }
-            DemoEvent::Train(TrainEvent::Eval(record)) => self.say(format!(
-                "[{name}] step {:>5}  train {:.4}  val {:.4}  lr {:.2e}  {:.0} tok/s",
-                record.step, record.train_loss, record.val_loss, record.lr, record.tokens_per_s
-            )),
-            DemoEvent::Train(TrainEvent::Resumed { step, total }) => {
-                self.say(format!("resuming {name} at step {step} of {total}"))
-            }
-            DemoEvent::Restarted => self.say(format!(
-                "{name}: its checkpoint belongs to the run --force replaced; starting it afresh"
-            )),
-            DemoEvent::Measuring if self.measuring.as_deref() != Some(name) => {
-                self.finish();
-                self.measuring = Some(name.to_string());
-                self.say(format!(
-                    "[{name}] measuring: honest loss, causality probe, samples"
-                ));
-            }
-            DemoEvent::Measuring | DemoEvent::Training => {}
-        }
-    }
-
-    /// A line above the progress bar, or on its own.
-    fn say(&self, line: String) {
-        match &self.bar {
-            // A hidden bar (output is not a terminal) would swallow the line.
-            Some((_, bar)) if !self.quiet && !bar.is_hidden() => bar.println(line),
-            _ => println!("{line}"),
-        }
-    }
-
-    fn bar_for(&mut self, name: &str, total: usize) -> &ProgressBar {
-        if self.bar.as_ref().is_none_or(|(current, _)| current != name) {
-            self.finish();
-            let bar = ProgressBar::new(total as u64);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix:>14} [{bar:30}] {pos}/{len} {msg}  ETA {eta}",
-                )
-                .expect("a valid template")
-                .progress_chars("=> "),
-            );
-            bar.set_prefix(name.to_string());
-            self.bar = Some((name.to_string(), bar));
-        }
-        &self.bar.as_ref().expect("just set").1
-    }
-
-    fn finish(&mut self) {
-        if let Some((_, bar)) = self.bar.take() {
-            bar.finish();
-        }
-    }
 }
 
 fn print_summary(summary: &DemoSummary) {

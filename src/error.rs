@@ -162,7 +162,9 @@ pub enum Error {
     /// be resumed.
     #[error(
         "{}",
-        if step < steps {
+        if *step == 0 {
+            format!("stopped before {} took its first step; nothing to keep yet", path.display())
+        } else if step < steps {
             format!(
                 "training of {} stopped at step {step} of {steps}; its checkpoint at step {step} \
                  is kept",
@@ -194,6 +196,13 @@ pub enum Error {
         path: PathBuf,
         /// The step of its checkpoint.
         step: usize,
+    },
+
+    /// Starting afresh would replace a file the run writes, which is there already.
+    #[error("{} exists; starting afresh would replace it", path.display())]
+    OutputExists {
+        /// The file or directory.
+        path: PathBuf,
     },
 
     /// A tensor whose shape cannot go where the code sends it (the failure gallery's shape

@@ -15,10 +15,11 @@ use crate::error::{Error, Result};
 /// Write `contents` to `path` atomically (see the module docs).
 ///
 /// # Errors
-/// [`Error::Io`] when the file cannot be written or moved into place; `path` is then untouched.
+/// [`Error::Io`] naming `path` when the file cannot be written or moved into place; `path` is
+/// then untouched.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
     write_atomically_with(path, |tmp| {
-        std::fs::write(tmp, contents).map_err(|err| Error::io(tmp, "write", err))
+        std::fs::write(tmp, contents).map_err(|err| Error::io(path, "write", err))
     })
 }
 
@@ -33,30 +34,106 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 }
 
 /// Let `write` produce the file at a temporary path, then rename it to `path`. The temporary
-/// name keeps the extension (`loss.png` is drawn as `loss.tmp.png`) because some writers, such
-/// as image encoders, pick the format from it. On failure the temporary file is removed and
+/// file is created first, exclusively, under a name no other file has (hidden, with this
+/// process's id and a counter: `.loss.tmp-PID-N.png` for `loss.png`), so no file of the user's
+/// is taken and no link followed; the name keeps the extension because some writers, such as
+/// image encoders, pick the format from it. On failure the temporary file is removed and
 /// `path` is untouched.
 ///
 /// # Errors
-/// `write`'s error, or [`Error::Io`] when the rename fails.
+/// `write`'s error, or [`Error::Io`] naming `path` when the temporary file cannot be created
+/// or moved into place.
 pub fn write_atomically_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let tmp = temporary_path(path);
-    if let Err(err) = write(&tmp) {
-        // Best effort: the write failed, and a stale temporary file would only confuse.
+    let tmp = reserve_temporary(path)?;
+    let written = write(&tmp).and_then(|()| {
+        std::fs::rename(&tmp, path)
+            .map_err(|err| Error::io(path, "move a finished file into place", err))
+    });
+    if written.is_err() {
+        // Best effort: a stale temporary file would only confuse.
         let _ = std::fs::remove_file(&tmp);
-        return Err(err);
     }
-    rename(&tmp, path)
+    written
 }
 
-/// `dir/name.tmp.ext` for `dir/name.ext` (`dir/name.tmp` without an extension).
-fn temporary_path(path: &Path) -> PathBuf {
-    let mut extension = std::ffi::OsString::from("tmp");
-    if let Some(original) = path.extension() {
-        extension.push(".");
-        extension.push(original);
+/// Create an empty file beside `path` under a name nothing else has (see
+/// [`write_atomically_with`]) and return its path.
+fn reserve_temporary(path: &Path) -> Result<PathBuf> {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let extension = path
+        .extension()
+        .map(|ext| format!(".{}", ext.to_string_lossy()))
+        .unwrap_or_default();
+    loop {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!(".{stem}.tmp-{}-{n}{extension}", std::process::id());
+        let tmp = path.with_file_name(name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(_) => return Ok(tmp),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(err) => return Err(Error::io(path, "create a file beside", err)),
+        }
     }
-    path.with_extension(extension)
+}
+
+/// Refuse to write `out` inside `dir` (the checkpoint a command reads), `--force` or not:
+/// the file would replace or mix with what is being read.
+///
+/// # Errors
+/// [`Error::Config`] naming both.
+pub fn refuse_inside(out: &Path, dir: &Path) -> Result<()> {
+    let parent = match out.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    // A directory that does not exist holds no checkpoint (the write will say what is wrong).
+    if let (Ok(parent), Ok(dir)) = (parent.canonicalize(), dir.canonicalize())
+        && parent.starts_with(&dir)
+    {
+        return Err(Error::Config(format!(
+            "{} is inside the checkpoint being read ({}); write the file elsewhere",
+            out.display(),
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Check, before any work, that a file can be written at `path`: its directory exists and
+/// `path` is not a directory; and that it is not replaced unless `force`.
+///
+/// # Errors
+/// [`Error::Config`] saying which.
+pub fn check_output(path: &Path, force: bool) -> Result<()> {
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(Error::Config(format!(
+            "{}: the directory {} does not exist",
+            path.display(),
+            parent.display()
+        )));
+    }
+    if path.is_dir() {
+        return Err(Error::Config(format!(
+            "{} is a directory; give a file name",
+            path.display()
+        )));
+    }
+    if path.exists() && !force {
+        return Err(Error::Config(format!(
+            "{} exists; pick another file, or pass --force to replace it",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Give `path` the permissions a file newly created in its directory gets (the user's umask
@@ -239,15 +316,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_temporary_name_keeps_the_extension() {
-        assert_eq!(
-            temporary_path(Path::new("runs/loss.png")),
-            Path::new("runs/loss.tmp.png")
+    fn the_temporary_file_keeps_the_extension_and_takes_no_existing_name() {
+        let dir = std::env::temp_dir().join(format!("tinygpt-tmpname-{}", std::process::id()));
+        ensure_dir(&dir).unwrap();
+        let png = reserve_temporary(&dir.join("loss.png")).unwrap();
+        assert_eq!(png.extension().unwrap(), "png");
+        assert!(
+            png.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".loss.tmp-")
         );
-        assert_eq!(
-            temporary_path(Path::new("runs/metrics")),
-            Path::new("runs/metrics.tmp")
+        // A file of the user's at the old fixed name is left alone.
+        std::fs::write(dir.join("notes.tmp.jsonl"), "mine").unwrap();
+        write_atomically(&dir.join("notes.jsonl"), b"new").unwrap();
+        assert_eq!(std::fs::read(dir.join("notes.tmp.jsonl")).unwrap(), b"mine");
+        assert_ne!(
+            reserve_temporary(&dir.join("a")).unwrap(),
+            reserve_temporary(&dir.join("a")).unwrap()
         );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -262,7 +350,11 @@ mod tests {
         });
         assert!(failed.is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"old");
-        assert!(!temporary_path(&path).exists());
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "a temporary file was left"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

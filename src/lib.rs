@@ -36,6 +36,7 @@
 //! | [`train`]    | the training loop, its config, loss, metrics and checkpoints              |
 //! | [`leak`]     | the mask-leak demonstration: causality probe, honest loss, the report     |
 //! | [`faults`]   | the failure gallery: classic attention bugs planted, and what catches them |
+//! | `explore`    | the explorer's web server and API (cargo feature `explore`, on by default) |
 //! | [`weights`]  | safetensors export and load, nanoGPT import                               |
 //! | [`kernels`]  | the crate's kernels: fused CPU ops with hand-written backward passes (Flex) |
 //! | [`bench`](mod@bench) | the workloads the benchmarks time                                         |
@@ -64,6 +65,8 @@ pub mod allocator;
 pub mod bench;
 pub mod device;
 pub mod error;
+#[cfg(feature = "explore")]
+pub mod explore;
 pub mod faults;
 pub mod fs;
 pub mod generate;

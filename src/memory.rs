@@ -12,6 +12,13 @@ use crate::model::{GptConfig, PositionScheme};
 
 const F32: f64 = 4.0;
 
+/// Bytes each layer costs beyond its tensors' values when training (the autodiff graph's
+/// nodes, every op's allocation): what a deep, narrow model is made of.
+const TRAINING_BYTES_PER_LAYER: f64 = 256.0 * 1024.0;
+
+/// The same for a forward pass without autodiff.
+const FORWARD_BYTES_PER_LAYER: f64 = 32.0 * 1024.0;
+
 /// The model's parameter count.
 pub fn parameters(config: &GptConfig) -> f64 {
     let [v, d, l] = [config.vocab_size, config.d_model, config.n_layers].map(|n| n as f64);
@@ -36,7 +43,7 @@ pub fn training_bytes(model: &GptConfig, batch: usize, seq: usize) -> f64 {
     // Per layer and token about twenty `D`-wide tensors are kept for the backward pass; the
     // logits and their gradient are `V` wide; every layer keeps its attention weights.
     let activations = tokens * (20.0 * d * l + 2.0 * v) + 2.0 * weights * l;
-    (4.0 * parameters(model) + activations) * F32
+    (4.0 * parameters(model) + activations) * F32 + l * TRAINING_BYTES_PER_LAYER
 }
 
 /// About how many bytes a forward pass of `batch` rows of `seq` tokens holds on the readable
@@ -45,7 +52,19 @@ pub fn forward_bytes(model: &GptConfig, batch: usize, seq: usize) -> f64 {
     let [b, t, h] = [batch, seq, model.n_heads].map(|n| n as f64);
     let [d, l, v] = [model.d_model, model.n_layers, model.vocab_size].map(|n| n as f64);
     let (tokens, scores) = (b * t, 3.0 * b * h * t * t);
-    (parameters(model) + tokens * (10.0 * d * l + v) + scores) * F32
+    (parameters(model) + tokens * (10.0 * d * l + v) + scores) * F32 + l * FORWARD_BYTES_PER_LAYER
+}
+
+/// About how many bytes a model of `config` holds once built: its parameters.
+pub fn model_bytes(config: &GptConfig) -> f64 {
+    parameters(config) * F32 + config.n_layers as f64 * FORWARD_BYTES_PER_LAYER
+}
+
+/// The bytes a KV cache for `batch` sequences of `config` allocates (every position of the
+/// context, up front).
+pub fn cache_bytes(config: &GptConfig, batch: usize) -> f64 {
+    let per_position = 2.0 * (config.n_layers * config.kv_heads() * config.head_dim()) as f64;
+    per_position * batch as f64 * config.max_seq_len as f64 * F32
 }
 
 /// The memory this machine has available now, in bytes (Linux's `MemAvailable`); `None` where

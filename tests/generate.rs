@@ -11,10 +11,11 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use burn::tensor::{Tensor, TensorData};
-use common::end_to_end_device;
+use common::{device, end_to_end_device, small_config};
 use tinygpt::device::{floats, ints};
 use tinygpt::generate::{
-    DecodeMode, Generation, GenerationConfig, Generator, Sampler, SamplingConfig, max_abs_diff,
+    DecodeMode, Generation, GenerationConfig, Generator, Sampler, SamplingConfig, WindowPolicy,
+    max_abs_diff,
 };
 use tinygpt::text::{BUNDLED_CORPUS, CharTokenizer, TextDataset};
 use tinygpt::train::{TrainConfig, train};
@@ -385,4 +386,29 @@ fn non_finite_logits_stop_generation_with_an_error() {
             "{mode:?}: {result:?}"
         );
     }
+}
+
+#[test]
+fn a_window_that_cannot_slide_is_refused_before_any_token() {
+    let device = device();
+    let model = small_config(MaskMode::Causal)
+        .with_max_seq_len(1)
+        .init_seeded(1, &device)
+        .unwrap();
+    let generator = Generator::new(&model, &device);
+    let mut heard = 0;
+    let refused = generator.generate(&[vec![1]], &GenerationConfig::new(4), &mut |_| {
+        heard += 1;
+        std::ops::ControlFlow::Continue(())
+    });
+    match refused {
+        Err(Error::Config(message)) => assert!(message.contains("crop"), "{message}"),
+        other => panic!("expected a config error, got {:?}", other.map(|g| g.tokens)),
+    }
+    assert_eq!(heard, 0, "tokens were handed out before the refusal");
+    let crop = GenerationConfig::new(4).with_window(WindowPolicy::Crop);
+    assert_eq!(
+        generator.generate_all(&[vec![1]], &crop).unwrap().tokens[0].len(),
+        4
+    );
 }

@@ -20,7 +20,7 @@ fn the_shipped_corpus_is_the_generated_one_byte_for_byte() {
     assert!((100_000..=300_000).contains(&shipped.len()));
     assert!(
         shipped == generate_corpus(CORPUS_SEED, CORPUS_TARGET_BYTES),
-        "regenerate with `cargo run --release --example make_corpus -- data/corpus.txt`"
+        "regenerate with `cargo run --release --example make_corpus -- data/corpus.txt --force`"
     );
 }
 

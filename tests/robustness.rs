@@ -456,7 +456,7 @@ fn sizes_that_cannot_fit_in_memory_are_refused_up_front() {
     assert_clear_error(&huge, &["GiB", "memory"]);
     assert!(!out.join("causal").exists());
     let shapes = example("shapes")
-        .args(["--device", cpu(), "--batch", "100000", "--seq", "100000"])
+        .args(["--device", cpu(), "--batch", "10000000", "--seq", "128"])
         .output()
         .unwrap();
     assert_clear_error(&shapes, &["GiB", "memory"]);
@@ -606,4 +606,268 @@ fn a_failed_checkpoint_write_leaves_no_temporary_directory() {
         !out.join("causal/checkpoint.tmp").exists(),
         "checkpoint.tmp was left behind"
     );
+}
+
+// ---- A second sweep, with cases the first did not list ----------------------------------------
+
+// An output path inside the checkpoint being read is refused, `--force` or not.
+#[test]
+fn generate_never_writes_inside_the_checkpoint_it_reads() {
+    let out = fresh_dir("generate_inside_checkpoint");
+    assert!(tiny_train(&out, &["--leak", "off"]).status.success());
+    let weights = out.join("causal/checkpoint/model.bpk");
+    let before = std::fs::read(&weights).unwrap();
+    for flag in ["--logits", "--heatmap"] {
+        let target = match flag {
+            "--logits" => weights.clone(),
+            _ => out.join("causal/checkpoint/picture.png"),
+        };
+        let output = generate(&out.join("causal"))
+            .args([
+                "--max-new-tokens",
+                "3",
+                flag,
+                target.to_str().unwrap(),
+                "--force",
+            ])
+            .output()
+            .unwrap();
+        assert_clear_error(&output, &[flag, "inside the checkpoint"]);
+    }
+    assert_eq!(std::fs::read(&weights).unwrap(), before);
+    // The same file for both outputs is refused too.
+    let both = out.join("both.png");
+    let output = generate(&out.join("causal"))
+        .args(["--max-new-tokens", "3", "--heatmap", both.to_str().unwrap()])
+        .args(["--logits", both.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_clear_error(&output, &["--logits and --heatmap"]);
+}
+
+// An atomic write took a file of the user's at its temporary name, and followed a link there.
+#[test]
+fn atomic_writes_take_no_file_and_follow_no_link_of_the_users() {
+    let out = fresh_dir("temporary_names");
+    assert!(tiny_train(&out, &["--leak", "off"]).status.success());
+    std::fs::write(out.join("notes.tmp.jsonl"), "precious").unwrap();
+    std::fs::write(out.join("victim.txt"), "victim").unwrap();
+    std::os::unix::fs::symlink(out.join("victim.txt"), out.join("v.tmp.jsonl")).unwrap();
+    for name in ["notes.jsonl", "v.jsonl"] {
+        let output = generate(&out.join("causal"))
+            .args([
+                "--max-new-tokens",
+                "3",
+                "--logits",
+                out.join(name).to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    assert_eq!(
+        std::fs::read(out.join("notes.tmp.jsonl")).unwrap(),
+        b"precious"
+    );
+    assert_eq!(std::fs::read(out.join("victim.txt")).unwrap(), b"victim");
+    assert!(!out.join("v.jsonl").is_symlink());
+}
+
+// `--force` removed the old run, then refused the new settings for memory.
+#[test]
+fn a_forced_run_that_cannot_start_keeps_the_run_it_would_replace() {
+    let out = fresh_dir("force_refused");
+    assert!(tiny_train(&out, &["--leak", "off"]).status.success());
+    let output = tiny_train(
+        &out,
+        &["--leak", "off", "--force", "--batch-size", "100000000"],
+    );
+    assert_clear_error(&output, &["GiB", "--batch-size"]);
+    assert_eq!(
+        checkpoint_step(&out.join("causal")),
+        6,
+        "the old run is gone"
+    );
+    assert!(out.join("summary.json").exists());
+}
+
+// A fresh run replaced files it did not write; `--force` removed files that were not tinygpt's.
+#[test]
+fn runs_never_remove_files_tinygpt_did_not_write() {
+    let out = fresh_dir("foreign_files");
+    std::fs::create_dir_all(out.join("causal/checkpoint")).unwrap();
+    let text = "the cat sat on the mat . ".repeat(30);
+    let mine = out.join("causal/checkpoint/mytext.txt");
+    std::fs::write(&mine, &text).unwrap();
+    std::fs::write(out.join("summary.json"), "mine").unwrap();
+    let data = ["--leak", "off", "--data", mine.to_str().unwrap()];
+    let fresh = tiny_train(&out, &data);
+    assert_clear_error(&fresh, &["exists", "--force"]);
+    let forced = tiny_train(&out, &[&data[..], &["--force"]].concat());
+    assert_clear_error(&forced, &["mytext.txt", "not a checkpoint file"]);
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), text);
+    // Beside the checkpoint (not in it) the file is left alone and the run goes on.
+    let beside = out.join("causal/mytext.txt");
+    std::fs::rename(&mine, &beside).unwrap();
+    let data = [
+        "--leak",
+        "off",
+        "--data",
+        beside.to_str().unwrap(),
+        "--force",
+    ];
+    let forced = tiny_train(&out, &data);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert_eq!(std::fs::read_to_string(&beside).unwrap(), text);
+}
+
+// `import` deleted everything in --out/checkpoint/, its own input among it.
+#[test]
+fn import_never_deletes_its_input() {
+    let out = fresh_dir("import_input");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    std::fs::create_dir_all(out.join("checkpoint")).unwrap();
+    let input = out.join("checkpoint/w.safetensors");
+    std::fs::copy(fixtures.join("nanogpt_tied.safetensors"), &input).unwrap();
+    let output = example("import")
+        .args(["--nanogpt", input.to_str().unwrap()])
+        .args([
+            "--vocab",
+            fixtures.join("nanogpt_meta.json").to_str().unwrap(),
+        ])
+        .args(["--n-heads", "2", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_clear_error(&output, &["w.safetensors", "not a checkpoint file"]);
+    assert!(input.exists(), "the input was deleted");
+}
+
+// A checkpoint whose config asks for more memory than there is aborted with a backtrace.
+#[test]
+fn a_checkpoint_too_big_for_memory_is_refused_not_aborted() {
+    let out = fresh_dir("huge_context");
+    assert!(tiny_train(&out, &["--leak", "off"]).status.success());
+    let config = out.join("causal/checkpoint/config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    value["max_seq_len"] = serde_json::json!(100_000_000_000u64);
+    std::fs::write(&config, value.to_string()).unwrap();
+    let output = generate(&out.join("causal"))
+        .args(["--max-new-tokens", "3"])
+        .output()
+        .unwrap();
+    assert_clear_error(&output, &["GiB", "memory"]);
+    assert!(
+        !stderr(&output).contains("memory allocation"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+// A refused resume of a run without run.json wrote one with the refused settings, so the
+// right command was refused after it; and a run from 0.1 could not be resumed from the CLI.
+#[test]
+fn a_refused_resume_changes_nothing_and_old_runs_resume() {
+    let out = fresh_dir("refused_resume");
+    assert!(tiny_train(&out, &["--leak", "off"]).status.success());
+    std::fs::remove_file(out.join("run.json")).unwrap();
+    let wrong = tiny_train(&out, &["--leak", "off", "--resume", "--seed", "5"]);
+    assert_clear_error(&wrong, &["seed", "--seed"]);
+    assert!(
+        !out.join("run.json").exists(),
+        "the refused settings were written down"
+    );
+    let right = tiny_train(&out, &["--leak", "off", "--resume"]);
+    assert!(right.status.success(), "{}", stderr(&right));
+
+    // A run written by 0.1 (per-tensor clipping, no run.json) resumes with its own flags.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy_0_1");
+    let legacy = fresh_dir("legacy_cli");
+    for dir in ["causal", "leak-none"] {
+        copy_dir(&fixtures.join(dir), &legacy.join(dir));
+    }
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(legacy.join("causal/checkpoint/state.json")).unwrap(),
+    )
+    .unwrap();
+    let saved = &state["train_config"];
+    let flag = |name: &str| saved[name].to_string();
+    let output = example("train")
+        .args([
+            "--out",
+            legacy.to_str().unwrap(),
+            "--device",
+            cpu(),
+            "--quiet",
+            "--resume",
+        ])
+        .args([
+            "--leak",
+            "off",
+            "--steps",
+            &flag("steps"),
+            "--batch-size",
+            &flag("batch_size"),
+        ])
+        .args([
+            "--seq-len",
+            &flag("seq_len"),
+            "--lr",
+            &flag("learning_rate"),
+        ])
+        .args([
+            "--seed",
+            &flag("seed"),
+            "--eval-batches",
+            &flag("eval_batches"),
+        ])
+        .args(["--d-model", "16", "--n-heads", "2", "--n-layers", "1"])
+        .args(["--samples", "1", "--sample-chars", "4"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+// `--resume` threw away a checkpoint it could not read or match and retrained from step 1.
+#[test]
+fn resume_never_discards_a_checkpoint_it_cannot_use() {
+    let out = fresh_dir("unusable_checkpoint");
+    assert!(tiny_train(&out, &["--leak", "off"]).status.success());
+    let weights = std::fs::read(out.join("causal/checkpoint/model.bpk")).unwrap();
+    // A checkpoint whose settings disagree with run.json (edited by hand).
+    let state = out.join("causal/checkpoint/state.json");
+    let text = std::fs::read_to_string(&state).unwrap();
+    std::fs::write(&state, text.replace("\"seed\": 1337", "\"seed\": 7")).unwrap();
+    let output = tiny_train(&out, &["--leak", "off", "--resume"]);
+    assert_clear_error(&output, &["not trained with the settings in run.json"]);
+    // A checkpoint without its state.
+    std::fs::remove_file(&state).unwrap();
+    let output = tiny_train(&out, &["--leak", "off", "--resume"]);
+    assert_clear_error(&output, &["incomplete", "state.json"]);
+    assert_eq!(
+        std::fs::read(out.join("causal/checkpoint/model.bpk")).unwrap(),
+        weights
+    );
+}
+
+// A deep model's memory was underestimated and exhausted the machine before step 1.
+#[test]
+fn a_deep_model_that_cannot_fit_is_refused_up_front() {
+    let out = fresh_dir("deep_model");
+    let output = tiny_train(&out, &["--leak", "off", "--n-layers", "300000"]);
+    assert_clear_error(&output, &["GiB", "--n-layers"]);
+    let output = tiny_train(&out, &["--leak", "off", "--samples", "100000000"]);
+    assert_clear_error(&output, &["GiB", "--samples"]);
 }

@@ -1,6 +1,8 @@
 //! What every example shares: start-up and how a run ends.
 #![allow(dead_code)] // only the train example listens for Ctrl-C
 
+pub mod progress;
+
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -38,8 +40,8 @@ fn default_sigpipe() {}
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-/// From now on, the first Ctrl-C only sets a flag ([`interrupted`]) so the program can stop
-/// at a safe point, and says so at once; a second one ends it at once.
+/// From now on, the first Ctrl-C (or SIGTERM, or SIGHUP) only sets a flag ([`interrupted`]) so
+/// the program can stop at a safe point, and says so at once; a second one ends it at once.
 #[cfg(unix)]
 pub fn catch_ctrl_c() {
     extern "C" fn on_sigint(_: libc::c_int) {
@@ -48,20 +50,41 @@ pub fn catch_ctrl_c() {
             unsafe { libc::_exit(130) };
         }
         const ACK: &[u8] =
-            b"\nCtrl-C: stopping at the next safe point (press it again to quit at once)\n";
+            b"\ninterrupted: stopping at the next safe point (interrupt again to quit at once)\n";
         // SAFETY: `write` is async-signal-safe and the buffer is a static byte string.
         unsafe {
             libc::write(2, ACK.as_ptr().cast(), ACK.len());
         }
     }
-    // SAFETY: the handler only touches an atomic and calls `_exit`, both async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+    for signal in STOP_SIGNALS {
+        // SAFETY: the handler only touches an atomic and calls `write` and `_exit`, all
+        // async-signal-safe.
+        unsafe {
+            libc::signal(signal, on_sigint as *const () as libc::sighandler_t);
+        }
     }
 }
 
 #[cfg(not(unix))]
 pub fn catch_ctrl_c() {}
+
+/// The signals [`catch_ctrl_c`] turns into a stop at the next safe point.
+#[cfg(unix)]
+const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+/// Give Ctrl-C (and SIGTERM, SIGHUP) back their default meaning, after [`catch_ctrl_c`].
+#[cfg(unix)]
+pub fn release_ctrl_c() {
+    for signal in STOP_SIGNALS {
+        // SAFETY: restoring a signal's default disposition has no preconditions.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+pub fn release_ctrl_c() {}
 
 /// Whether Ctrl-C was pressed since [`catch_ctrl_c`].
 pub fn interrupted() -> bool {
@@ -83,4 +106,17 @@ pub fn f32_flag(flag: &str, value: f64) -> anyhow::Result<f32> {
         );
     }
     Ok(narrowed)
+}
+
+/// Make Burn's own default device the backend `--device` names, when that is a CPU one: Burn
+/// puts a loaded optimizer state on its default device (which, in a build with wgpu, would
+/// otherwise start the GPU stack to hold it for one step). Call it first thing, before any
+/// other thread exists; a `BURN_DEVICE` the user set is kept.
+pub fn burn_default_device(device: &str) {
+    let name = device.trim().to_ascii_lowercase();
+    if matches!(name.as_str(), "flex" | "ndarray") && std::env::var_os("BURN_DEVICE").is_none() {
+        // SAFETY: called at the start of `main`, before any other thread that could read the
+        // environment exists.
+        unsafe { std::env::set_var("BURN_DEVICE", name) };
+    }
 }

@@ -4,29 +4,18 @@
 use burn::tensor::Device;
 use serde::Serialize;
 
-use super::generator::{DecodeMode, Generation, GenerationConfig, Generator};
+use super::generator::{DecodeMode, Generation, GenerationConfig, Generator, max_abs_diff};
 use super::window::WindowPolicy;
 use crate::error::Result;
 use crate::model::Gpt;
 
-/// Largest `|a[i] - b[i]|`. A NaN on either side counts as an infinite difference, so values
-/// that are not numbers can never pass as agreement, and so do slices of different lengths.
-pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    if a.len() != b.len() {
-        return f32::INFINITY;
-    }
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            let diff = (x - y).abs();
-            if diff.is_nan() { f32::INFINITY } else { diff }
-        })
-        .fold(0.0, f32::max)
-}
-
 /// What [`compare_decoding`] found.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DecodingComparison {
+    /// Whether the model's KV cache is valid at all: only with the causal mask (a leaky mask
+    /// lets earlier positions see later tokens on a full recompute, so cached and naive differ
+    /// by design, whatever the tokens say).
+    pub cache_valid: bool,
     /// Whether both modes chose the same tokens.
     pub identical_tokens: bool,
     /// Largest difference between the logits the two modes chose each token from (see
@@ -87,6 +76,7 @@ pub fn compare_decoding(
         g.tokens[0].len() as f64 / (g.stats.prefill_seconds + g.stats.decode_seconds).max(1e-12)
     };
     Ok(DecodingComparison {
+        cache_valid: !model.config().mask_mode.is_leaky(),
         identical_tokens: cached.tokens == naive.tokens,
         max_abs_logit_diff: logit_diff,
         new_tokens: cached.tokens[0].len(),

@@ -44,6 +44,45 @@ pub struct GenerationConfig {
     /// What happens once a row's window is full.
     #[config(default = "WindowPolicy::SlideHalf")]
     pub window: WindowPolicy,
+    /// With the cache: also recompute every step's logits naively and report how far the
+    /// cached ones are from them ([`NewToken::naive_diff`]). Twice the work; for teaching
+    /// and checking, not for speed.
+    #[config(default = false)]
+    pub verify: bool,
+}
+
+/// Where a step's logits came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// The prompt's pass (the first new token).
+    Prefill,
+    /// One new position against the cache (or, naively, the whole window again).
+    Decode,
+    /// The window slid past the context and its kept part was prefilled again.
+    Slide,
+}
+
+/// What `on_token` hears of each new token.
+#[derive(Clone, Debug)]
+pub struct NewToken<'a> {
+    /// The batch row it belongs to.
+    pub row: usize,
+    /// The token.
+    pub id: usize,
+    /// 0 for the first new token, then one per step.
+    pub step: usize,
+    /// How the logits it was chosen from were computed.
+    pub phase: Phase,
+    /// Those logits (this row's `V`), with [`GenerationConfig::record_logits`].
+    pub logits: Option<&'a [f32]>,
+    /// Positions in the KV cache when the logits were computed (0 in naive mode).
+    pub cache_len: usize,
+    /// Bytes those positions hold ([`KvCache::memory_bytes`]).
+    pub cache_bytes: usize,
+    /// With [`GenerationConfig::verify`]: the largest |Δ| between the cached logits and the
+    /// naive recompute's for the same window (all rows).
+    pub naive_diff: Option<f32>,
 }
 
 /// Where the time went and how the cache behaved.
@@ -114,8 +153,8 @@ impl<'m> Generator<'m> {
     /// batch, and every row computes what it would alone (its window slides on its own
     /// schedule; a slide of any row re-prefills the batch). A prompt longer than the context
     /// window keeps its last `max_seq_len` tokens, except with the rolling window, where every
-    /// position sees the last `max_seq_len` up to itself, the prompt's too. `on_token(row, id)`
-    /// hears every new token as it is chosen (for streaming); returning
+    /// position sees the last `max_seq_len` up to itself, the prompt's too. `on_token` hears
+    /// every new token as it is chosen, with what the step did ([`NewToken`]); returning
     /// [`ControlFlow::Break`] stops generation after that step (a client that went away, a
     /// Ctrl-C), with what was generated so far and [`Generation::stopped`] set.
     ///
@@ -126,7 +165,7 @@ impl<'m> Generator<'m> {
         &self,
         prompts: &[Vec<usize>],
         config: &GenerationConfig,
-        on_token: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
+        on_token: &mut dyn FnMut(&NewToken) -> ControlFlow<()>,
     ) -> Result<Generation> {
         self.check(prompts, config)?;
         let mut sampler = Sampler::new(config.sampling.clone())?;
@@ -154,6 +193,7 @@ impl<'m> Generator<'m> {
         };
         let started = Instant::now();
         let mut logits = self.prefill(&windows, cache.as_mut(), band)?;
+        let mut phase = Phase::Prefill;
         out.stats.prefill_tokens = batch * windows.len();
         out.stats.prefill_seconds = started.elapsed().as_secs_f64();
         out.stats.cache_len_after_prefill = cache.as_ref().map_or(0, KvCache::len);
@@ -161,36 +201,38 @@ impl<'m> Generator<'m> {
         let decode_started = Instant::now();
         let mut finished = vec![false; batch];
         for step in 0..config.max_new_tokens {
+            let naive_diff = match (config.verify, &cache) {
+                (true, Some(_)) => Some(self.naive_diff(&logits, &windows, band)?),
+                _ => None,
+            };
             if config.record_logits {
                 out.step_positions.push(windows.last_positions());
             }
             let next = self.choose(logits, &mut sampler, config.record_logits, &mut out)?;
-            for (row, &id) in next.iter().enumerate() {
-                if finished[row] {
-                    continue;
-                }
-                out.tokens[row].push(id);
-                out.stopped |= on_token(row, id).is_break();
-                finished[row] = config
-                    .stop
-                    .iter()
-                    .any(|stop| out.tokens[row].ends_with(stop));
-            }
-            let done = out.stopped || finished.iter().all(|&done| done);
-            if step + 1 == config.max_new_tokens || done {
+            let heard = Heard {
+                step,
+                phase,
+                cache: cache.as_ref(),
+                naive_diff,
+            };
+            heard.hand_out(&next, &mut finished, config, &mut out, on_token);
+            if step + 1 == config.max_new_tokens || out.stopped || finished.iter().all(|&f| f) {
                 break;
             }
             windows.push(&next);
-            logits = if let Some(keep) = config.window.keep(capacity)
+            (logits, phase) = if let Some(keep) = config.window.keep(capacity)
                 && windows.slide(capacity, keep)
             {
                 out.stats.window_slides += 1;
                 if let Some(cache) = cache.as_mut() {
                     cache.reset();
                 }
-                self.prefill(&windows, cache.as_mut(), band)?
+                (self.prefill(&windows, cache.as_mut(), band)?, Phase::Slide)
             } else {
-                self.step(&windows, &next, cache.as_mut(), band)?
+                (
+                    self.step(&windows, &next, cache.as_mut(), band)?,
+                    Phase::Decode,
+                )
             };
             out.stats.decode_tokens += batch;
         }
@@ -208,12 +250,30 @@ impl<'m> Generator<'m> {
         prompts: &[Vec<usize>],
         config: &GenerationConfig,
     ) -> Result<Generation> {
-        self.generate(prompts, config, &mut |_, _| ControlFlow::Continue(()))
+        self.generate(prompts, config, &mut |_| ControlFlow::Continue(()))
     }
 
     /// Refuse what the model cannot take before anything runs.
     fn check(&self, prompts: &[Vec<usize>], config: &GenerationConfig) -> Result<()> {
-        let vocab = self.model.config().vocab_size;
+        let model = self.model.config();
+        let vocab = model.vocab_size;
+        if config.window.keep(model.max_seq_len) == Some(0) {
+            return Err(Error::Config(format!(
+                "the {} window keeps half of the context, and a context of {} has no half: use \
+                 the crop window",
+                config.window, model.max_seq_len
+            )));
+        }
+        if config.mode == DecodeMode::Cached {
+            crate::memory::check_fits(
+                &format!(
+                    "a KV cache for {} sequences of the model's context ({})",
+                    prompts.len(),
+                    model.max_seq_len
+                ),
+                crate::memory::cache_bytes(model, prompts.len()),
+            )?;
+        }
         if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
             return Err(Error::Tokens(
                 "every prompt needs at least one token (this model has no start token)".into(),
@@ -283,6 +343,17 @@ impl<'m> Generator<'m> {
             }
             cache => self.last_logits(&ids, len, windows, cache, band),
         }
+    }
+
+    /// The largest |Δ| between `cached` logits and the naive recompute's over the same windows.
+    fn naive_diff(
+        &self,
+        cached: &Tensor<2>,
+        windows: &Windows,
+        band: Option<usize>,
+    ) -> Result<f32> {
+        let naive = floats(self.prefill(windows, None, band)?)?;
+        Ok(max_abs_diff(&floats(cached.clone())?, &naive))
     }
 
     /// Logits after feeding the newest token: one cached step, or every window again.
@@ -357,5 +428,74 @@ impl<'m> Generator<'m> {
             });
         }
         Ok(ids.into_iter().map(|id| id as usize).collect())
+    }
+}
+
+/// Largest `|a[i] - b[i]|`. A NaN on either side counts as an infinite difference, so values
+/// that are not numbers can never pass as agreement, and so do slices of different lengths.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return f32::INFINITY;
+    }
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let diff = (x - y).abs();
+            if diff.is_nan() { f32::INFINITY } else { diff }
+        })
+        .fold(0.0, f32::max)
+}
+
+/// What every row's `on_token` hears of one step (the row and its token aside).
+struct Heard<'c> {
+    step: usize,
+    phase: Phase,
+    cache: Option<&'c KvCache>,
+    naive_diff: Option<f32>,
+}
+
+impl Heard<'_> {
+    /// Give each unfinished row its token `next[row]`, tell `on_token`, and mark the rows that
+    /// hit a stop sequence; `out.stopped` when `on_token` asked to stop.
+    fn hand_out(
+        &self,
+        next: &[usize],
+        finished: &mut [bool],
+        config: &GenerationConfig,
+        out: &mut Generation,
+        on_token: &mut dyn FnMut(&NewToken) -> ControlFlow<()>,
+    ) {
+        let vocab = out
+            .step_logits
+            .last()
+            .map_or(0, |logits| logits.len() / next.len());
+        for (row, &id) in next.iter().enumerate() {
+            if finished[row] {
+                continue;
+            }
+            out.tokens[row].push(id);
+            let logits = match config.record_logits {
+                true => out
+                    .step_logits
+                    .last()
+                    .map(|all| &all[row * vocab..(row + 1) * vocab]),
+                false => None,
+            };
+            let token = NewToken {
+                row,
+                id,
+                step: self.step,
+                phase: self.phase,
+                logits,
+                cache_len: self.cache.map_or(0, KvCache::len),
+                cache_bytes: self.cache.map_or(0, KvCache::memory_bytes),
+                naive_diff: self.naive_diff,
+            };
+            out.stopped |= on_token(&token).is_break();
+            finished[row] = config
+                .stop
+                .iter()
+                .any(|stop| out.tokens[row].ends_with(stop));
+        }
     }
 }

@@ -14,8 +14,11 @@ pub mod logits;
 pub mod sampler;
 pub mod window;
 
-pub use compare::{DecodingComparison, compare_decoding, max_abs_diff};
-pub use generator::{DecodeMode, Generation, GenerationConfig, GenerationStats, Generator};
+pub use compare::{DecodingComparison, compare_decoding};
+pub use generator::{
+    DecodeMode, Generation, GenerationConfig, GenerationStats, Generator, NewToken, Phase,
+    max_abs_diff,
+};
 pub use logits::{LogitRecord, logit_records};
 pub use sampler::{Sampler, SamplingConfig};
 pub use window::WindowPolicy;

@@ -15,10 +15,10 @@ use burn::config::Config;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use super::manifest::RunManifest;
+use super::manifest::{MANIFEST_FILE, RunManifest};
 use super::probe::{causality_probe, honest_loss};
 use crate::error::{Error, Result};
-use crate::fs::{DirLock, ensure_dir, remove_dir_if_present, remove_file_if_present, write_json};
+use crate::fs::{DirLock, ensure_dir, remove_file_if_present, write_json};
 use crate::generate::{DecodeMode, GenerationConfig, Generator, SamplingConfig};
 use crate::model::{Gpt, GptConfig, MaskMode};
 use crate::plot::{LossSeries, plot_losses};
@@ -161,9 +161,6 @@ pub enum DemoEvent<'a> {
     /// The model is trained; its honest loss, causality probe and samples are being measured
     /// (heard before the measurements, and again with every sampled token: a chance to stop).
     Measuring,
-    /// The model's directory held a checkpoint of another run (one that `force` replaced and
-    /// a crash cut short): it starts afresh.
-    Restarted,
 }
 
 /// The run directory's name for a model trained with `mode`.
@@ -198,29 +195,38 @@ pub fn run(
 ) -> Result<DemoSummary> {
     config.validate()?;
     let dataset = TextDataset::new(text, config.train.seq_len)?;
-    if !config.resume && !config.force {
-        refuse_to_overwrite(&config.out_dir)?;
-    }
-    ensure_dir(&config.out_dir)?;
-    let _lock = DirLock::acquire(&config.out_dir)?;
     let model = GptConfig {
         vocab_size: dataset.tokenizer().vocab_size(),
         ..config.model.clone()
     };
+    // Everything that can be known up front is checked before a file is touched.
+    check_memory(config, &model)?;
+    ensure_dir(&config.out_dir)?;
+    let _lock = DirLock::acquire(&config.out_dir)?;
+    let leaks: Vec<MaskMode> = config
+        .run_dirs()
+        .into_iter()
+        .skip(1)
+        .map(|(mode, _)| mode)
+        .collect();
     let requested = RunManifest::new(
         &model,
         &config.train,
+        &leaks,
         &dataset,
         &config.data_source,
         text.chars().count(),
     );
-    let (manifest, owned) = begin(config, requested)?;
+    let started = begin(config, requested)?;
+    let manifest = &started.manifest;
     let known_words = words_of(text);
 
     let mut reports = Vec::new();
     let mut histories: Vec<(String, Vec<EvalRecord>)> = Vec::new();
-    for (mode, run_dir) in config.run_dirs() {
+    let modes = std::iter::once(MaskMode::Causal).chain(manifest.leaks.iter().copied());
+    for mode in modes {
         let name = run_name(mode);
+        let run_dir = config.out_dir.join(&name);
         let mut hear = |event: DemoEvent| observer(&name, event);
         let stopped = |step| Error::Interrupted {
             path: run_dir.clone(),
@@ -230,9 +236,9 @@ pub fn run(
         if hear(DemoEvent::Training).is_break() {
             return Err(stopped(checkpoint::saved_step(&run_dir).unwrap_or(0)));
         }
-        let resume = resumes(config, owned.then_some(&manifest), &run_dir, &mut hear)?;
+        let resume = resumes(config, started.owned.then_some(manifest), &run_dir)?;
         let outcome = train_model(
-            &manifest,
+            manifest,
             mode,
             &dataset,
             &run_dir,
@@ -255,6 +261,10 @@ pub fn run(
         reports.push(report(&name, mode, &outcome, measured));
         histories.push((name, outcome.history));
     }
+    // A run from before manifests existed gets one once every model has accepted it.
+    if !started.owned {
+        manifest.write(&config.out_dir)?;
+    }
 
     let series: Vec<LossSeries> = histories
         .iter()
@@ -273,66 +283,112 @@ pub fn run(
     Ok(summary)
 }
 
+/// Refuse a run whose training or samples cannot fit in memory, naming the sizes.
+fn check_memory(config: &DemoConfig, model: &GptConfig) -> Result<()> {
+    let train = &config.train;
+    crate::memory::check_fits(
+        &format!(
+            "training with d_model {}, n_layers {}, batch_size {} and seq_len {}",
+            model.d_model, model.n_layers, train.batch_size, train.seq_len
+        ),
+        crate::memory::training_bytes(model, train.batch_size, train.seq_len),
+    )?;
+    let sample_bytes = crate::memory::forward_bytes(model, config.samples, train.seq_len)
+        + (config.samples as f64) * (config.sample_chars as f64) * 8.0;
+    crate::memory::check_fits(
+        &format!(
+            "drawing {} samples of sample_chars {}",
+            config.samples, config.sample_chars
+        ),
+        sample_bytes,
+    )
+}
+
+/// Where a run starts from (see [`begin`]).
+struct Started {
+    /// The manifest the run goes on with.
+    manifest: RunManifest,
+    /// Whether it is the run's own, written already: its models' checkpoints must agree with
+    /// it. `false` for a run written before manifests existed, held to each checkpoint instead.
+    owned: bool,
+}
+
 /// Start the run `requested` describes, as `config` says: resume it (held to the run's
 /// manifest, or, for a run written before manifests existed, to each model's checkpoint),
-/// replace it (`force`), or begin it. Returns the manifest the run goes on with, written to
-/// the output directory, and whether it is the run's own (its models' checkpoints must agree
-/// with it).
-fn begin(config: &DemoConfig, mut requested: RunManifest) -> Result<(RunManifest, bool)> {
+/// replace it (`force`), or begin it.
+///
+/// # Errors
+/// [`Error::RunExists`] or [`Error::OutputExists`] when a fresh run would replace what is
+/// there; [`Error::Checkpoint`] when resume finds nothing to resume or other settings.
+fn begin(config: &DemoConfig, mut requested: RunManifest) -> Result<Started> {
     let out = &config.out_dir;
     if config.resume {
-        let owned = match RunManifest::read(out)? {
-            Some(run) => {
-                requested.train = run.resume_with(&requested, out)?;
-                true
+        return match RunManifest::read(out)? {
+            Some(mut run) => {
+                if run.replacing {
+                    // A replacement a crash cut short: what it was removing is not this run's.
+                    remove_outputs(out)?;
+                    run.replacing = false;
+                }
+                let manifest = run.resume_with(&requested, out)?;
+                manifest.write(out)?;
+                Ok(Started {
+                    manifest,
+                    owned: true,
+                })
             }
-            None if model_dirs(out).iter().any(|dir| checkpoint::exists(dir)) => false,
-            None => {
-                return Err(Error::checkpoint(
-                    out,
-                    "nothing to resume here: no run.json and no model checkpoint; start the run \
-                     without resume (or check the directory's name)",
-                ));
-            }
+            None if model_dirs(out).iter().any(|dir| checkpoint::exists(dir)) => Ok(Started {
+                manifest: requested,
+                owned: false,
+            }),
+            None => Err(Error::checkpoint(
+                out,
+                "nothing to resume here: no run.json and no model checkpoint; start the run \
+                 without resume (or check the directory's name)",
+            )),
         };
-        requested.write(out)?;
-        return Ok((requested, owned));
     }
-    // The manifest first: a crash after it leaves the new run, whose stale models resume
-    // starts afresh.
-    requested.write(out)?;
     if config.force {
-        for dir in model_dirs(out) {
-            remove_dir_if_present(&dir)?;
-        }
-        for file in [SUMMARY_FILE, "loss.png"] {
-            remove_file_if_present(&out.join(file))?;
-        }
+        // Replace the run whole, in an order a crash cannot mix: say so first, then remove.
+        requested.replacing = true;
+        requested.write(out)?;
+        remove_outputs(out)?;
+        requested.replacing = false;
+    } else {
+        refuse_to_overwrite(out)?;
     }
-    Ok((requested, true))
+    requested.write(out)?;
+    Ok(Started {
+        manifest: requested,
+        owned: true,
+    })
 }
 
 /// Whether the model in `run_dir` resumes from its checkpoint. With a manifest of the run's
-/// own, a checkpoint it does not own (left by a replaced run) is removed and the model starts
-/// afresh.
-fn resumes(
-    config: &DemoConfig,
-    manifest: Option<&RunManifest>,
-    run_dir: &Path,
-    hear: &mut dyn FnMut(DemoEvent) -> ControlFlow<()>,
-) -> Result<bool> {
-    if !config.resume || !checkpoint::exists(run_dir) {
+/// own, its checkpoint must agree with it; a model never started starts afresh.
+///
+/// # Errors
+/// [`Error::Checkpoint`] for a checkpoint that is incomplete or not this run's.
+fn resumes(config: &DemoConfig, manifest: Option<&RunManifest>, run_dir: &Path) -> Result<bool> {
+    if !config.resume {
+        return Ok(false);
+    }
+    if !checkpoint::exists(run_dir) {
+        checkpoint::check_no_partial(run_dir)?;
         return Ok(false);
     }
     let Some(manifest) = manifest else {
         return Ok(true);
     };
-    if manifest.owns(&checkpoint::saved_state(run_dir)?) {
-        return Ok(true);
+    let saved = checkpoint::saved_state(run_dir)?;
+    if !manifest.owns(&saved) {
+        return Err(Error::checkpoint(
+            run_dir.join("checkpoint"),
+            "cannot resume: this checkpoint was not trained with the settings in run.json (was \
+             it edited, or copied from another run?); start afresh with force",
+        ));
     }
-    let _ = hear(DemoEvent::Restarted);
-    remove_dir_if_present(run_dir)?;
-    Ok(false)
+    Ok(true)
 }
 
 /// Every directory a model of a demo run can have in `out`, the causal one first.
@@ -341,6 +397,31 @@ fn model_dirs(out: &Path) -> Vec<PathBuf> {
         .into_iter()
         .map(|mode| out.join(run_name(mode)))
         .collect()
+}
+
+/// The files a demo run writes directly in its output directory.
+const RUN_FILES: [&str; 3] = [MANIFEST_FILE, SUMMARY_FILE, "loss.png"];
+
+/// Remove what a demo run wrote in `out` (its models' checkpoints, metrics and charts, the
+/// summary and chart), and nothing else: a file tinygpt does not write is left where it is, and
+/// a model directory that holds one stays.
+///
+/// # Errors
+/// [`Error::Io`] when something cannot be removed; [`Error::Checkpoint`] for a checkpoint
+/// directory that holds a file tinygpt did not write (removing it would lose that file).
+fn remove_outputs(out: &Path) -> Result<()> {
+    for dir in model_dirs(out) {
+        checkpoint::remove(&dir)?;
+        for file in [crate::train::METRICS_FILE, "loss.png", crate::fs::LOCK_FILE] {
+            remove_file_if_present(&dir.join(file))?;
+        }
+        // Only if empty: a file of the user's keeps its directory.
+        let _ = std::fs::remove_dir(&dir);
+    }
+    for file in [SUMMARY_FILE, "loss.png"] {
+        remove_file_if_present(&out.join(file))?;
+    }
+    Ok(())
 }
 
 /// Train (or resume, or find finished) the model of `mode` as the run's `manifest` says, in
@@ -387,7 +468,8 @@ fn train_model(
     Ok(outcome)
 }
 
-/// [`Error::RunExists`] for the first model directory in `out` that holds a checkpoint.
+/// [`Error::RunExists`] for the first model directory in `out` that holds a checkpoint, then
+/// [`Error::OutputExists`] for any other file a fresh run would write.
 fn refuse_to_overwrite(out: &Path) -> Result<()> {
     for run_dir in model_dirs(out) {
         if checkpoint::exists(&run_dir) {
@@ -398,7 +480,20 @@ fn refuse_to_overwrite(out: &Path) -> Result<()> {
             });
         }
     }
-    Ok(())
+    let taken = model_dirs(out)
+        .into_iter()
+        .filter(|dir| std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()))
+        .chain(
+            RUN_FILES
+                .iter()
+                .map(|file| out.join(file))
+                .filter(|path| path.exists()),
+        )
+        .next();
+    match taken {
+        Some(path) => Err(Error::OutputExists { path }),
+        None => Ok(()),
+    }
 }
 
 /// One model's row of the report: its last evaluation and what [`measure`] found.
@@ -469,7 +564,7 @@ fn measure(
         .with_sampling(config.sampling())
         .with_mode(DecodeMode::Naive);
     let generation =
-        Generator::new(model, device).generate(&prompts, &options, &mut |_, _| keep_going())?;
+        Generator::new(model, device).generate(&prompts, &options, &mut |_| keep_going())?;
     if generation.stopped {
         return Ok(None);
     }
@@ -560,12 +655,26 @@ pub fn verdict(reports: &[ModelReport]) -> String {
         } else {
             "showed no leak the probe could see"
         };
+        // "but" when the honest loss gives the lower training loss away, as a leak's does.
+        let connector = if leaky.honest_loss > causal.honest_loss {
+            "but"
+        } else {
+            "and"
+        };
+        let sentences = match leaky.sentence_validity {
+            Some(share) => format!("{} of its sentences are grammatical", pct(Some(share))),
+            None => "none of its samples completed a sentence".into(),
+        };
+        let causal_sentences = match causal.sentence_validity {
+            Some(share) => pct(Some(share)),
+            None => "none completed".into(),
+        };
         lines.push(format!(
             "{} {leaked}: its training loss is {lower} than the causal model's ({:.3} vs {:.3}), \
-             but predicting each token from the past only (honest loss) it scores {:.3} vs {:.3}; \
-             the probe saw later tokens change earlier logits at {}/{} positions (causal: {}/{}); \
-             {} of its generated words are real words (causal {}) and {} of its sentences are \
-             grammatical (causal {}).",
+             {connector} predicting each token from the past only (honest loss) it scores {:.3} \
+             vs {:.3}; the probe saw later tokens change earlier logits at {}/{} positions \
+             (causal: {}/{}); {} of its generated words are real words (causal {}) and \
+             {sentences} (causal {causal_sentences}).",
             leaky.name,
             leaky.train_loss,
             causal.train_loss,
@@ -577,8 +686,6 @@ pub fn verdict(reports: &[ModelReport]) -> String {
             causal.positions_probed,
             pct(Some(leaky.word_validity)),
             pct(Some(causal.word_validity)),
-            pct(leaky.sentence_validity),
-            pct(causal.sentence_validity),
         ));
     }
     if lines.is_empty() {

@@ -51,6 +51,13 @@ pub struct RunManifest {
     pub train: TrainConfig,
     /// The training text.
     pub data: DataRecord,
+    /// The leaky twins the run has trained or is training beside the causal model.
+    #[serde(default)]
+    pub leaks: Vec<MaskMode>,
+    /// Set while `force` removes the run this one replaces: a crash then leaves a manifest
+    /// that says so, and the next call finishes the removal before it trusts any checkpoint.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replacing: bool,
 }
 
 impl RunManifest {
@@ -59,6 +66,7 @@ impl RunManifest {
     pub fn new(
         model: &GptConfig,
         train: &TrainConfig,
+        leaks: &[MaskMode],
         dataset: &TextDataset,
         source: &str,
         characters: usize,
@@ -72,6 +80,8 @@ impl RunManifest {
                 sha256: dataset.text_sha256().to_string(),
                 characters,
             },
+            leaks: leaks.to_vec(),
+            replacing: false,
         }
     }
 
@@ -86,9 +96,36 @@ impl RunManifest {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(err) => return Err(Error::checkpoint_caused(&path, "cannot read", err)),
         };
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|err| Error::checkpoint_caused(&path, "damaged or truncated JSON", err))
+        let manifest: Self = serde_json::from_str(&text)
+            .map_err(|err| Error::checkpoint_caused(&path, "damaged or truncated JSON", err))?;
+        if manifest.format_version != FORMAT_VERSION {
+            return Err(Error::checkpoint(
+                &path,
+                format!(
+                    "written in format version {}, this build reads version {FORMAT_VERSION}",
+                    manifest.format_version
+                ),
+            ));
+        }
+        Ok(Some(manifest))
+    }
+
+    /// The training settings of the run in `out_dir`: its manifest's, or, for a run written
+    /// before manifests existed, its causal model's checkpoint's; `None` when there is no run.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] for a manifest or checkpoint state that cannot be read.
+    pub fn run_settings(out_dir: &Path) -> Result<Option<TrainConfig>> {
+        if let Some(manifest) = Self::read(out_dir)? {
+            return Ok(Some(manifest.train));
+        }
+        let causal = out_dir.join("causal");
+        if !crate::train::checkpoint::exists(&causal) {
+            return Ok(None);
+        }
+        Ok(crate::train::checkpoint::saved_state(&causal)?
+            .state
+            .train_config)
     }
 
     /// Write the manifest into `out_dir`, atomically.
@@ -99,12 +136,12 @@ impl RunManifest {
         write_json(&out_dir.join(MANIFEST_FILE), self)
     }
 
-    /// The settings this run goes on with when `requested` resumes it: `requested`'s, with
-    /// the run's own decay when more steps are asked for.
+    /// The manifest this run goes on with when `requested` resumes it: `requested`'s settings,
+    /// with the run's own decay when more steps are asked for, and every leaky twin of either.
     ///
     /// # Errors
     /// [`Error::Checkpoint`] naming every difference resume refuses (see the module docs).
-    pub fn resume_with(&self, requested: &Self, out_dir: &Path) -> Result<TrainConfig> {
+    pub fn resume_with(&self, requested: &Self, out_dir: &Path) -> Result<Self> {
         let mut refused = Vec::new();
         if requested.data.sha256 != self.data.sha256 {
             let (now, then) = (requested.model.vocab_size, self.model.vocab_size);
@@ -131,7 +168,21 @@ impl RunManifest {
             refused.push(message.clone());
         }
         match (refused.is_empty(), train) {
-            (true, Ok(train)) => Ok(train),
+            (true, Ok(train)) => {
+                let mut leaks = self.leaks.clone();
+                leaks.extend(
+                    requested
+                        .leaks
+                        .iter()
+                        .filter(|mode| !self.leaks.contains(mode)),
+                );
+                Ok(Self {
+                    train,
+                    leaks,
+                    replacing: false,
+                    ..requested.clone()
+                })
+            }
             _ => Err(Error::checkpoint(
                 out_dir.join(MANIFEST_FILE),
                 format!("cannot resume: {}", refused.join("; ")),

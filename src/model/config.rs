@@ -110,7 +110,7 @@ impl GptConfig {
             }
             if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
                 return Err(Error::Config(format!(
-                    "rope_theta ({}) must be a finite number above 1 (10000 is the usual base)",
+                    "rope_theta ({:e}) must be a finite number above 1 (10000 is the usual base)",
                     self.rope_theta
                 )));
             }

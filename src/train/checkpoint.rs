@@ -117,9 +117,9 @@ pub fn save(
     state: &TrainState,
     optimizer: Option<&ModuleOptimizer>,
 ) -> Result<()> {
-    let final_dir = run_dir.join(CHECKPOINT_DIR);
-    let tmp_dir = run_dir.join(format!("{CHECKPOINT_DIR}.tmp"));
-    let old_dir = run_dir.join(format!("{CHECKPOINT_DIR}.old"));
+    let [final_dir, tmp_dir, old_dir] = checkpoint_dirs(run_dir);
+    // The swap removes the old directories: first make sure they hold only checkpoint files.
+    check_only_checkpoint_files(&[&final_dir, &tmp_dir, &old_dir])?;
     remove_dir_if_present(&tmp_dir)?;
     ensure_dir(&tmp_dir)?;
     if let Err(err) = write_files(&tmp_dir, model, tokenizer, state, optimizer) {
@@ -134,6 +134,82 @@ pub fn save(
     }
     rename(&tmp_dir, &final_dir)?;
     remove_dir_if_present(&old_dir)
+}
+
+/// The checkpoint directory of `run_dir`, its temporary one and the one it replaces.
+fn checkpoint_dirs(run_dir: &Path) -> [PathBuf; 3] {
+    [
+        run_dir.join(CHECKPOINT_DIR),
+        run_dir.join(format!("{CHECKPOINT_DIR}.tmp")),
+        run_dir.join(format!("{CHECKPOINT_DIR}.old")),
+    ]
+}
+
+/// The files a checkpoint directory holds (and the hidden temporary files of their atomic
+/// writes, which a crash can leave).
+const CHECKPOINT_FILES: [&str; 5] = [
+    MODEL_FILE,
+    OPTIMIZER_FILE,
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    STATE_FILE,
+];
+
+/// Refuse when any of `dirs` holds a file a checkpoint does not: a save or a removal would
+/// take it with the directory.
+///
+/// # Errors
+/// [`Error::Checkpoint`] naming the file.
+fn check_only_checkpoint_files(dirs: &[&Path]) -> Result<()> {
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = CHECKPOINT_FILES.contains(&name.as_str()) || name.starts_with('.');
+            if !ours || entry.path().is_dir() {
+                return Err(Error::checkpoint(
+                    entry.path(),
+                    "is not a checkpoint file, and the checkpoint directory it is in gets \
+                     replaced when a checkpoint is written; move it out first",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Remove the checkpoint of `run_dir` (with its temporary and replaced directories), when
+/// they hold only checkpoint files.
+///
+/// # Errors
+/// [`Error::Checkpoint`] for a file that is not a checkpoint's; [`Error::Io`] when a
+/// directory cannot be removed.
+pub fn remove(run_dir: &Path) -> Result<()> {
+    let dirs = checkpoint_dirs(run_dir);
+    check_only_checkpoint_files(&dirs.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
+    dirs.iter().try_for_each(|dir| remove_dir_if_present(dir))
+}
+
+/// Refuse a checkpoint directory that holds files but no `state.json`: resuming cannot
+/// continue it, and starting afresh would replace it unasked.
+///
+/// # Errors
+/// [`Error::Checkpoint`] naming the directory.
+pub fn check_no_partial(run_dir: &Path) -> Result<()> {
+    let [dir, _, _] = checkpoint_dirs(run_dir);
+    let holds_files = std::fs::read_dir(&dir).is_ok_and(|mut entries| entries.next().is_some());
+    match holds_files {
+        true => Err(Error::checkpoint(
+            &dir,
+            format!(
+                "is incomplete: it has no {STATE_FILE}, so it cannot be resumed; restore the \
+                 file, or start afresh with force (which replaces it)"
+            ),
+        )),
+        false => Ok(()),
+    }
 }
 
 /// Every file of a checkpoint, into `dir`.
@@ -193,6 +269,20 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
         ));
     }
     let model_path = dir.join(MODEL_FILE);
+    config
+        .validate()
+        .map_err(|err| Error::checkpoint_caused(dir.join(CONFIG_FILE), "unusable config", err))?;
+    crate::memory::check_fits(
+        &format!(
+            "the model of {} (d_model {}, n_layers {}, max_seq_len {}, vocab_size {})",
+            dir.join(CONFIG_FILE).display(),
+            config.d_model,
+            config.n_layers,
+            config.max_seq_len,
+            config.vocab_size
+        ),
+        crate::memory::model_bytes(&config),
+    )?;
     let model = config
         .init(device)
         .map_err(|err| Error::checkpoint_caused(dir.join(CONFIG_FILE), "unusable config", err))?

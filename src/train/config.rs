@@ -135,6 +135,13 @@ fn check_learning_rates(peak: f64, minimum: f64) -> Result<()> {
             f32::MAX
         )));
     }
+    if minimum > 0.0 && minimum < f64::from(f32::MIN_POSITIVE) {
+        return Err(Error::Config(format!(
+            "min_learning_rate ({minimum:e}) is below what an f32 weight update can use ({:e}); \
+             raise learning_rate or min_learning_rate",
+            f32::MIN_POSITIVE
+        )));
+    }
     if !(minimum.is_finite() && (0.0..=peak).contains(&minimum)) {
         return Err(Error::Config(format!(
             "learning rates must be positive, finite numbers: min_learning_rate ({minimum}) \

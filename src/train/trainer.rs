@@ -387,6 +387,12 @@ fn resume_from(
              run in another directory",
         ));
     };
+    if saved.state.step > saved_config.steps {
+        return Err(refuse(format!(
+            "its state says step {} of a run of {} steps, which cannot be; the file is damaged",
+            saved.state.step, saved_config.steps
+        )));
+    }
     let config = &continued(saved_config, config).map_err(refuse)?;
     let optimizer = checkpoint::load_optimizer(&saved, new_optimizer(config))?;
     let history = read_metrics(run_dir)?

@@ -5,15 +5,20 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 
-/// The example binary `name`, built beside this test binary.
+/// The example binary `name`, built beside this test binary (or in `TINYGPT_EXAMPLES_DIR`,
+/// to hold another build to the same tests, e.g. one from before a fix).
 pub fn example(name: &str) -> Command {
-    let deps = std::env::current_exe().expect("the test binary's path");
-    let path = deps
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps")
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let dir = match std::env::var_os("TINYGPT_EXAMPLES_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let deps = std::env::current_exe().expect("the test binary's path");
+            deps.parent()
+                .and_then(Path::parent)
+                .expect("target/<profile>/deps")
+                .join("examples")
+        }
+    };
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         path.is_file(),
         "{} is missing: build the examples first (see the module docs)",
