@@ -63,6 +63,7 @@ fn run() -> anyhow::Result<()> {
             args.host
         );
     }
+    common::burn_default_device(&args.device);
     let device = tinygpt::device::device_by_name(&args.device).context("--device")?;
     let (causal, leaky) = match &args.checkpoint {
         Some(dir) => (

@@ -44,14 +44,24 @@ const shown = (text) => text.replace(/ /g, "␣").replace(/\n/g, "⏎");
 
 // ---- tabs ---------------------------------------------------------------------------------
 
+// The open tab is the address's fragment (`/#attention`), so a view can be linked to.
+function openTab(name) {
+  const button = document.querySelector(`#tabs button[data-tab="${name}"]`);
+  if (!button) return;
+  for (const other of document.querySelectorAll("#tabs button")) other.classList.remove("active");
+  for (const tab of document.querySelectorAll(".tab")) tab.classList.remove("active");
+  button.classList.add("active");
+  $("#" + name).classList.add("active");
+}
+
 for (const button of document.querySelectorAll("#tabs button")) {
   button.addEventListener("click", () => {
-    for (const other of document.querySelectorAll("#tabs button")) other.classList.remove("active");
-    for (const tab of document.querySelectorAll(".tab")) tab.classList.remove("active");
-    button.classList.add("active");
-    $("#" + button.dataset.tab).classList.add("active");
+    history.replaceState(null, "", "#" + button.dataset.tab);
+    openTab(button.dataset.tab);
   });
 }
+openTab(location.hash.slice(1));
+window.addEventListener("hashchange", () => openTab(location.hash.slice(1)));
 
 // ---- generate -----------------------------------------------------------------------------
 
@@ -334,30 +344,17 @@ $("#probe-leaky").addEventListener("click", () => probe("leaky"));
 
 // ---- failure gallery ----------------------------------------------------------------------
 
-// The exhibit's prompt and decode steps, to fit the causal model's context: the server's
-// defaults (`the old cat `, 24 steps) need a context of 36. The prompt's length differs from
-// the head width, or a transposed key would have the right shape and go unnoticed.
-function faultRequest(fault) {
-  const info = model("causal");
-  const context = info.max_seq_len;
-  let length = Math.max(2, Math.min(12, Math.floor(context / 2)));
-  if (length === info.head_dim) length = length > 2 ? length - 1 : length + 1;
-  const prompt = fitted("the old cat ", length);
-  const decode = Math.max(1, Math.min(24, context - Array.from(prompt).length));
-  return { fault, prompt, decode };
-}
-
 async function plantFault() {
   const box = $("#fault-result");
   box.replaceChildren(el("p", { class: "muted", text: "planting…" }));
   delete box.dataset.fault;
   try {
-    const request = faultRequest($("#fault-select").value);
-    const r = await api("/api/fault", request);
+    // The server fits the prompt and the decode steps to the model (see `POST /api/fault`).
+    const r = await api("/api/fault", { fault: $("#fault-select").value });
     const parts = [
       figure("symptom", r.symptom), figure("inspect first", r.inspect), figure("caught by", r.caught_by),
-      el("p", { class: "muted", text: `Planted into the causal model, on the prompt '${shown(request.prompt)}'` +
-        (r.parted ? `, then ${request.decode} tokens decoded both ways.` : ".") }),
+      el("p", { class: "muted", text: `Planted into the causal model, on the prompt '${shown(r.prompt)}'` +
+        (r.parted ? `, then ${r.decode} tokens decoded both ways.` : ".") }),
     ];
     if (r.refused) parts.push(el("p", { class: "label", text: "the crate refuses the call:" }), el("pre", { class: "error", text: r.refused }));
     if (r.probed) parts.push(figure("causality probe", `${r.probed[0]} / ${r.probed[1]} positions see the future`, `max |Δ logit| ${r.probed[2].toFixed(3)}`));

@@ -13,7 +13,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -69,6 +69,7 @@ pub fn router(explorer: Explorer) -> Router {
         .route("/api/fault", post(fault))
         .route("/api/generate", post(generate))
         .fallback(not_found)
+        .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app)
 }
@@ -265,6 +266,21 @@ async fn generate(
     });
     let stream = ReceiverStream::new(received).map(Ok::<_, Infallible>);
     Sse::new(stream).into_response()
+}
+
+/// A known route asked with the other method (`GET` for `POST` or back).
+async fn wrong_method(method: Method, uri: Uri) -> Response {
+    let path = uri.path();
+    let post = format!("POST {path}");
+    let wanted = if super::API.iter().any(|(route, _)| *route == post) {
+        "POST"
+    } else {
+        "GET"
+    };
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{path} takes {wanted}, not {method}; GET /api lists the routes"),
+    )
 }
 
 async fn not_found(uri: Uri) -> Response {

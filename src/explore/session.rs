@@ -13,7 +13,7 @@ use crate::generate::{
     DecodeMode, GenerationConfig, Generator, NewToken, Phase, SamplingConfig, WindowPolicy,
 };
 use crate::leak::{causality_probe, honest_loss};
-use crate::model::{ForwardOptions, Gpt, MaskMode, ShapeTrace};
+use crate::model::{Fault, ForwardOptions, Gpt, MaskMode, ShapeTrace};
 use crate::text::{Batch, CharTokenizer};
 use crate::train::teacher_forced_loss;
 
@@ -248,16 +248,15 @@ pub struct Leak {
 pub struct FaultRequest {
     /// The exhibit's name (`transposed-key`, `stale-cache`, `mask-unmasked`, ...).
     pub fault: String,
-    /// The prompt it runs on (default `the old cat `, or the vocabulary's first characters).
+    /// The prompt it runs on. By default `the old cat ` (or the vocabulary's first characters),
+    /// cut to fit the context and, for the shape exhibits, to a length other than the head
+    /// width (at that length a transposed key has the right shape and goes unnoticed).
     #[serde(default)]
     pub prompt: Option<String>,
-    /// Tokens decoded after the prompt for the cache exhibits.
-    #[serde(default = "default_fault_tokens")]
-    pub decode: usize,
-}
-
-fn default_fault_tokens() -> usize {
-    24
+    /// Tokens decoded after the prompt for the cache exhibits; by default up to 24, as many as
+    /// the context leaves.
+    #[serde(default)]
+    pub decode: Option<usize>,
 }
 
 /// What an exhibit showed.
@@ -265,6 +264,10 @@ fn default_fault_tokens() -> usize {
 pub struct FaultShown {
     /// The exhibit.
     pub name: String,
+    /// The prompt it ran on.
+    pub prompt: String,
+    /// Tokens decoded after it (cache exhibits).
+    pub decode: usize,
     /// What a learner sees first.
     pub symptom: String,
     /// What to inspect first.
@@ -565,8 +568,11 @@ impl Explorer {
     /// characters, or unknown characters.
     pub fn leak(&self, request: &LeakRequest) -> Result<Leak, ApiError> {
         let leaky = self.model(Which::Leaky)?;
-        if request.max_new_tokens > MAX_NEW_TOKENS {
-            return bad(format!("max_new_tokens must be at most {MAX_NEW_TOKENS}"));
+        if request.max_new_tokens == 0 || request.max_new_tokens > MAX_NEW_TOKENS {
+            return bad(format!(
+                "max_new_tokens must be from 1 to {MAX_NEW_TOKENS}, got {}",
+                request.max_new_tokens
+            ));
         }
         let side = |loaded: &Loaded| -> Result<LeakSide, ApiError> {
             // Inputs and targets are the text shifted by one: each at most a context long.
@@ -580,8 +586,7 @@ impl Explorer {
             };
             let model = &loaded.model;
             let probe = causality_probe(model, &batch.inputs, &self.device).map_err(internal)?;
-            let config =
-                GenerationConfig::new(request.max_new_tokens.max(1)).with_mode(DecodeMode::Naive);
+            let config = GenerationConfig::new(request.max_new_tokens).with_mode(DecodeMode::Naive);
             let generated = Generator::new(model, &self.device)
                 .generate_all(std::slice::from_ref(&batch.inputs), &config)
                 .map_err(internal)?;
@@ -609,23 +614,12 @@ impl Explorer {
         let exhibit = Exhibit::from_name(&request.fault)
             .map_err(|err| ApiError::BadRequest(err.to_string()))?;
         let loaded = &self.causal;
-        let context = loaded.model.config().max_seq_len;
-        let prompt = match &request.prompt {
-            Some(prompt) => prompt.clone(),
-            None => default_fault_prompt(&loaded.tokenizer),
-        };
-        let ids = encode(loaded, &prompt)?;
-        if ids.len() < 2 || ids.len() + request.decode > context || request.decode == 0 {
-            return bad(format!(
-                "the prompt needs at least 2 characters and, with decode ({}), at most {context} \
-                 in all; decode at least 1",
-                request.decode
-            ));
-        }
-        let outcome =
-            show(exhibit, &loaded.model, &ids, request.decode, &self.device).map_err(internal)?;
+        let (prompt, ids, decode) = fault_inputs(loaded, exhibit, request)?;
+        let outcome = show(exhibit, &loaded.model, &ids, decode, &self.device).map_err(internal)?;
         let mut shown = FaultShown {
             name: exhibit.name(),
+            prompt: prompt.clone(),
+            decode,
             symptom: exhibit.symptom().into(),
             inspect: exhibit.inspect().into(),
             caught_by: exhibit.caught_by().into(),
@@ -829,13 +823,73 @@ fn top_tokens(loaded: &Loaded, logits: &[f32], k: usize) -> Vec<(String, f32)> {
         .collect()
 }
 
-/// `the old cat ` where the vocabulary has its characters, else its first twelve.
-fn default_fault_prompt(tokenizer: &CharTokenizer) -> String {
-    let preferred = "the old cat ";
-    match tokenizer.encode(preferred) {
-        Ok(_) => preferred.into(),
-        Err(_) => tokenizer.chars().iter().cycle().take(12).collect(),
+/// The prompt (text and ids) and decode steps an exhibit runs on: the request's, checked, or
+/// defaults that fit the model.
+fn fault_inputs(
+    loaded: &Loaded,
+    exhibit: Exhibit,
+    request: &FaultRequest,
+) -> Result<(String, Vec<usize>, usize), ApiError> {
+    let config = loaded.model.config();
+    let (context, head_dim) = (config.max_seq_len, config.head_dim());
+    if context < 3 {
+        return bad(format!(
+            "the gallery needs a context of at least 3 tokens (a prompt of 2 and one decoded); \
+             this model's is {context}"
+        ));
     }
+    let shape_fault = matches!(
+        exhibit,
+        Exhibit::Fault(Fault::TransposedKey | Fault::MissingMerge)
+    );
+    let prompt = match &request.prompt {
+        Some(prompt) => prompt.clone(),
+        None => {
+            // Half the context at most, so decoding has room; never the head width.
+            let mut length = (context / 2).clamp(2, 12);
+            if shape_fault && length == head_dim {
+                length = if length > 2 { length - 1 } else { length + 1 };
+            }
+            default_fault_prompt(&loaded.tokenizer, length)
+        }
+    };
+    let ids = encode(loaded, &prompt)?;
+    if ids.len() < 2 || ids.len() >= context {
+        return bad(format!(
+            "the prompt has {} characters; the gallery needs from 2 to {} (the context, {context}, \
+             less one to decode)",
+            ids.len(),
+            context - 1
+        ));
+    }
+    if shape_fault && ids.len() == head_dim {
+        return bad(format!(
+            "a prompt of {head_dim} characters, the head width, would hide the {} fault (the \
+             wrong product has the right shape); use a prompt of another length",
+            request.fault
+        ));
+    }
+    let room = context - ids.len();
+    let decode = request.decode.unwrap_or(room.min(24));
+    if decode == 0 || decode > room {
+        return bad(format!(
+            "decode must be from 1 to {room} (the context, {context}, less the prompt's {} \
+             tokens), got {decode}",
+            ids.len()
+        ));
+    }
+    Ok((prompt, ids, decode))
+}
+
+/// `length` characters of `the old cat ` where the vocabulary has them, else of the
+/// vocabulary's own characters.
+fn default_fault_prompt(tokenizer: &CharTokenizer, length: usize) -> String {
+    let preferred = "the old cat ";
+    let source: Vec<char> = match tokenizer.encode(preferred) {
+        Ok(_) => preferred.chars().collect(),
+        Err(_) => tokenizer.chars().to_vec(),
+    };
+    source.iter().cycle().take(length).collect()
 }
 
 /// A failure of the model itself (a checked request should not cause one).
