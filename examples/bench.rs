@@ -3,7 +3,11 @@
 //! then one JSON object per figure; `--json` prints only the JSON lines.
 //!
 //! `cargo run --release --example bench -- [--quick] [--json] [--device NAME] [--kv-heads N]
-//! [--position rope]`
+//! [--position rope] [--preset gpt2-small]`
+//!
+//! `--preset gpt2-small` measures GPT-2 small's shape instead (random weights, 124M
+//! parameters): prefill of 128 tokens, cached decoding at contexts 512 and 1024, the weights'
+//! and the cache's bytes and the process's peak memory.
 //!
 //! Timing: each workload runs `warmup` times untimed, then `repeats` times timed one by one;
 //! the figure is from the median run. `scripts/pytorch_bench.py` times PyTorch the same way.
@@ -16,7 +20,9 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 use serde::Serialize;
-use tinygpt::bench::{CONTEXTS, Decoder, PREFILL, TRAIN_SEQ, TrainStep, VOCAB, model_config};
+use tinygpt::bench::{
+    CONTEXTS, Decoder, PREFILL, TRAIN_SEQ, TrainStep, VOCAB, gpt2_small, model_config,
+};
 use tinygpt::{GptConfig, PositionScheme};
 
 #[derive(Parser)]
@@ -45,6 +51,9 @@ struct Args {
     /// Position scheme of the model: learned (the default) or rope.
     #[arg(long, default_value = "learned")]
     position: PositionScheme,
+    /// Measure a preset model instead: gpt2-small (GPT-2's 124M-parameter shape).
+    #[arg(long, value_parser = ["gpt2-small"], conflicts_with_all = ["kv_heads", "only"])]
+    preset: Option<String>,
 }
 
 impl Args {
@@ -127,6 +136,9 @@ fn measure(args: &Args) -> anyhow::Result<()> {
         train_repeats: if args.quick { 2 } else { 10 },
         table: !args.json,
     };
+    if args.preset.is_some() {
+        return measure_gpt2_small(&plan, &device, &args.device);
+    }
     let model = args.model(CONTEXTS[CONTEXTS.len() - 1]);
     plan.say(format!(
         "tinygpt bench: backend {}; model D=128 H=4 H_kv={} L=4 V={VOCAB}, {} positions; median \
@@ -168,6 +180,78 @@ fn measure(args: &Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(figure)?);
     }
     Ok(())
+}
+
+/// The `gpt2-small` preset: prefill, cached decoding at 512 and 1,024, bytes and peak memory.
+fn measure_gpt2_small(
+    plan: &Plan,
+    device: &burn::tensor::Device,
+    name: &str,
+) -> anyhow::Result<()> {
+    let config = gpt2_small();
+    let parameters = tinygpt::memory::parameters(&config);
+    plan.say(format!(
+        "tinygpt bench, gpt2-small: backend {}; V={} D={} H={} L={}, {} positions, {:.1}M \
+         parameters (random); median of {} runs after {} warm-up",
+        tinygpt::device::describe(name, device),
+        config.vocab_size,
+        config.d_model,
+        config.n_heads,
+        config.n_layers,
+        config.max_seq_len,
+        parameters / 1e6,
+        plan.repeats,
+        plan.warmup
+    ));
+    let mut decoder = Decoder::with_config(&config, device)?;
+    let mut figures = vec![Figure::new("weights_bytes", None, None, parameters * 4.0)];
+    figures.push(prefill(plan, &mut decoder)?);
+    plan.say(format!(
+        "\n{:>8} {:>14} {:>12} {:>12}",
+        "context", "cached tok/s", "KV bytes", "2LBHkvDhS4"
+    ));
+    for context in [512, 1024] {
+        decoder.fill(context - 1)?;
+        let cached =
+            1.0 / median_seconds(plan.warmup, plan.repeats, || decoder.cached_step(context))?;
+        decoder.fill(context)?;
+        let measured = decoder.cache_bytes();
+        let formula =
+            (2 * config.n_layers * config.kv_heads() * config.head_dim() * context * 4) as f64;
+        plan.say(format!(
+            "{context:>8} {cached:>14.1} {measured:>12} {formula:>12.0}"
+        ));
+        figures.push(Figure::new(
+            "decode_tokens_per_s",
+            Some("cached"),
+            Some(context),
+            cached,
+        ));
+        figures.push(Figure {
+            formula: Some(formula),
+            ..Figure::new("kv_cache_bytes", None, Some(context), measured as f64)
+        });
+    }
+    if let Some(peak) = peak_rss_bytes() {
+        plan.say(format!(
+            "\npeak memory (VmHWM): {:.0} MiB",
+            peak / (1 << 20) as f64
+        ));
+        figures.push(Figure::new("peak_rss_bytes", None, None, peak));
+    }
+    plan.say(String::new());
+    for figure in &figures {
+        println!("{}", serde_json::to_string(figure)?);
+    }
+    Ok(())
+}
+
+/// The process's peak resident memory (Linux's `VmHWM`), if the system says.
+fn peak_rss_bytes() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024.0)
 }
 
 fn training(

@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Parser;
 use tinygpt::faults::{Divergence, Exhibit, Outcome, divergence, show};
-use tinygpt::text::{BUNDLED_CORPUS, CharTokenizer, TextDataset};
+use tinygpt::text::{BUNDLED_CORPUS, TextDataset, Tokenizer};
 use tinygpt::train::{TrainConfig, checkpoint, train};
 use tinygpt::{Gpt, GptConfig};
 
@@ -143,7 +143,7 @@ fn run() -> anyhow::Result<()> {
 }
 
 /// Print what `outcome` shows a learner; return it in one line for the table.
-fn describe(outcome: &Outcome, tokenizer: &CharTokenizer, prompt: &str) -> String {
+fn describe(outcome: &Outcome, tokenizer: &Tokenizer, prompt: &str) -> String {
     match outcome {
         Outcome::Refused(err) => {
             println!("the crate refuses the call:\n  {err}");
@@ -166,7 +166,7 @@ fn describe(outcome: &Outcome, tokenizer: &CharTokenizer, prompt: &str) -> Strin
     }
 }
 
-fn describe_divergence(divergence: &Divergence, tokenizer: &CharTokenizer, prompt: &str) -> String {
+fn describe_divergence(divergence: &Divergence, tokenizer: &Tokenizer, prompt: &str) -> String {
     let lens = |lens: &[usize]| {
         let shown: Vec<String> = lens.iter().map(usize::to_string).collect();
         shown.join(" ")
@@ -242,7 +242,7 @@ impl Drop for Scratch {
 }
 
 /// The checkpoint's model, or a small model trained now on the bundled corpus.
-fn model(args: &Args, device: &burn::tensor::Device) -> anyhow::Result<(Gpt, CharTokenizer)> {
+fn model(args: &Args, device: &burn::tensor::Device) -> anyhow::Result<(Gpt, Tokenizer)> {
     if let Some(path) = &args.checkpoint {
         let loaded = checkpoint::load(path, device).context("--checkpoint")?;
         return Ok((loaded.model, loaded.tokenizer));

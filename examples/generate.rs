@@ -25,6 +25,7 @@ use tinygpt::generate::{
     logit_records,
 };
 use tinygpt::plot::attention_heatmap;
+use tinygpt::text::Utf8Stream;
 use tinygpt::train::checkpoint::{self, Checkpoint};
 
 #[derive(Parser)]
@@ -275,11 +276,13 @@ fn stream(
         .with_record_logits(args.logits.is_some());
     let mut out = std::io::stdout().lock();
     let _ = write!(out, "{}", args.prompt);
+    // A byte-level token can end inside a character: print only what is complete.
+    let mut utf8 = Utf8Stream::new();
     let generation = Generator::new(&checkpoint.model, device).generate(
         &[prompt.to_vec()],
         &config,
         &mut |token| {
-            let _ = write!(out, "{}", tokenizer.decode(&[token.id]));
+            let _ = write!(out, "{}", utf8.push(&tokenizer.token_bytes(token.id)));
             let _ = out.flush();
             match common::interrupted() {
                 true => ControlFlow::Break(()),
@@ -287,7 +290,7 @@ fn stream(
             }
         },
     )?;
-    let _ = writeln!(out);
+    let _ = writeln!(out, "{}", utf8.finish());
     if let Some(path) = &args.logits {
         write_logits(path, prompt, &generation, args.logits_top, checkpoint)?;
     }
@@ -329,7 +332,7 @@ fn write_logits(
     let tokenizer = &checkpoint.tokenizer;
     let mut lines = String::new();
     for mut record in logit_records(prompt, generation, top_k) {
-        record.text = Some(tokenizer.decode(&[record.token]));
+        record.text = Some(tokenizer.token_text(record.token));
         lines.push_str(&serde_json::to_string(&record)?);
         lines.push('\n');
     }

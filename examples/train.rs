@@ -2,7 +2,8 @@
 //! why the leaky one's lower training loss is a lie.
 //!
 //! `cargo run --release --example train -- [--leak unmasked|flipped|off-by-one|after-softmax|all|off]
-//!  [--data PATH] [--out DIR] [--steps N] [--device NAME] [--quiet] [--resume | --force]`
+//!  [--data PATH] [--tokenizer char|bpe|gpt2] [--vocab-size N] [--out DIR] [--steps N]
+//!  [--device NAME] [--quiet] [--resume | --force]`
 //!
 //! `--resume` continues the run in `--out` with the settings it was started with (kept in
 //! `DIR/run.json`); more `--steps` may be asked for. Settings derived from the step count
@@ -18,7 +19,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Parser;
 use tinygpt::leak::{self, DemoConfig, DemoSummary, RunManifest, SUMMARY_FILE};
-use tinygpt::text::{BUNDLED_CORPUS, read_text};
+use tinygpt::text::{BUNDLED_CORPUS, TokenizerSpec, read_text};
 use tinygpt::train::{ClipScope, TrainConfig};
 use tinygpt::{GptConfig, MaskMode, PositionScheme};
 
@@ -32,6 +33,13 @@ struct Args {
     /// UTF-8 text to train on (default: the bundled toy corpus, see data/README.md).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Tokenizer built from the text: char (one token per character), bpe (byte-level BPE
+    /// trained on the text, --vocab-size tokens) or gpt2 (GPT-2's 50,257 tokens).
+    #[arg(long, default_value = "char", value_parser = ["char", "bpe", "gpt2"])]
+    tokenizer: String,
+    /// Tokens of the bpe tokenizer (at least 256, the bytes). Default: 512.
+    #[arg(long)]
+    vocab_size: Option<usize>,
     /// Directory for the runs: DIR/causal, DIR/leak-<mode>, DIR/summary.json, DIR/loss.png.
     #[arg(long, default_value = "runs")]
     out: PathBuf,
@@ -86,7 +94,7 @@ struct Args {
     /// Generated samples per model.
     #[arg(long, default_value_t = 20)]
     samples: usize,
-    /// Characters per generated sample.
+    /// Tokens per generated sample (characters, with --tokenizer char).
     #[arg(long, default_value_t = 200)]
     sample_chars: usize,
     /// Sampling temperature for the samples.
@@ -117,6 +125,8 @@ fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     common::burn_default_device(&args.device);
     let leaks = parse_leaks(&args.leak)?;
+    let tokenizer = TokenizerSpec::new(&args.tokenizer, args.vocab_size)
+        .map_err(|err| anyhow::anyhow!("--tokenizer, --vocab-size: {err}"))?;
     let temperature = common::f32_flag("--temperature", args.temperature)?;
     let grad_clip = common::f32_flag("--grad-clip", args.grad_clip)?;
     let (text, grammar_check) = match &args.data {
@@ -137,7 +147,8 @@ fn run() -> anyhow::Result<()> {
         temperature,
         grad_clip,
         run.as_ref(),
-    );
+    )
+    .with_tokenizer(tokenizer);
     // Settings are checked before any training, so a typo costs seconds, not a trained model.
     config.validate().map_err(flag_error)?;
     let device = tinygpt::device::device_by_name(&args.device).context("--device")?;
@@ -150,8 +161,8 @@ fn run() -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .join(", ");
     println!(
-        "backend {}; training on {source} ({} characters); models: {models}; {} steps each, \
-         batch {} x {} tokens, D={} H={} H_kv={} L={}, {} positions",
+        "backend {}; training on {source} ({} characters, {tokenizer} tokenizer); models: \
+         {models}; {} steps each, batch {} x {} tokens, D={} H={} H_kv={} L={}, {} positions",
         tinygpt::device::describe(&args.device, &device),
         text.chars().count(),
         args.steps,
@@ -187,7 +198,8 @@ fn run() -> anyhow::Result<()> {
 }
 
 /// The flag (or flags) behind each setting the library names in its messages.
-const FLAGS: [(&str, &str); 23] = [
+const FLAGS: [(&str, &str); 24] = [
+    ("tokenizer", "--tokenizer"),
     ("steps", "--steps"),
     ("decay_steps", "--steps"),
     ("seed", "--seed"),
@@ -357,16 +369,26 @@ fn demo_config(
 fn print_summary(summary: &DemoSummary) {
     let pct = |x: Option<f64>| x.map_or("  n/a".to_string(), |v| format!("{:>4.0}%", 100.0 * v));
     println!(
-        "\n{:<20} {:>10} {:>9} {:>11} {:>12} {:>7} {:>10} {:>7}",
-        "model", "train loss", "val loss", "honest loss", "causality", "words", "sentences", "time"
+        "\n{:<20} {:>10} {:>9} {:>11} {:>16} {:>12} {:>7} {:>10} {:>7}",
+        "model",
+        "train loss",
+        "val loss",
+        "honest loss",
+        "bits/char t/v/h",
+        "causality",
+        "words",
+        "sentences",
+        "time"
     );
     for m in &summary.models {
+        let [train, val, honest] = m.bits_per_char;
         println!(
-            "{:<20} {:>10.3} {:>9.3} {:>11.3} {:>12} {:>7} {:>10} {:>6.0}s",
+            "{:<20} {:>10.3} {:>9.3} {:>11.3} {:>16} {:>12} {:>7} {:>10} {:>6.0}s",
             m.name,
             m.train_loss,
             m.val_loss,
             m.honest_loss,
+            format!("{train:.2}/{val:.2}/{honest:.2}"),
             format!("{}/{} leak", m.causality_violations, m.positions_probed),
             pct(Some(m.word_validity)),
             pct(m.sentence_validity),

@@ -5,6 +5,7 @@ Run by hand from the crate root (needs `torch`; CI does not run it):
     python3 scripts/pytorch_bench.py            # runs tinygpt's bench example, then PyTorch
     python3 scripts/pytorch_bench.py --quick    # a short smoke run of both
     python3 scripts/pytorch_bench.py --pytorch-only
+    python3 scripts/pytorch_bench.py --preset gpt2-small   # GPT-2 small in transformers instead
 
 Each round runs `cargo run --release --example bench -- --json` (tinygpt on its default
 backend), then the same workloads in PyTorch with `torch.set_num_threads(--threads)`, and
@@ -24,12 +25,22 @@ V=64. The workloads mirror `benches/workloads.rs`:
 
 inference under `torch.inference_mode()`. Each runs `warmup` times untimed, then `repeats`
 times timed one by one; the figure is from the median run, as in tinygpt's bench example.
+
+`--preset gpt2-small` (needs `transformers`) times Hugging Face's own `GPT2LMHeadModel` with
+GPT-2 small's configuration (124M parameters, 1024 positions, random weights, eager attention)
+instead, against the bench example run with `--preset gpt2-small`: prefill of 128 tokens and
+cached decode at contexts 512 and 1024 (no training, no naive decode), plus `weights_bytes`,
+`kv_cache_bytes` at each context and the process's `peak_rss_bytes`. For those byte figures
+the ratio above 1 means tinygpt holds more. A figure only one side gives is shown with `-` on
+the other.
 """
 
 import argparse
+import inspect
 import json
 import math
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -42,6 +53,7 @@ from torch import nn
 VOCAB, D_MODEL, N_HEADS, N_LAYERS = 64, 128, 4, 4
 TRAIN_BATCH, TRAIN_SEQ, PREFILL = 32, 128, 128
 CONTEXTS = [128, 512, 2048]
+GPT2_CONTEXTS = [512, 1024]
 
 
 class Attention(nn.Module):
@@ -114,14 +126,19 @@ class Gpt(nn.Module):
         return [(torch.zeros(shape), torch.zeros(shape)) for _ in self.blocks]
 
 
-def median_seconds(warmup, repeats, work):
+def median_seconds(warmup, repeats, work, reset=None):
+    """Median time of `work`; `reset`, if given, runs untimed after every call."""
     for _ in range(warmup):
         work()
+        if reset:
+            reset()
     times = []
     for _ in range(max(repeats, 1)):
         start = time.perf_counter()
         work()
         times.append(time.perf_counter() - start)
+        if reset:
+            reset()
     return sorted(times)[len(times) // 2]
 
 
@@ -179,7 +196,85 @@ def pytorch_figures(plan):
     return figures
 
 
-def tinygpt_figures(quick, binary=None, device="default"):
+def peak_rss_bytes():
+    """This process's peak resident set so far (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def unique_bytes(tensors):
+    """Bytes of distinct storages (a tied head shares `wte`'s and counts once)."""
+    seen = {}
+    for tensor in tensors:
+        seen[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+    return sum(seen.values())
+
+
+def cache_tensors(cache):
+    """The key and value tensors of a transformers cache, new (`.layers`) or legacy (tuples)."""
+    if hasattr(cache, "layers"):
+        return [t for layer in cache.layers for t in (layer.keys, layer.values)]
+    return [t for layer in cache for t in layer[:2]]
+
+
+def gpt2_small_figures(plan):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(1)
+    generator = torch.Generator().manual_seed(2)
+    figures = []
+    config = GPT2Config(attn_implementation="eager")
+    model = GPT2LMHeadModel(config).eval()
+    vocab, positions = config.vocab_size, config.n_positions
+    parameters = set(inspect.signature(model.forward).parameters)
+    # transformers 5 renames `past_key_values` to `cache` (the old name warns until 5.40).
+    cache_arg = "cache" if "cache" in parameters else "past_key_values"
+    # Only the last position's logits, as tinygpt's prefill and decode return them.
+    last_only = dict(logits_to_keep=1) if "logits_to_keep" in parameters else {}
+
+    def forward(tokens, cache=None):
+        """Last position's next token (argmax of its logits: 50257 of them are too many to
+        turn into a Python list without that dominating a decode step) and the cache."""
+        out = model(tokens, use_cache=True, **{cache_arg: cache}, **last_only)
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        return out.logits[0, -1].argmax().item(), cache
+
+    figures.append(dict(metric="weights_bytes", value=unique_bytes(model.state_dict().values())))
+    ids = torch.randint(0, vocab, (1, positions), generator=generator)
+    with torch.inference_mode():
+        # A fresh DynamicCache each time: the prompt goes into an empty cache.
+        prefill = lambda: forward(ids[:, :PREFILL])[0]
+        seconds = median_seconds(plan["warmup"], plan["repeats"], prefill)
+        figures.append(dict(metric="prefill_tokens_per_s", value=PREFILL / seconds))
+        for context in GPT2_CONTEXTS:
+            _, cache = forward(ids[:, : context - 1])
+            assert cache.get_seq_length() == context - 1
+            # Timed: one forward of the token at position context - 1 against the context - 1
+            # cached positions, its logits' argmax fetched. HF's DynamicCache grows by
+            # concatenation, so the step includes copying the cache into one a position
+            # longer, as every HF decode step does. Untimed after it: `crop(-1)` drops that
+            # position again (a view, no copy), so every timed step starts from context - 1.
+            step = lambda: forward(ids[:, context - 1 : context], cache)[0]
+            rewind = lambda: cache.crop(-1)
+            step()
+            kv_bytes = sum(t.nbytes for t in cache_tensors(cache))
+            rewind()
+            cached = 1 / median_seconds(plan["warmup"], plan["repeats"], step, rewind)
+            assert cache.get_seq_length() == context - 1
+            figures.append(
+                dict(metric="decode_tokens_per_s", mode="cached", context=context, value=cached)
+            )
+            # 2·L·B·H·Dh·S·4, as tinygpt's bench prints beside its measured figure.
+            formula = 2 * config.n_layer * config.n_embd * context * 4
+            figures.append(
+                dict(metric="kv_cache_bytes", context=context, value=kv_bytes, formula=formula)
+            )
+            del cache
+    figures.append(dict(metric="peak_rss_bytes", value=peak_rss_bytes()))
+    return figures
+
+
+def tinygpt_figures(quick, binary=None, device="default", preset=None):
     if binary:
         command = [binary, "--json"]
     else:
@@ -187,6 +282,8 @@ def tinygpt_figures(quick, binary=None, device="default"):
     command += ["--device", device]
     if quick:
         command.append("--quick")
+    if preset:
+        command += ["--preset", preset]
     print("running:", " ".join(command), file=sys.stderr)
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
@@ -196,14 +293,27 @@ def key(figure):
     return (figure["metric"], figure.get("mode"), figure.get("context"))
 
 
+BYTE_METRICS = {"weights_bytes", "kv_cache_bytes", "peak_rss_bytes"}
+
+
 def label(figure):
     metric, mode, context = key(figure)
     names = dict(
         train_tokens_per_s="training tokens/s",
         prefill_tokens_per_s="prefill tokens/s",
         decode_tokens_per_s=f"decode tokens/s, {mode}, context {context}",
+        weights_bytes="weights MiB",
+        kv_cache_bytes=f"KV cache MiB, context {context}",
+        peak_rss_bytes="peak RSS MiB",
     )
-    return names[metric]
+    if metric in names:
+        return names[metric]
+    return ", ".join(str(part) for part in key(figure) if part is not None)
+
+
+def shown(figure_key, value):
+    """A figure's value as the table gives it: bytes in MiB, rates as they are."""
+    return value / 2**20 if figure_key[0] in BYTE_METRICS else value
 
 
 def spread(ratios):
@@ -229,8 +339,14 @@ def main():
     parser.add_argument(
         "--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)"
     )
+    parser.add_argument(
+        "--preset",
+        choices=["gpt2-small"],
+        help="time this model instead (gpt2-small: transformers' GPT2LMHeadModel, 124M)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    workloads = pytorch_figures if args.preset is None else gpt2_small_figures
     plan = (
         dict(warmup=1, repeats=3, train_repeats=2)
         if args.quick
@@ -243,30 +359,42 @@ def main():
     rounds = []
     for round_ in range(args.rounds):
         print(f"round {round_ + 1} of {args.rounds}", file=sys.stderr)
-        ours = {} if args.pytorch_only else {key(f): f for f in tinygpt_figures(args.quick, args.bench_binary, args.device)}
-        theirs = {key(f): f for f in pytorch_figures(plan)}
+        ours = {} if args.pytorch_only else {
+            key(f): f
+            for f in tinygpt_figures(args.quick, args.bench_binary, args.device, args.preset)
+        }
+        theirs = {key(f): f for f in workloads(plan)}
         rounds.append((ours, theirs))
 
-    last_theirs = rounds[-1][1]
+    # PyTorch's figures in its order, then any only tinygpt gave; either side may lack one.
+    figures = {}
+    for ours, theirs in rounds:
+        for figure_key, figure in [*theirs.items(), *ours.items()]:
+            figures.setdefault(figure_key, figure)
+    figures = dict(sorted(figures.items(), key=lambda item: item[0] not in rounds[-1][1]))
     print(f"\n{'figure':<40} {'tinygpt':>11} {'PyTorch':>11}  ratio, median (range) of {args.rounds}")
-    for figure_key, figure in last_theirs.items():
+    for figure_key, figure in figures.items():
+        mine = [ours[figure_key]["value"] for ours, _ in rounds if figure_key in ours]
+        pytorch = [theirs[figure_key]["value"] for _, theirs in rounds if figure_key in theirs]
         ratios = [ours[figure_key]["value"] / theirs[figure_key]["value"]
-                  for ours, theirs in rounds if figure_key in ours]
-        mine = statistics.median(ours[figure_key]["value"] for ours, _ in rounds) if ratios else None
-        pytorch = statistics.median(theirs[figure_key]["value"] for _, theirs in rounds)
-        if mine is None:
-            print(f"{label(figure):<40} {'-':>11} {pytorch:>11.1f}")
-        else:
-            print(f"{label(figure):<40} {mine:>11.1f} {pytorch:>11.1f}  {spread(ratios)}")
-    for context in CONTEXTS:
+                  for ours, theirs in rounds if figure_key in ours and figure_key in theirs]
+        cells = [f"{shown(figure_key, statistics.median(v)):>11.1f}" if v else f"{'-':>11}"
+                 for v in (mine, pytorch)]
+        ratio = f"  {spread(ratios)}" if ratios else ""
+        print(f"{label(figure):<40} {cells[0]} {cells[1]}{ratio}")
+    # Naive decode is timed by the default workloads only.
+    for context in CONTEXTS if args.preset is None else []:
         speedup = lambda figures: (
             figures[("decode_tokens_per_s", "cached", context)]["value"]
             / figures[("decode_tokens_per_s", "naive", context)]["value"]
         )
+        has = lambda figures: all(
+            ("decode_tokens_per_s", mode, context) in figures for mode in ("cached", "naive")
+        )
         pytorch = statistics.median(speedup(theirs) for _, theirs in rounds)
         tinygpt = (
-            f"{statistics.median(speedup(ours) for ours, _ in rounds):.1f}x"
-            if not args.pytorch_only
+            f"{statistics.median(speedup(ours) for ours, _ in rounds if has(ours)):.1f}x"
+            if any(has(ours) for ours, _ in rounds)
             else "-"
         )
         print(f"{'cached / naive, context ' + str(context):<40} {tinygpt:>11} {pytorch:>10.1f}x")

@@ -40,6 +40,18 @@ pub fn model_config(max_seq_len: usize) -> GptConfig {
     GptConfig::new(VOCAB).with_max_seq_len(max_seq_len)
 }
 
+/// GPT-2 small's shape (124M parameters): V = 50,257, D = 768, 12 heads of 64, 12 layers,
+/// 1,024 positions, the head tied to the embedding, the tanh GELU.
+pub fn gpt2_small() -> GptConfig {
+    GptConfig::new(50257)
+        .with_d_model(768)
+        .with_n_heads(12)
+        .with_n_layers(12)
+        .with_max_seq_len(1024)
+        .with_tie_embeddings(true)
+        .with_activation(crate::model::Activation::GeluTanh)
+}
+
 /// `len` reproducible token ids below [`VOCAB`].
 pub fn token_ids(len: usize, seed: u64) -> Vec<usize> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -12,7 +12,7 @@ use crate::device::{floats, token_tensor};
 use crate::error::{Error, Result};
 use crate::fs::write_atomically_with;
 use crate::model::{ForwardOptions, Gpt, ShapeTrace};
-use crate::text::CharTokenizer;
+use crate::text::Tokenizer;
 use crate::train::EvalRecord;
 
 /// One model's evaluations, drawn as a solid training-loss line and a dashed validation line.
@@ -244,14 +244,14 @@ fn draw_heatmap(
 
 /// Draw what every head of `model` looks at while reading `prompt`: run it once with the
 /// readable attention (the only kernel that materialises the weights), keep each layer's
-/// weights, and draw them with [`plot_attention`], labelled with the prompt's characters
+/// weights, and draw them with [`plot_attention`], labelled with the prompt's tokens
 /// (`␣` for a space, `⏎` for a newline). A prompt longer than the context keeps its end.
 ///
 /// # Errors
 /// [`Error::Tokens`] for an empty prompt, the model's errors, and [`plot_attention`]'s.
 pub fn attention_heatmap(
     model: &Gpt,
-    tokenizer: &CharTokenizer,
+    tokenizer: &Tokenizer,
     prompt: &[usize],
     path: &Path,
     device: &Device,
@@ -285,13 +285,13 @@ pub fn attention_heatmap(
             heads: *heads,
         })
         .collect();
-    let labels: Vec<String> = tokenizer
-        .decode(prompt)
-        .chars()
-        .map(|c| match c {
-            ' ' => "␣".to_string(),
-            '\n' => "⏎".to_string(),
-            c => c.to_string(),
+    let labels: Vec<String> = prompt
+        .iter()
+        .map(|&id| {
+            tokenizer
+                .token_text(id)
+                .replace(' ', "␣")
+                .replace('\n', "⏎")
         })
         .collect();
     plot_attention(path, &labels, &maps)

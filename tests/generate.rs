@@ -17,7 +17,7 @@ use tinygpt::generate::{
     DecodeMode, Generation, GenerationConfig, Generator, Sampler, SamplingConfig, WindowPolicy,
     max_abs_diff,
 };
-use tinygpt::text::{BUNDLED_CORPUS, CharTokenizer, TextDataset};
+use tinygpt::text::{BUNDLED_CORPUS, CharTokenizer, TextDataset, Tokenizer};
 use tinygpt::train::{TrainConfig, train};
 use tinygpt::{Error, Gpt, GptConfig, MaskMode};
 
@@ -25,7 +25,7 @@ const WINDOW: usize = 24;
 
 /// A tiny model trained for a few seconds on the toy corpus, so its logits are far from
 /// uniform and greedy choices are not ties.
-fn trained_model(name: &str) -> (Gpt, CharTokenizer) {
+fn trained_model(name: &str) -> (Gpt, Tokenizer) {
     let data = TextDataset::new(BUNDLED_CORPUS, WINDOW).unwrap();
     let model = GptConfig::new(data.tokenizer().vocab_size())
         .with_d_model(32)

@@ -137,14 +137,19 @@ fn assert_matches_finite_differences(name: &str, op: &Op, inputs: &[Vec<f32>]) {
     }
 }
 
-/// Layer norm over rows of width `width`, with `γ` and `β` as inputs 1 and 2.
+/// Layer norm over rows of width `width`, with `γ` and `β` as inputs 1 and 2, and an ε far
+/// from the default so that one ignored would show.
 fn layer_norm_op(width: usize) -> impl Fn(&[Tensor<1>]) -> Tensor<1> {
+    const EPS: f64 = 0.3;
     move |inputs| {
         let rows = inputs[0].dims()[0] / width;
-        let mut norm = LayerNormConfig::new(width).init(&inputs[0].device());
+        let mut norm = LayerNormConfig::new(width)
+            .with_epsilon(EPS)
+            .init(&inputs[0].device());
         norm.gamma = Param::from_tensor(inputs[1].clone());
         norm.beta = Some(Param::from_tensor(inputs[2].clone()));
-        layer_norm(&norm, inputs[0].clone().reshape([2, rows / 2, width])).reshape([rows * width])
+        layer_norm(&norm, inputs[0].clone().reshape([2, rows / 2, width]), EPS)
+            .reshape([rows * width])
     }
 }
 
@@ -157,23 +162,29 @@ fn layer_norm_matches_composite_and_finite_differences() {
     assert_matches_finite_differences("layer norm", &layer_norm_op(5), &tiny);
 }
 
-fn bias_gelu_op(width: usize) -> impl Fn(&[Tensor<1>]) -> Tensor<1> {
+fn bias_gelu_op(width: usize, approximate: bool) -> impl Fn(&[Tensor<1>]) -> Tensor<1> {
     move |inputs| {
         let rows = inputs[0].dims()[0] / width;
-        bias_gelu(inputs[0].clone().reshape([rows, width]), inputs[1].clone())
-            .reshape([rows * width])
+        bias_gelu(
+            inputs[0].clone().reshape([rows, width]),
+            inputs[1].clone(),
+            approximate,
+        )
+        .reshape([rows * width])
     }
 }
 
 #[test]
-fn bias_gelu_matches_composite_and_finite_differences() {
-    let width = 40;
-    // Spread out to reach GELU's tails, where erf saturates.
-    let spread: Vec<f32> = random(70 * width, 7).iter().map(|v| v * 2.5).collect();
-    let inputs = [spread, random(width, 8)];
-    assert_matches_composite("bias + GELU", &bias_gelu_op(width), &inputs);
-    let tiny = [random(3 * 4, 9), random(4, 10)];
-    assert_matches_finite_differences("bias + GELU", &bias_gelu_op(4), &tiny);
+fn bias_gelu_matches_composite_and_finite_differences_in_both_forms() {
+    for (form, approximate) in [("bias + GELU", false), ("bias + tanh GELU", true)] {
+        let width = 40;
+        // Spread out to reach GELU's tails, where erf and tanh saturate.
+        let spread: Vec<f32> = random(70 * width, 7).iter().map(|v| v * 2.5).collect();
+        let inputs = [spread, random(width, 8)];
+        assert_matches_composite(form, &bias_gelu_op(width, approximate), &inputs);
+        let tiny = [random(3 * 4, 9), random(4, 10)];
+        assert_matches_finite_differences(form, &bias_gelu_op(4, approximate), &tiny);
+    }
 }
 
 fn cross_entropy_op(targets: Vec<i64>) -> impl Fn(&[Tensor<1>]) -> Tensor<1> {

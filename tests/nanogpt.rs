@@ -124,7 +124,7 @@ fn an_imported_model_saves_as_a_checkpoint_that_generates_but_cannot_resume() {
     assert_eq!(tokenizer.chars().iter().collect::<String>(), vocabulary);
     let dir = temp_dir("nanogpt_checkpoint");
     let state = TrainState::imported("nanoGPT test fixture");
-    checkpoint::save(&dir, &model, &tokenizer, &state, None).unwrap();
+    checkpoint::save(&dir, &model, &tokenizer.into(), &state, None).unwrap();
 
     let loaded = checkpoint::load(&dir, &device).unwrap();
     assert_eq!(loaded.state, state);

@@ -7,7 +7,7 @@ use common::{
     NamedTensor, device, max_abs_diff, random_tokens, read_safetensors, row, small_model, temp_dir,
     write_safetensors,
 };
-use tinygpt::text::CharTokenizer;
+use tinygpt::text::{CharTokenizer, Tokenizer};
 use tinygpt::weights::{export_safetensors, load_safetensors, tensor_layout};
 use tinygpt::{Error, MaskMode};
 
@@ -20,8 +20,10 @@ fn sorted_specs(tensors: &[NamedTensor]) -> Vec<(String, Vec<usize>)> {
     specs
 }
 
-fn tokenizer() -> CharTokenizer {
-    CharTokenizer::from_text("abcdefghijklmnopqrstuvw").unwrap()
+fn tokenizer() -> Tokenizer {
+    CharTokenizer::from_text("abcdefghijklmnopqrstuvw")
+        .unwrap()
+        .into()
 }
 
 #[test]

@@ -14,7 +14,7 @@ use crate::generate::{
 };
 use crate::leak::{causality_probe, honest_loss};
 use crate::model::{Fault, ForwardOptions, Gpt, MaskMode, ShapeTrace};
-use crate::text::{Batch, CharTokenizer};
+use crate::text::{Batch, Tokenizer, Utf8Stream};
 use crate::train::teacher_forced_loss;
 
 /// The most new tokens one generation request may ask for.
@@ -55,7 +55,7 @@ pub struct Loaded {
     /// The model.
     pub model: Gpt,
     /// Its tokenizer.
-    pub tokenizer: CharTokenizer,
+    pub tokenizer: Tokenizer,
     /// Steps it was trained for (0 when imported).
     pub step: usize,
     /// Where it was loaded from.
@@ -418,11 +418,8 @@ impl Explorer {
                 n_layers: config.n_layers,
                 max_seq_len: config.max_seq_len,
                 position: config.position.to_string(),
-                vocabulary: loaded
-                    .tokenizer
-                    .chars()
-                    .iter()
-                    .map(char::to_string)
+                vocabulary: (0..loaded.tokenizer.vocab_size())
+                    .map(|id| loaded.tokenizer.token_text(id))
                     .collect(),
                 cache_bytes_per_position: 2
                     * config.n_layers
@@ -516,20 +513,15 @@ impl Explorer {
         }
         let vocab = loaded.tokenizer.vocab_size();
         let replacement = match &request.replacement {
-            Some(text) => {
-                let chars: Vec<char> = text.chars().collect();
-                match chars[..] {
-                    [c] => loaded.tokenizer.id(c).map_or_else(
-                        || {
-                            bad(format!(
-                                "replacement {c:?} is not in the model's vocabulary"
-                            ))
-                        },
-                        Ok,
-                    )?,
-                    _ => return bad("replacement must be exactly one character"),
+            Some(text) => match loaded.tokenizer.encode(text).as_deref() {
+                Ok([id]) => *id,
+                Ok(_) => return bad(format!("replacement {text:?} must be exactly one token")),
+                Err(_) => {
+                    return bad(format!(
+                        "replacement {text:?} is not in the model's vocabulary"
+                    ));
                 }
-            }
+            },
             None => (ids[position] + 1) % vocab,
         };
         let mut changed = ids.clone();
@@ -735,18 +727,21 @@ impl Explorer {
     ) -> Result<StreamEnd, String> {
         let loaded = self.model(planned.model).map_err(|err| err.to_string())?;
         let generator = Generator::new(&loaded.model, &self.device);
+        let mut utf8 = Utf8Stream::new();
         let generation = generator
             .generate(
                 std::slice::from_ref(&planned.prompt),
                 &planned.config,
                 &mut |token: &NewToken| {
+                    // A byte-level token may end inside a character: each event carries the
+                    // text the bytes so far complete.
                     let top = token
                         .logits
                         .map_or_else(Vec::new, |logits| top_tokens(loaded, logits, planned.top));
                     send(StreamedToken {
                         step: token.step,
                         id: token.id,
-                        text: loaded.tokenizer.decode(&[token.id]),
+                        text: utf8.push(&loaded.tokenizer.token_bytes(token.id)),
                         phase: token.phase,
                         top,
                         cache_len: token.cache_len,
@@ -784,7 +779,7 @@ fn checked_ids(
     let ids = encode(loaded, text)?;
     if !allowed.contains(&ids.len()) {
         return bad(format!(
-            "the text has {} characters; give {} to {} (the model's context is {})",
+            "the text has {} tokens; give {} to {} (the model's context is {})",
             ids.len(),
             allowed.start(),
             allowed.end(),
@@ -856,16 +851,16 @@ fn fault_inputs(
     let ids = encode(loaded, &prompt)?;
     if ids.len() < 2 || ids.len() >= context {
         return bad(format!(
-            "the prompt has {} characters; the gallery needs from 2 to {} (the context, {context}, \
-             less one to decode)",
+            "the prompt has {} tokens; the gallery needs from 2 to {} (the context, {context}, less \
+             one to decode)",
             ids.len(),
             context - 1
         ));
     }
     if shape_fault && ids.len() == head_dim {
         return bad(format!(
-            "a prompt of {head_dim} characters, the head width, would hide the {} fault (the \
-             wrong product has the right shape); use a prompt of another length",
+            "a prompt of {head_dim} tokens, the head width, would hide the {} fault (the wrong \
+             product has the right shape); use a prompt of another length",
             request.fault
         ));
     }
@@ -881,15 +876,15 @@ fn fault_inputs(
     Ok((prompt, ids, decode))
 }
 
-/// `length` characters of `the old cat ` where the vocabulary has them, else of the
-/// vocabulary's own characters.
-fn default_fault_prompt(tokenizer: &CharTokenizer, length: usize) -> String {
-    let preferred = "the old cat ";
-    let source: Vec<char> = match tokenizer.encode(preferred) {
-        Ok(_) => preferred.chars().collect(),
-        Err(_) => tokenizer.chars().to_vec(),
-    };
-    source.iter().cycle().take(length).collect()
+/// About `length` tokens of `the old cat the old cat ...` where the vocabulary has those
+/// characters, else of the vocabulary's own characters.
+fn default_fault_prompt(tokenizer: &Tokenizer, length: usize) -> String {
+    let preferred = "the old cat ".repeat(length);
+    match (tokenizer.encode(&preferred), tokenizer.as_char()) {
+        (Ok(ids), _) => tokenizer.decode(&ids[..length.min(ids.len())]),
+        (Err(_), Some(chars)) => chars.chars().iter().cycle().take(length).collect(),
+        (Err(_), None) => unreachable!("byte-level tokenizers encode any text"),
+    }
 }
 
 /// A failure of the model itself (a checked request should not cause one).

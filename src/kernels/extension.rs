@@ -28,8 +28,12 @@ pub trait FusedOps: Backend {
         beta: FloatTensor<Self>,
         eps: f64,
     ) -> FloatTensor<Self>;
-    /// `gelu(h + bias)`.
-    fn fused_bias_gelu(h: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `gelu(h + bias)`, the tanh form when `approximate`.
+    fn fused_bias_gelu(
+        h: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        approximate: bool,
+    ) -> FloatTensor<Self>;
     /// Mean cross-entropy, shape `[1]`.
     fn fused_cross_entropy(
         logits: FloatTensor<Self>,
@@ -78,8 +82,12 @@ impl FusedOps for Flex {
         layer_norm::forward_flex(x, gamma, beta, eps).0
     }
 
-    fn fused_bias_gelu(h: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
-        gelu::forward_flex(h, bias).0
+    fn fused_bias_gelu(
+        h: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        approximate: bool,
+    ) -> FloatTensor<Self> {
+        gelu::forward_flex(h, bias, approximate).0
     }
 
     fn fused_cross_entropy(
@@ -186,9 +194,14 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         record::<C, _, _>(LayerNormBackward, nodes, saved, out)
     }
 
-    fn fused_bias_gelu(h: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn fused_bias_gelu(
+        h: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        approximate: bool,
+    ) -> FloatTensor<Self> {
         let nodes = [h.node(), bias.node()];
-        let (out, saved) = gelu::forward_flex(h.into_primitive(), bias.into_primitive());
+        let (out, saved) =
+            gelu::forward_flex(h.into_primitive(), bias.into_primitive(), approximate);
         record::<C, _, _>(BiasGeluBackward, nodes, saved, out)
     }
 
@@ -270,10 +283,11 @@ pub fn layer_norm<const N: usize>(
 }
 
 /// See [`super::bias_gelu`].
-pub fn bias_gelu<const N: usize>(h: Tensor<N>, bias: Tensor<1>) -> Tensor<N> {
+pub fn bias_gelu<const N: usize>(h: Tensor<N>, bias: Tensor<1>, approximate: bool) -> Tensor<N> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_bias_gelu(
         h.into_dispatch(),
         bias.into_dispatch(),
+        approximate,
     ))
 }
 

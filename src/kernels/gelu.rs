@@ -1,13 +1,15 @@
-//! Bias + exact GELU, `y = gelu(h + b)` with `gelu(z) = z · Φ(z) = z/2 · (1 + erf(z/√2))`,
-//! forward and backward in one pass each.
+//! Bias + GELU, `y = gelu(h + b)`, forward and backward in one pass each, in either form:
+//! exact, `gelu(z) = z · Φ(z) = z/2 · (1 + erf(z/√2))` (nanoGPT's, PyTorch's default), or the
+//! tanh approximation, `z/2 · (1 + tanh(√(2/π) · (z + 0.044715 z³)))` (GPT-2's `gelu_new`).
 //!
 //! This is the first half of the MLP: the matrix product `h = x·W` stays Burn's, the bias and
 //! the activation are fused so the pre-activation is never stored twice. `erf` and `exp` are
 //! the vectorisable ones of [`super::math`].
 //!
 //! # Maths
-//! `gelu'(z) = Φ(z) + z · φ(z)` with `φ(z) = exp(−z²/2) / √(2π)`; `dh = dy ⊙ gelu'(h + b)`,
-//! `db = Σ_rows dh`.
+//! Exact: `gelu'(z) = Φ(z) + z · φ(z)` with `φ(z) = exp(−z²/2) / √(2π)`. Tanh form, with
+//! `u = √(2/π)(z + 0.044715 z³)` and `t = tanh u`: `gelu'(z) = (1 + t)/2 + z/2 · (1 − t²) ·
+//! √(2/π)(1 + 3 · 0.044715 z²)`. Both: `dh = dy ⊙ gelu'(h + b)`, `db = Σ_rows dh`.
 
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -26,12 +28,50 @@ const ROWS_PER_TASK: usize = 32;
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// `1/√(2π)`.
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+/// `√(2/π)`.
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+/// The cubic term's coefficient in the tanh form.
+const CUBIC: f32 = 0.044_715;
 
-/// `gelu(h + b)` for `N` rows of width `W = bias.len()`.
+/// `tanh(u) = 1 − 2 / (e^{2u} + 1)`, from the vectorisable [`exp`] (which clamps, so large
+/// `|u|` gives ±1, never NaN).
+#[inline(always)]
+fn tanh(u: f32) -> f32 {
+    1.0 - 2.0 / (exp(2.0 * u) + 1.0)
+}
+
+/// `gelu(z)` and `gelu'(z)` in the exact form, or the tanh one when `approximate`.
+#[inline(always)]
+fn gelu_and_slope(z: f32, approximate: bool) -> (f32, f32) {
+    if approximate {
+        let t = tanh(SQRT_2_OVER_PI * (z + CUBIC * z * z * z));
+        let du = SQRT_2_OVER_PI * (1.0 + 3.0 * CUBIC * z * z);
+        (
+            0.5 * z * (1.0 + t),
+            0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * du,
+        )
+    } else {
+        let cdf = 0.5 * (1.0 + erf(z * FRAC_1_SQRT_2));
+        let pdf = FRAC_1_SQRT_2PI * exp(-0.5 * z * z);
+        (z * cdf, cdf + z * pdf)
+    }
+}
+
+/// `gelu(z)` alone (the forward needs no slope).
+#[inline(always)]
+fn gelu(z: f32, approximate: bool) -> f32 {
+    if approximate {
+        0.5 * z * (1.0 + tanh(SQRT_2_OVER_PI * (z + CUBIC * z * z * z)))
+    } else {
+        0.5 * z * (1.0 + erf(z * FRAC_1_SQRT_2))
+    }
+}
+
+/// `gelu(h + b)` for `N` rows of width `W = bias.len()`, the tanh form when `approximate`.
 ///
 /// # Shapes
 /// - h: `[N, W]`, bias: `[W]`, output: `[N, W]`
-pub fn forward(h: &[f32], bias: &[f32]) -> Vec<f32> {
+pub fn forward(h: &[f32], bias: &[f32], approximate: bool) -> Vec<f32> {
     let width = bias.len();
     let mut out = vec![0.0; h.len()];
     out.par_chunks_mut(width * ROWS_PER_TASK)
@@ -42,8 +82,7 @@ pub fn forward(h: &[f32], bias: &[f32]) -> Vec<f32> {
                 || {
                     for (out, h) in out.chunks_mut(width).zip(h.chunks(width)) {
                         for ((y, h), b) in out.iter_mut().zip(h).zip(bias) {
-                            let z = h + b;
-                            *y = 0.5 * z * (1.0 + erf(z * FRAC_1_SQRT_2));
+                            *y = gelu(h + b, approximate);
                         }
                     }
                 },
@@ -64,7 +103,7 @@ pub struct Gradient {
 ///
 /// # Shapes
 /// - h, dy: `[N, W]`, bias: `[W]`
-pub fn backward(h: &[f32], bias: &[f32], dy: &[f32]) -> Gradient {
+pub fn backward(h: &[f32], bias: &[f32], dy: &[f32], approximate: bool) -> Gradient {
     let width = bias.len();
     let block = width * ROWS_PER_TASK;
     let mut dh = vec![0.0; h.len()];
@@ -85,10 +124,8 @@ pub fn backward(h: &[f32], bias: &[f32], dy: &[f32]) -> Gradient {
                         for ((((dh, h), dy), b), db) in
                             dh.iter_mut().zip(h).zip(dy).zip(bias).zip(db.iter_mut())
                         {
-                            let z = h + b;
-                            let cdf = 0.5 * (1.0 + erf(z * FRAC_1_SQRT_2));
-                            let pdf = FRAC_1_SQRT_2PI * exp(-0.5 * z * z);
-                            let grad = dy * (cdf + z * pdf);
+                            let (_, slope) = gelu_and_slope(h + b, approximate);
+                            let grad = dy * slope;
                             *dh = grad;
                             *db += grad;
                         }
@@ -108,18 +145,26 @@ pub fn backward(h: &[f32], bias: &[f32], dy: &[f32]) -> Gradient {
     }
 }
 
-/// What the backward needs: the pre-activation and the bias.
+/// What the backward needs: the pre-activation, the bias and the form.
 #[derive(Clone, Debug)]
 pub struct Saved {
     h: FlexTensor,
     bias: FlexTensor,
+    approximate: bool,
 }
 
 /// Forward on Flex tensors of any rank (the bias runs along the last dimension).
-pub fn forward_flex(h: FlexTensor, bias: FlexTensor) -> (FlexTensor, Saved) {
-    let out = forward(&values(&h), &values(&bias));
+pub fn forward_flex(h: FlexTensor, bias: FlexTensor, approximate: bool) -> (FlexTensor, Saved) {
+    let out = forward(&values(&h), &values(&bias), approximate);
     let out = tensor(out, &dims(&h));
-    (out, Saved { h, bias })
+    (
+        out,
+        Saved {
+            h,
+            bias,
+            approximate,
+        },
+    )
 }
 
 /// The backward step recorded under autodiff; parents are `[h, b]`.
@@ -132,7 +177,12 @@ impl Backward<Flex, 2> for BiasGeluBackward {
     fn backward(self, ops: Ops<Saved, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let saved = ops.state;
         let dy = grads.consume::<Flex>(&ops.node);
-        let grad = backward(&values(&saved.h), &values(&saved.bias), &values(&dy));
+        let grad = backward(
+            &values(&saved.h),
+            &values(&saved.bias),
+            &values(&dy),
+            saved.approximate,
+        );
         let width = [grad.bias.len()];
         register_grads!(
             grads,

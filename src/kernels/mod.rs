@@ -65,7 +65,7 @@ pub mod math;
 mod packed_attention;
 mod simd;
 
-/// The ε of every layer norm in the model (Burn's default, and GPT-2's).
+/// The default ε of the model's layer norms (Burn's default, and GPT-2's).
 pub const LAYER_NORM_EPS: f64 = 1e-5;
 
 thread_local! {
@@ -122,17 +122,17 @@ fn on_flex(_: &Device) -> bool {
     false
 }
 
-/// Layer normalisation of the last dimension with `norm`'s `γ` and `β` (ε =
-/// [`LAYER_NORM_EPS`], which the model's layer norms are built with).
+/// Layer normalisation of the last dimension with `norm`'s `γ` and `β` and its `eps` (the ε
+/// `norm` was built with: Burn's `LayerNorm` keeps it private, so the caller passes it too).
 ///
 /// # Shapes
 /// - x: `[..., D]`, output: same
-pub fn layer_norm<const N: usize>(norm: &LayerNorm, x: Tensor<N>) -> Tensor<N> {
+pub fn layer_norm<const N: usize>(norm: &LayerNorm, x: Tensor<N>, eps: f64) -> Tensor<N> {
     #[cfg(feature = "flex")]
     if let Some(beta) = &norm.beta
         && runs_on(&x.device(), x.dtype())
     {
-        return extension::layer_norm(x, norm.gamma.val(), beta.val(), LAYER_NORM_EPS);
+        return extension::layer_norm(x, norm.gamma.val(), beta.val(), eps);
     }
     norm.forward(x)
 }
@@ -165,16 +165,21 @@ pub fn linear_layer<const N: usize>(layer: &Linear, x: Tensor<N>) -> Tensor<N> {
     )
 }
 
-/// `gelu(h + bias)` with the exact (erf) GELU.
+/// `gelu(h + bias)`: the exact (erf) GELU, or its tanh approximation (GPT-2's `gelu_new`)
+/// when `approximate`.
 ///
 /// # Shapes
 /// - h: `[..., W]`, bias: `[W]`, output: same as h
-pub fn bias_gelu<const N: usize>(h: Tensor<N>, bias: Tensor<1>) -> Tensor<N> {
+pub fn bias_gelu<const N: usize>(h: Tensor<N>, bias: Tensor<1>, approximate: bool) -> Tensor<N> {
     #[cfg(feature = "flex")]
     if runs_on(&h.device(), h.dtype()) {
-        return extension::bias_gelu(h, bias);
+        return extension::bias_gelu(h, bias, approximate);
     }
-    burn::tensor::activation::gelu(h + bias.unsqueeze())
+    let z = h + bias.unsqueeze();
+    match approximate {
+        true => burn::tensor::activation::gelu_approximate(z),
+        false => burn::tensor::activation::gelu(z),
+    }
 }
 
 /// Mean cross-entropy of `logits` against `targets`: `-mean_n log softmax(logits_n)[t_n]`.

@@ -22,7 +22,7 @@ use crate::fs::{DirLock, ensure_dir, remove_file_if_present, write_json};
 use crate::generate::{DecodeMode, GenerationConfig, Generator, SamplingConfig};
 use crate::model::{Gpt, GptConfig, MaskMode};
 use crate::plot::{LossSeries, plot_losses};
-use crate::text::{Batch, Split, TextDataset, grammar, step_rng};
+use crate::text::{Batch, Split, TextDataset, TokenizerSpec, grammar, step_rng};
 use crate::train::{EvalRecord, TrainConfig, TrainEvent, TrainOutcome, checkpoint, train};
 
 /// What to train and how to measure it.
@@ -34,13 +34,16 @@ pub struct DemoConfig {
     pub model: GptConfig,
     /// The training settings, identical for every model.
     pub train: TrainConfig,
+    /// The tokenizer built from the text for every model.
+    #[config(default = "TokenizerSpec::Char")]
+    pub tokenizer: TokenizerSpec,
     /// The leaky modes to train beside the causal model (none: the causal model alone).
     #[config(default = "vec![MaskMode::Unmasked]")]
     pub leaks: Vec<MaskMode>,
     /// Generated samples per model.
     #[config(default = 20)]
     pub samples: usize,
-    /// Characters generated per sample.
+    /// Tokens generated per sample (characters, with the character tokenizer).
     #[config(default = 200)]
     pub sample_chars: usize,
     /// Sampling temperature for the samples.
@@ -118,6 +121,10 @@ pub struct ModelReport {
     pub val_loss: f32,
     /// Loss predicting each validation token from the tokens before it only.
     pub honest_loss: f32,
+    /// The three losses above in bits per character (training, validation, honest):
+    /// comparable across tokenizers.
+    #[serde(default)]
+    pub bits_per_char: [f64; 3],
     /// Positions whose change moved earlier logits (0 for a causal model).
     pub causality_violations: usize,
     /// Positions the probe changed.
@@ -194,7 +201,7 @@ pub fn run(
     observer: &mut dyn FnMut(&str, DemoEvent) -> ControlFlow<()>,
 ) -> Result<DemoSummary> {
     config.validate()?;
-    let dataset = TextDataset::new(text, config.train.seq_len)?;
+    let dataset = TextDataset::with_spec(text, &config.tokenizer, config.train.seq_len)?;
     let model = GptConfig {
         vocab_size: dataset.tokenizer().vocab_size(),
         ..config.model.clone()
@@ -216,6 +223,7 @@ pub fn run(
         &dataset,
         &config.data_source,
         text.chars().count(),
+        config.tokenizer,
     );
     let started = begin(config, requested)?;
     let manifest = &started.manifest;
@@ -258,7 +266,7 @@ pub fn run(
             &mut || hear(DemoEvent::Measuring),
         )?
         .ok_or_else(|| stopped(outcome.steps))?;
-        reports.push(report(&name, mode, &outcome, measured));
+        reports.push(report(&dataset, &name, mode, &outcome, measured));
         histories.push((name, outcome.history));
     }
     // A run from before manifests existed gets one once every model has accepted it.
@@ -498,6 +506,7 @@ fn refuse_to_overwrite(out: &Path) -> Result<()> {
 
 /// One model's row of the report: its last evaluation and what [`measure`] found.
 fn report(
+    dataset: &TextDataset,
     name: &str,
     mode: MaskMode,
     outcome: &TrainOutcome,
@@ -506,12 +515,18 @@ fn report(
     let (train_loss, val_loss) = outcome.history.last().map_or((f32::NAN, f32::NAN), |last| {
         (last.train_loss, last.val_loss)
     });
+    let bits = |loss: f32, split| dataset.bits_per_char(f64::from(loss), split);
     ModelReport {
         name: name.to_string(),
         mask_mode: mode,
         train_loss,
         val_loss,
         honest_loss: measured.honest_loss,
+        bits_per_char: [
+            bits(train_loss, Split::Train),
+            bits(val_loss, Split::Validation),
+            bits(measured.honest_loss, Split::Validation),
+        ],
         causality_violations: measured.causality_violations,
         positions_probed: measured.positions_probed,
         word_validity: measured.word_validity,

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::fs::write_json;
 use crate::model::{GptConfig, MaskMode};
-use crate::text::TextDataset;
+use crate::text::{TextDataset, TokenizerSpec};
 use crate::train::checkpoint::SavedState;
 use crate::train::{TrainConfig, continued, differences};
 
@@ -38,6 +38,9 @@ pub struct DataRecord {
     pub sha256: String,
     /// Its length in characters.
     pub characters: usize,
+    /// The tokenizer built from it (runs from before tokenizers were a choice: `char`).
+    #[serde(default)]
+    pub tokenizer: TokenizerSpec,
 }
 
 /// What a run was started with (see the module docs).
@@ -70,6 +73,7 @@ impl RunManifest {
         dataset: &TextDataset,
         source: &str,
         characters: usize,
+        tokenizer: TokenizerSpec,
     ) -> Self {
         Self {
             format_version: FORMAT_VERSION,
@@ -79,6 +83,7 @@ impl RunManifest {
                 source: source.to_string(),
                 sha256: dataset.text_sha256().to_string(),
                 characters,
+                tokenizer,
             },
             leaks: leaks.to_vec(),
             replacing: false,
@@ -155,7 +160,14 @@ impl RunManifest {
                 requested.data.source, requested.data.sha256, self.data.source, self.data.sha256
             ));
         }
-        // The vocabulary is the text's, said above; the rest is the model's.
+        if requested.data.tokenizer != self.data.tokenizer {
+            refused.push(format!(
+                "the tokenizer differs from the run's: {} now, {} then",
+                requested.data.tokenizer, self.data.tokenizer
+            ));
+        }
+        // The vocabulary is the text's and the tokenizer's, said above; the rest is the
+        // model's.
         let models = differences(&self.model, &requested.model, &["vocab_size"]);
         if !models.is_empty() {
             refused.push(format!(

@@ -13,6 +13,7 @@ use super::cache::LayerKv;
 use super::init::INIT_STD;
 use super::instruments::{Instrumentation, NoInstruments};
 use super::mask::MaskMode;
+use super::mlp::Activation;
 use super::mlp::{Mlp, MlpConfig};
 use super::plan::Plan;
 use crate::error::Result;
@@ -37,6 +38,12 @@ pub struct BlockConfig {
     /// Standard deviation of the two projections that write into the residual stream.
     #[config(default = 0.02)]
     pub residual_init_std: f64,
+    /// The feed-forward network's activation.
+    #[config(default = "Activation::Gelu")]
+    pub activation: Activation,
+    /// ε of the two layer norms.
+    #[config(default = "LAYER_NORM_EPS")]
+    pub layer_norm_epsilon: f64,
 }
 
 impl BlockConfig {
@@ -55,18 +62,20 @@ impl BlockConfig {
             .init(device)?;
         let mlp = MlpConfig::new(self.d_model, 4 * self.d_model)
             .with_dropout(self.dropout)
+            .with_activation(self.activation)
             .with_init_std(INIT_STD)
             .with_output_init_std(self.residual_init_std)
             .init(device);
         Ok(Block {
             ln_1: LayerNormConfig::new(self.d_model)
-                .with_epsilon(LAYER_NORM_EPS)
+                .with_epsilon(self.layer_norm_epsilon)
                 .init(device),
             attn,
             ln_2: LayerNormConfig::new(self.d_model)
-                .with_epsilon(LAYER_NORM_EPS)
+                .with_epsilon(self.layer_norm_epsilon)
                 .init(device),
             mlp,
+            layer_norm_epsilon: self.layer_norm_epsilon,
         })
     }
 }
@@ -87,6 +96,9 @@ pub struct Block {
     /// The feed-forward network (named `mlp` as in GPT-2 and nanoGPT, whose weight names the
     /// checkpoints and safetensors files share).
     pub mlp: Mlp,
+    /// ε of both layer norms (the fused layer norm needs it; Burn's keeps its own private).
+    #[module(skip)]
+    pub layer_norm_epsilon: f64,
 }
 
 impl Block {
@@ -114,7 +126,7 @@ impl Block {
     ) -> Result<Tensor<3>, I::Error> {
         instruments.enter("attn");
         let attended = self.attn.forward_instrumented(
-            layer_norm(&self.ln_1, x.clone()),
+            layer_norm(&self.ln_1, x.clone(), self.layer_norm_epsilon),
             cache,
             plan,
             instruments,
@@ -122,7 +134,10 @@ impl Block {
         instruments.leave();
         let x = x + attended;
         instruments.record("after_attn", &x.dims());
-        let x = x.clone() + self.mlp.forward(layer_norm(&self.ln_2, x));
+        let x = x.clone()
+            + self
+                .mlp
+                .forward(layer_norm(&self.ln_2, x, self.layer_norm_epsilon));
         instruments.record("output", &x.dims());
         Ok(x)
     }

@@ -5,6 +5,7 @@
 use burn::config::Config;
 
 use super::mask::MaskMode;
+use super::mlp::Activation;
 use super::rope::PositionScheme;
 use crate::error::{Error, Result};
 
@@ -48,12 +49,20 @@ pub struct GptConfig {
     /// RoPE's base `theta`: pair `i` of a head turns by `theta^(−2i/Dh)` per position.
     #[config(default = 10000.0)]
     pub rope_theta: f64,
+    /// The MLP's GELU: exact (the default, nanoGPT's) or the tanh form (GPT-2's `gelu_new`).
+    #[config(default = "Activation::Gelu")]
+    pub activation: Activation,
+    /// ε of every layer norm (GPT-2's and Burn's default, 1e-5).
+    #[config(default = 1e-5)]
+    pub layer_norm_epsilon: f64,
 }
 
 /// Fields added to [`GptConfig`] after 0.2, with the value that gives 0.2's model: a config
 /// written before them reads as that model.
-fn added_since_0_2() -> [(&'static str, serde_json::Value); 4] {
+fn added_since_0_2() -> [(&'static str, serde_json::Value); 6] {
     [
+        ("activation", "gelu".into()),
+        ("layer_norm_epsilon", 1e-5.into()),
         ("tie_embeddings", false.into()),
         ("position", "learned".into()),
         ("rope_theta", 10000.0.into()),
@@ -98,6 +107,12 @@ impl GptConfig {
             ("max_seq_len", self.max_seq_len),
         ])?;
         validate_heads(self.d_model, self.n_heads, self.n_kv_heads, self.dropout)?;
+        if !(self.layer_norm_epsilon.is_finite() && self.layer_norm_epsilon > 0.0) {
+            return Err(Error::Config(format!(
+                "layer_norm_epsilon ({:e}) must be a finite number above 0 (1e-5 is GPT-2's)",
+                self.layer_norm_epsilon
+            )));
+        }
         if self.position == PositionScheme::Rope {
             if !self.head_dim().is_multiple_of(2) {
                 return Err(Error::Config(format!(

@@ -23,7 +23,7 @@ use super::instruments::{Instrumentation, Instruments, NoInstruments};
 use super::plan::{ForwardOptions, Plan};
 use super::rope::PositionScheme;
 use crate::error::Result;
-use crate::kernels::{LAYER_NORM_EPS, layer_norm, linear, linear_layer, on_workers};
+use crate::kernels::{layer_norm, linear, linear_layer, on_workers};
 
 impl GptConfig {
     /// Build the model with GPT-2's initialisation, drawing from the backend's RNG as it
@@ -65,6 +65,8 @@ impl GptConfig {
             .with_n_kv_heads(self.n_kv_heads)
             .with_mask_mode(self.mask_mode)
             .with_dropout(self.dropout)
+            .with_activation(self.activation)
+            .with_layer_norm_epsilon(self.layer_norm_epsilon)
             .with_residual_init_std(residual_init_std(self.n_layers));
         let blocks = (0..self.n_layers)
             .map(|_| block.init(device))
@@ -81,7 +83,7 @@ impl GptConfig {
             dropout: DropoutConfig::new(self.dropout).init(),
             blocks,
             ln_f: LayerNormConfig::new(self.d_model)
-                .with_epsilon(LAYER_NORM_EPS)
+                .with_epsilon(self.layer_norm_epsilon)
                 .init(device),
             lm_head,
             config: self.clone(),
@@ -340,7 +342,7 @@ impl Gpt {
         } else {
             x
         };
-        let x = layer_norm(&self.ln_f, x);
+        let x = layer_norm(&self.ln_f, x, self.config.layer_norm_epsilon);
         instruments.record("ln_f", &x.dims());
         let logits = match &self.lm_head {
             Some(head) => linear_layer(head, x),

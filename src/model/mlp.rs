@@ -3,13 +3,49 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Gelu, Linear};
+use burn::nn::{Dropout, DropoutConfig, Linear};
+use serde::{Deserialize, Serialize};
 
 use burn::tensor::{Device, Tensor};
 
 use crate::kernels::{bias_gelu, linear, linear_layer};
 
 use super::init::normal_linear;
+
+/// The MLP's nonlinearity: GELU, exact or in the tanh form GPT-2 was trained with.
+///
+/// The two differ by at most ~1e-3 per element, enough that a GPT-2 imported with the wrong
+/// one drifts from Hugging Face's logits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Activation {
+    /// `z · Φ(z)` with the exact normal CDF (nanoGPT's, PyTorch's `F.gelu` default).
+    #[default]
+    #[serde(rename = "gelu")]
+    Gelu,
+    /// `z/2 · (1 + tanh(√(2/π)(z + 0.044715 z³)))`: Hugging Face's `gelu_new`, GPT-2's.
+    #[serde(rename = "gelu_new", alias = "gelu_tanh")]
+    GeluTanh,
+}
+
+impl Activation {
+    /// The activation Hugging Face names `name` (`activation_function` in a GPT-2
+    /// `config.json`), if it is one of these two.
+    pub fn from_hf_name(name: &str) -> Option<Self> {
+        match name {
+            "gelu" => Some(Self::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" => Some(Self::GeluTanh),
+            _ => None,
+        }
+    }
+
+    /// Hugging Face's name for it.
+    pub fn hf_name(self) -> &'static str {
+        match self {
+            Self::Gelu => "gelu",
+            Self::GeluTanh => "gelu_new",
+        }
+    }
+}
 
 /// Configuration of an [`Mlp`].
 #[derive(Config, Debug)]
@@ -21,6 +57,9 @@ pub struct MlpConfig {
     /// Dropout on the output (training only).
     #[config(default = 0.0)]
     pub dropout: f64,
+    /// The nonlinearity.
+    #[config(default = "Activation::Gelu")]
+    pub activation: Activation,
     /// Standard deviation of the widening layer's weights.
     #[config(default = 0.02)]
     pub init_std: f64,
@@ -35,7 +74,7 @@ impl MlpConfig {
     pub fn init(&self, device: &Device) -> Mlp {
         Mlp {
             fc: normal_linear(self.d_model, self.d_hidden, self.init_std, device),
-            gelu: Gelu::new(),
+            activation: self.activation,
             proj: normal_linear(self.d_hidden, self.d_model, self.output_init_std, device),
             dropout: DropoutConfig::new(self.dropout).init(),
         }
@@ -52,7 +91,8 @@ impl MlpConfig {
 pub struct Mlp {
     /// Widening layer, `D -> 4D`.
     pub fc: Linear,
-    gelu: Gelu,
+    #[module(skip)]
+    activation: Activation,
     /// Projection back, `4D -> D`.
     pub proj: Linear,
     dropout: Dropout,
@@ -64,9 +104,20 @@ impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         // The bias and GELU run as one fused op (see `crate::kernels::bias_gelu`); the layers'
         // products go through `crate::kernels::linear`, one matrix product each way on Flex.
+        let approximate = self.activation == Activation::GeluTanh;
         let hidden = match &self.fc.bias {
-            Some(bias) => bias_gelu(linear(x, self.fc.weight.val(), None), bias.val()),
-            None => self.gelu.forward(linear_layer(&self.fc, x)),
+            Some(bias) => bias_gelu(
+                linear(x, self.fc.weight.val(), None),
+                bias.val(),
+                approximate,
+            ),
+            None => {
+                let h = linear_layer(&self.fc, x);
+                match approximate {
+                    true => burn::tensor::activation::gelu_approximate(h),
+                    false => burn::tensor::activation::gelu(h),
+                }
+            }
         };
         self.dropout.forward(linear_layer(&self.proj, hidden))
     }

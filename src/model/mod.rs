@@ -48,7 +48,7 @@ pub use gpt::Gpt;
 pub use heads::{merge_heads, repeat_kv, split_heads};
 pub use instruments::{Instrumentation, Instruments, NoInstruments};
 pub use mask::{MaskMode, band_mask, causal_mask, masked_softmax, padding_mask};
-pub use mlp::{Mlp, MlpConfig};
+pub use mlp::{Activation, Mlp, MlpConfig};
 pub use plan::{ForwardOptions, Plan};
 pub use rope::{PositionScheme, Rotation};
 pub use single_head::{Masking, single_head_attention};

@@ -6,7 +6,7 @@ use std::path::Path;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::tokenizer::CharTokenizer;
+use super::tokenizer::{Tokenizer, TokenizerSpec};
 use crate::error::{Error, Result};
 
 /// The toy corpus shipped in `data/corpus.txt` (see `data/README.md`), built into the binary so
@@ -65,9 +65,12 @@ pub struct Batch {
 /// A tokenized text split into training and validation ids.
 #[derive(Clone, Debug)]
 pub struct TextDataset {
-    tokenizer: CharTokenizer,
+    tokenizer: Tokenizer,
     train: Vec<usize>,
     validation: Vec<usize>,
+    /// Characters per token of each split (1 for the character tokenizer): what turns a loss
+    /// in nats per token into bits per character.
+    chars_per_token: [f64; 2],
     sha256: String,
 }
 
@@ -78,7 +81,16 @@ impl TextDataset {
     /// [`Error::Data`] for empty text, or when either split is too short to hold one window of
     /// `seq_len + 1` tokens.
     pub fn new(text: &str, seq_len: usize) -> Result<Self> {
-        Self::with_tokenizer(text, CharTokenizer::from_text(text)?, seq_len)
+        Self::with_spec(text, &TokenizerSpec::Char, seq_len)
+    }
+
+    /// Tokenize `text` with a tokenizer of `spec` built from it (a BPE is trained on the whole
+    /// text) and split it 90/10.
+    ///
+    /// # Errors
+    /// The errors of [`TokenizerSpec::build`] and of [`TextDataset::new`].
+    pub fn with_spec(text: &str, spec: &TokenizerSpec, seq_len: usize) -> Result<Self> {
+        Self::with_tokenizer(text, spec.build(text)?, seq_len)
     }
 
     /// Tokenize `text` with an existing tokenizer (for instance one saved with a checkpoint)
@@ -87,24 +99,31 @@ impl TextDataset {
     /// # Errors
     /// [`Error::UnknownCharacters`] when `text` has characters the tokenizer lacks, and the
     /// errors of [`TextDataset::new`].
-    pub fn with_tokenizer(text: &str, tokenizer: CharTokenizer, seq_len: usize) -> Result<Self> {
+    pub fn with_tokenizer(text: &str, tokenizer: Tokenizer, seq_len: usize) -> Result<Self> {
         let ids = tokenizer.encode(text)?;
         let split = (ids.len() as f64 * TRAIN_FRACTION).round() as usize;
         let (train, validation) = ids.split_at(split);
         let window = seq_len + 1;
         for (name, part) in [("training", train), ("validation", validation)] {
             if part.len() < window {
+                let unit = if tokenizer.kind() == "char" {
+                    "characters"
+                } else {
+                    "tokens"
+                };
                 return Err(Error::Data(format!(
-                    "the text has {} characters, so its {name} split ({} characters) is shorter \
-                     than one window of {window} (context {seq_len} + 1); use a longer text \
-                     (at least {} characters) or a shorter context",
+                    "the text has {} {unit}, so its {name} split ({} {unit}) is shorter than \
+                     one window of {window} (context {seq_len} + 1); use a longer text (at \
+                     least {} {unit}) or a shorter context",
                     ids.len(),
                     part.len(),
                     (window as f64 / (1.0 - TRAIN_FRACTION)).ceil() as usize
                 )));
             }
         }
+        let per_token = |ids: &[usize]| tokenizer.chars_in(ids) as f64 / ids.len() as f64;
         Ok(Self {
+            chars_per_token: [per_token(train), per_token(validation)],
             tokenizer,
             train: train.to_vec(),
             validation: validation.to_vec(),
@@ -119,8 +138,20 @@ impl TextDataset {
     }
 
     /// The tokenizer.
-    pub fn tokenizer(&self) -> &CharTokenizer {
+    pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
+    }
+
+    /// Characters per token of `split`'s text (1 with the character tokenizer).
+    pub fn chars_per_token(&self, split: Split) -> f64 {
+        self.chars_per_token[split as usize]
+    }
+
+    /// A mean loss on `split` in nats per token, as bits per character: comparable across
+    /// tokenizers (a BPE token carries several characters, so its loss per token is higher
+    /// for the same model quality).
+    pub fn bits_per_char(&self, nats_per_token: f64, split: Split) -> f64 {
+        nats_per_token / std::f64::consts::LN_2 / self.chars_per_token(split)
     }
 
     /// The ids of one split.

@@ -7,7 +7,7 @@
 //! | `model.bpk`      | the weights, in Burn's burnpack store format                    |
 //! | `optimizer.bpk`  | the optimizer's state (AdamW moments), for `--resume`           |
 //! | `config.json`    | the [`GptConfig`]                                               |
-//! | `tokenizer.json` | the [`CharTokenizer`]                                           |
+//! | `tokenizer.json` | the [`Tokenizer`] (characters, or a Hugging Face BPE file)     |
 //! | `state.json`     | format version, step count and training configuration           |
 //!
 //! # Atomic writes
@@ -27,9 +27,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use super::clip::ClipScope;
 use super::config::TrainConfig;
 use crate::error::{Error, Result};
-use crate::fs::{ensure_dir, remove_dir_if_present, rename, write_json};
+use crate::fs::{ensure_dir, remove_dir_if_present, rename, write_atomically, write_json};
 use crate::model::{Gpt, GptConfig};
-use crate::text::CharTokenizer;
+use crate::text::Tokenizer;
 
 /// Version of the checkpoint layout; bumped whenever a file's meaning changes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -98,7 +98,7 @@ pub struct Checkpoint {
     /// The model with its trained weights, on the device it was loaded to.
     pub model: Gpt,
     /// The tokenizer it was trained with.
-    pub tokenizer: CharTokenizer,
+    pub tokenizer: Tokenizer,
     /// Where training stood.
     pub state: TrainState,
     /// The directory the files were read from.
@@ -113,7 +113,7 @@ pub struct Checkpoint {
 pub fn save(
     run_dir: &Path,
     model: &Gpt,
-    tokenizer: &CharTokenizer,
+    tokenizer: &Tokenizer,
     state: &TrainState,
     optimizer: Option<&ModuleOptimizer>,
 ) -> Result<()> {
@@ -216,7 +216,7 @@ pub fn check_no_partial(run_dir: &Path) -> Result<()> {
 fn write_files(
     dir: &Path,
     model: &Gpt,
-    tokenizer: &CharTokenizer,
+    tokenizer: &Tokenizer,
     state: &TrainState,
     optimizer: Option<&ModuleOptimizer>,
 ) -> Result<()> {
@@ -232,7 +232,7 @@ fn write_files(
         })?;
     }
     write_json(&dir.join(CONFIG_FILE), model.config())?;
-    write_json(&dir.join(TOKENIZER_FILE), tokenizer)?;
+    write_atomically(&dir.join(TOKENIZER_FILE), tokenizer.to_json().as_bytes())?;
     write_json(&dir.join(STATE_FILE), state)
 }
 
@@ -256,13 +256,13 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
         ));
     }
     let config = read_config(&dir.join(CONFIG_FILE))?;
-    let tokenizer: CharTokenizer = read_json(&dir.join(TOKENIZER_FILE))?;
+    let tokenizer = read_tokenizer(&dir.join(TOKENIZER_FILE))?;
     if tokenizer.vocab_size() != config.vocab_size {
         return Err(Error::checkpoint(
             &dir,
             format!(
-                "the tokenizer has {} characters but the model a vocabulary of {}; the files \
-                 come from different runs",
+                "the tokenizer has {} tokens but the model a vocabulary of {}; the files come \
+                 from different runs",
                 tokenizer.vocab_size(),
                 config.vocab_size
             ),
@@ -391,6 +391,13 @@ fn read_config(path: &Path) -> Result<GptConfig> {
         .map_err(|err| Error::checkpoint_caused(path, "cannot read", err))?;
     GptConfig::from_json(&json)
         .map_err(|err| Error::checkpoint_caused(path, "damaged or truncated JSON", err))
+}
+
+fn read_tokenizer(path: &Path) -> Result<Tokenizer> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| Error::checkpoint_caused(path, "cannot read", err))?;
+    Tokenizer::from_json(&text)
+        .map_err(|err| Error::checkpoint_caused(path, "not a tokenizer", err))
 }
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {

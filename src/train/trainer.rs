@@ -360,8 +360,10 @@ fn resume_from(
     let refuse = |what: String| Error::checkpoint(&saved.dir, format!("cannot resume: {what}"));
     if saved.tokenizer != *dataset.tokenizer() {
         return Err(refuse(format!(
-            "the training text's characters differ from the run's ({} now, {} then)",
+            "the tokenizer differs from the run's ({} of {} tokens now, {} of {} then)",
+            dataset.tokenizer().kind(),
             dataset.tokenizer().vocab_size(),
+            saved.tokenizer.kind(),
             saved.tokenizer.vocab_size()
         )));
     }

@@ -44,12 +44,16 @@ use burn::tensor::Device;
 use super::file::{TensorSpec, apply_pytorch_layout, check_layout, read_metadata, read_tensors};
 use crate::error::{Error, Result};
 use crate::model::{Gpt, GptConfig, PositionScheme};
-use crate::text::CharTokenizer;
+use crate::text::{CharTokenizer, Tokenizer};
 
 /// Metadata key of the model config (JSON) in an exported file.
 pub const CONFIG_KEY: &str = "tinygpt.config";
-/// Metadata key of the vocabulary (a JSON array of one-character strings) in an exported file.
+/// Metadata key of the vocabulary (a JSON array of one-character strings) in an exported file
+/// of a character-level model.
 pub const VOCABULARY_KEY: &str = "tinygpt.vocabulary";
+/// Metadata key of the tokenizer (its `tokenizer.json`) in an exported file of a model with a
+/// byte-level tokenizer.
+pub const TOKENIZER_KEY: &str = "tinygpt.tokenizer";
 
 /// The tensors of a model with `config` in tinygpt's safetensors layout (see the module docs),
 /// in module order.
@@ -92,20 +96,20 @@ pub fn tensor_layout(config: &GptConfig) -> Vec<TensorSpec> {
 ///
 /// # Errors
 /// [`Error::Weights`] when the file cannot be written.
-pub fn export_safetensors(
-    model: &Gpt,
-    tokenizer: Option<&CharTokenizer>,
-    path: &Path,
-) -> Result<()> {
+pub fn export_safetensors(model: &Gpt, tokenizer: Option<&Tokenizer>, path: &Path) -> Result<()> {
     let config = serde_json::to_string(model.config()).expect("a config serialises");
     let mut store = SafetensorsStore::from_file(path)
         .with_to_adapter(BurnToPyTorchAdapter)
         .metadata(CONFIG_KEY, config)
         .overwrite(true);
-    if let Some(tokenizer) = tokenizer {
-        let chars: Vec<String> = tokenizer.chars().iter().map(char::to_string).collect();
-        let vocabulary = serde_json::to_string(&chars).expect("strings serialise");
-        store = store.metadata(VOCABULARY_KEY, vocabulary);
+    match tokenizer {
+        Some(Tokenizer::Char(chars)) => {
+            let chars: Vec<String> = chars.chars().iter().map(char::to_string).collect();
+            let vocabulary = serde_json::to_string(&chars).expect("strings serialise");
+            store = store.metadata(VOCABULARY_KEY, vocabulary);
+        }
+        Some(other) => store = store.metadata(TOKENIZER_KEY, other.to_json()),
+        None => {}
     }
     model
         .save_into(&mut store)
@@ -118,7 +122,7 @@ pub fn export_safetensors(
 /// # Errors
 /// [`Error::Weights`] when the file is not safetensors, or has no tinygpt config (a file from
 /// elsewhere: see [`super::nanogpt`] for nanoGPT's).
-pub fn read_exported_header(path: &Path) -> Result<(GptConfig, Option<CharTokenizer>)> {
+pub fn read_exported_header(path: &Path) -> Result<(GptConfig, Option<Tokenizer>)> {
     let metadata = read_metadata(path)?;
     let config_json = metadata.get(CONFIG_KEY).ok_or_else(|| {
         Error::weights(
@@ -131,14 +135,16 @@ pub fn read_exported_header(path: &Path) -> Result<(GptConfig, Option<CharTokeni
     })?;
     let config = GptConfig::from_json(config_json)
         .map_err(|err| Error::weights(path, format!("unreadable `{CONFIG_KEY}` ({err})")))?;
-    let tokenizer = match metadata.get(VOCABULARY_KEY) {
-        None => None,
-        Some(json) => {
-            let tokenizer = CharTokenizer::from_json_vocabulary(json).map_err(|err| {
+    let tokenizer = match (metadata.get(VOCABULARY_KEY), metadata.get(TOKENIZER_KEY)) {
+        (Some(json), _) => Some(Tokenizer::Char(
+            CharTokenizer::from_json_vocabulary(json).map_err(|err| {
                 Error::weights_caused(path, format!("unreadable `{VOCABULARY_KEY}`"), err)
-            })?;
-            Some(tokenizer)
-        }
+            })?,
+        )),
+        (None, Some(json)) => Some(Tokenizer::from_json(json).map_err(|err| {
+            Error::weights_caused(path, format!("unreadable `{TOKENIZER_KEY}`"), err)
+        })?),
+        (None, None) => None,
     };
     Ok((config, tokenizer))
 }
@@ -149,7 +155,7 @@ pub fn read_exported_header(path: &Path) -> Result<(GptConfig, Option<CharTokeni
 /// # Errors
 /// [`Error::Weights`] when the file is unreadable, has no tinygpt config, or holds a tensor
 /// whose name or shape does not fit that config (the message names the first one).
-pub fn load_safetensors(path: &Path, device: &Device) -> Result<(Gpt, Option<CharTokenizer>)> {
+pub fn load_safetensors(path: &Path, device: &Device) -> Result<(Gpt, Option<Tokenizer>)> {
     let (config, tokenizer) = read_exported_header(path)?;
     let tensors = read_tensors(path)?;
     check_layout(path, &tensors, &tensor_layout(&config), &|_| false)?;

@@ -1,4 +1,4 @@
-//! A character-level tokenizer: one token per distinct character of the training text.
+//! The character-level tokenizer: one token per distinct character of the training text.
 //!
 //! Character tokens keep the model's input readable (a reader can map every id back to what it
 //! stands for) and the vocabulary tiny, which is what a model this size wants.
