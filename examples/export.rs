@@ -56,8 +56,11 @@ fn run() -> anyhow::Result<()> {
                 out.display()
             );
         }
-        for file in ["config.json", "model.safetensors", "tokenizer.json"] {
-            tinygpt::fs::check_output(&out.join(file), args.force).context("--out")?;
+        // A directory not there yet is created by the export; one that is must not lose files.
+        if out.is_dir() {
+            for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+                tinygpt::fs::check_output(&out.join(file), args.force).context("--out")?;
+            }
         }
     } else {
         tinygpt::fs::check_output(&out, args.force).context("--out")?;

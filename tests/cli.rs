@@ -419,3 +419,113 @@ fn the_faults_example_shows_one_fault_and_names_the_valid_ones() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("W_O"));
     assert_clear_error(&run("transposed-value"), &["unknown fault", "stale-cache"]);
 }
+
+#[test]
+fn a_bpe_run_trains_reports_bits_per_character_and_resumes_only_with_its_tokenizer() {
+    let out = fresh_dir("bpe_run");
+    let bpe = ["--tokenizer", "bpe", "--vocab-size", "300", "--leak", "off"];
+    let run = tiny_train(&out, &bpe);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.contains("bits/char") && stdout.contains("bpe"),
+        "{stdout}"
+    );
+    let saved = std::fs::read_to_string(out.join("causal/checkpoint/tokenizer.json")).unwrap();
+    assert!(
+        saved.contains("\"ByteLevel\""),
+        "a Hugging Face tokenizer.json"
+    );
+
+    // The same run resumed as a character run is refused, naming the tokenizer.
+    let as_char = tiny_train(&out, &["--leak", "off", "--resume"]);
+    assert_clear_error(&as_char, &["tokenizer", "bpe", "char"]);
+
+    let generated = example("generate")
+        .args(["--checkpoint", out.join("causal").to_str().unwrap()])
+        .args([
+            "--prompt",
+            "the 🙂 cat",
+            "--max-new-tokens",
+            "5",
+            "--device",
+            cpu(),
+        ])
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{}", stderr(&generated));
+    assert!(
+        String::from_utf8(generated.stdout)
+            .unwrap()
+            .starts_with("the 🙂 cat")
+    );
+
+    for (flags, says) in [
+        (vec!["--tokenizer", "bpe", "--vocab-size", "100"], "256"),
+        (
+            vec!["--tokenizer", "gpt2", "--vocab-size", "1000"],
+            "--vocab-size",
+        ),
+    ] {
+        let refused = tiny_train(&fresh_dir("bpe_refused"), &flags);
+        assert_clear_error(&refused, &[says]);
+    }
+}
+
+#[test]
+fn a_hugging_face_gpt2_imports_and_exports_through_the_cli_unchanged() {
+    let out = fresh_dir("hf_cli");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf_gpt2");
+    let without_vocab = example("import")
+        .args(["--hf", fixture.to_str().unwrap()])
+        .args(["--out", out.join("ckpt").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_clear_error(&without_vocab, &["256 tokens", "--vocab"]);
+
+    // 256 tokens: a byte-level BPE with no merges.
+    let bytes = tinygpt::text::tokenizer::BpeTokenizer::train("x", 256).unwrap();
+    let vocab = out.join("bytes.json");
+    std::fs::write(&vocab, bytes.to_json()).unwrap();
+    let import = example("import")
+        .args([
+            "--hf",
+            fixture.to_str().unwrap(),
+            "--vocab",
+            vocab.to_str().unwrap(),
+        ])
+        .args(["--out", out.join("ckpt").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(import.status.success(), "{}", stderr(&import));
+    let export = example("export")
+        .args([
+            "--checkpoint",
+            out.join("ckpt").to_str().unwrap(),
+            "--format",
+            "hf",
+        ])
+        .args(["--out", out.join("hf").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(export.status.success(), "{}", stderr(&export));
+    let sorted = |path: &Path| {
+        let mut tensors = common::read_safetensors(path);
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        tensors
+    };
+    let theirs = sorted(&fixture.join("model.safetensors"));
+    let ours = sorted(&out.join("hf/model.safetensors"));
+    assert_eq!(ours, theirs, "every tensor back as transformers wrote it");
+    let again = example("export")
+        .args([
+            "--checkpoint",
+            out.join("ckpt").to_str().unwrap(),
+            "--format",
+            "hf",
+        ])
+        .args(["--out", out.join("hf").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_clear_error(&again, &["config.json", "--force"]);
+}
