@@ -773,12 +773,12 @@ fn every_bad_input_is_refused_with_a_message_naming_it() {
         (
             "/api/forward",
             json!({"model": "causal", "text": "the old cat"}),
-            &["11 characters", "context is 8"],
+            &["11 tokens", "context is 8"],
         ),
         (
             "/api/forward",
             json!({"model": "causal", "text": ""}),
-            &["0 characters"],
+            &["0 tokens"],
         ),
         (
             "/api/probe",
@@ -788,7 +788,7 @@ fn every_bad_input_is_refused_with_a_message_naming_it() {
         (
             "/api/probe",
             json!({"model": "causal", "text": "the", "position": 2, "replacement": "xy"}),
-            &["replacement", "one character"],
+            &["replacement", "exactly one token"],
         ),
         (
             "/api/leak",
@@ -798,7 +798,7 @@ fn every_bad_input_is_refused_with_a_message_naming_it() {
         (
             "/api/leak",
             json!({"text": "the old cat sees"}),
-            &["16 characters"],
+            &["16 tokens"],
         ),
         (
             "/api/fault",
@@ -813,12 +813,12 @@ fn every_bad_input_is_refused_with_a_message_naming_it() {
         (
             "/api/fault",
             json!({"fault": "transposed-key", "prompt": "the "}),
-            &["4 characters", "head width", "another length"],
+            &["4 tokens", "head width", "another length"],
         ),
         (
             "/api/fault",
             json!({"fault": "stale-cache", "prompt": "the old "}),
-            &["8 characters", "from 2 to 7"],
+            &["8 tokens", "from 2 to 7"],
         ),
         (
             "/api/leak",

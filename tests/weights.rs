@@ -93,6 +93,25 @@ fn export_then_load_gives_identical_logits_and_vocabulary() {
 }
 
 #[test]
+fn a_byte_level_tokenizer_travels_in_the_export_too() {
+    let device = device();
+    let bpe = Tokenizer::Bpe(Box::new(
+        tinygpt::text::tokenizer::BpeTokenizer::train(tinygpt::text::BUNDLED_CORPUS, 300).unwrap(),
+    ));
+    let model = tinygpt::GptConfig::new(bpe.vocab_size())
+        .with_d_model(16)
+        .with_n_heads(2)
+        .with_n_layers(1)
+        .with_max_seq_len(8)
+        .init(&device)
+        .unwrap();
+    let path = temp_dir("export_bpe").join("model.safetensors");
+    export_safetensors(&model, Some(&bpe), &path).unwrap();
+    let (_, loaded) = load_safetensors(&path, &device).unwrap();
+    assert_eq!(loaded, Some(bpe));
+}
+
+#[test]
 fn exporting_over_an_existing_file_replaces_it() {
     let device = device();
     let path = temp_dir("export_overwrite").join("model.safetensors");

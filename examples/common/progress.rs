@@ -40,10 +40,17 @@ impl Progress {
                     "loss {loss:.3}  lr {lr:.2e}  {tokens_per_s:>6.0} tok/s"
                 ));
             }
-            DemoEvent::Train(TrainEvent::Eval(record)) => self.say(format!(
-                "[{name}] step {:>5}  train {:.4}  val {:.4}  lr {:.2e}  {:.0} tok/s",
-                record.step, record.train_loss, record.val_loss, record.lr, record.tokens_per_s
-            )),
+            DemoEvent::Train(TrainEvent::Eval(record)) => {
+                let bits = record
+                    .bits_per_char
+                    .map_or_else(String::new, |[train, val]| {
+                        format!("  ({train:.3} / {val:.3} bits/char)")
+                    });
+                self.say(format!(
+                    "[{name}] step {:>5}  train {:.4}  val {:.4}{bits}  lr {:.2e}  {:.0} tok/s",
+                    record.step, record.train_loss, record.val_loss, record.lr, record.tokens_per_s
+                ))
+            }
             DemoEvent::Train(TrainEvent::Resumed { step, total }) => {
                 self.say(format!("resuming {name} at step {step} of {total}"))
             }

@@ -21,6 +21,10 @@ pub struct EvalRecord {
     pub lr: f64,
     /// Training throughput since the previous evaluation.
     pub tokens_per_s: f64,
+    /// The two losses in bits per character (training, validation), comparable across
+    /// tokenizers; absent in records written before tokenizers were a choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bits_per_char: Option<[f64; 2]>,
 }
 
 /// File of evaluation records in a run directory, one JSON object per line.

@@ -240,12 +240,18 @@ impl Run<'_> {
     /// Evaluate `model` after `step` steps.
     fn evaluate(&self, model: &Gpt, step: usize, lr: f64, tokens_per_s: f64) -> Result<EvalRecord> {
         let loss = |split| evaluate(model, self.dataset, split, self.config, self.device);
+        let (train_loss, val_loss) = (loss(Split::Train)?, loss(Split::Validation)?);
+        let bits = |loss: f32, split| self.dataset.bits_per_char(f64::from(loss), split);
         Ok(EvalRecord {
             step,
-            train_loss: loss(Split::Train)?,
-            val_loss: loss(Split::Validation)?,
+            train_loss,
+            val_loss,
             lr,
             tokens_per_s,
+            bits_per_char: Some([
+                bits(train_loss, Split::Train),
+                bits(val_loss, Split::Validation),
+            ]),
         })
     }
 

@@ -31,8 +31,9 @@
 //! The heads of `query`, `key` and `value` are consecutive blocks of `Dh = D / H` output rows
 //! (`key` and `value` hold `H_kv` of them with grouped-query attention). The
 //! file's metadata holds the [`GptConfig`] as JSON under `tinygpt.config` and, when exported
-//! with one, the vocabulary (a JSON array of one-character strings in id order) under
-//! `tinygpt.vocabulary`, so the file alone is enough to rebuild the model
+//! with one, the tokenizer: a character vocabulary as a JSON array of one-character strings in
+//! id order under `tinygpt.vocabulary`, a byte-level one as its `tokenizer.json` under
+//! `tinygpt.tokenizer`. The file alone is enough to rebuild the model
 //! ([`load_safetensors`]). [`tensor_layout`] is this table as data; a test holds the exporter
 //! to it.
 
