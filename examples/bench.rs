@@ -211,15 +211,12 @@ fn measure_gpt2_small(
         "context", "cached tok/s", "KV bytes", "2LBHkvDhS4"
     ));
     for context in [512, 1024] {
-        decoder.fill(context - 1)?;
-        let cached =
-            1.0 / median_seconds(plan.warmup, plan.repeats, || decoder.cached_step(context))?;
-        decoder.fill(context)?;
-        let measured = decoder.cache_bytes();
-        let formula =
-            (2 * config.n_layers * config.kv_heads() * config.head_dim() * context * 4) as f64;
+        let cached = cached_rate(plan, &mut decoder, context)?;
+        let bytes = cache_bytes(&mut decoder, context)?;
         plan.say(format!(
-            "{context:>8} {cached:>14.1} {measured:>12} {formula:>12.0}"
+            "{context:>8} {cached:>14.1} {:>12} {:>12.0}",
+            bytes.value,
+            bytes.formula.unwrap_or_default()
         ));
         figures.push(Figure::new(
             "decode_tokens_per_s",
@@ -227,10 +224,7 @@ fn measure_gpt2_small(
             Some(context),
             cached,
         ));
-        figures.push(Figure {
-            formula: Some(formula),
-            ..Figure::new("kv_cache_bytes", None, Some(context), measured as f64)
-        });
+        figures.push(bytes);
     }
     if let Some(peak) = peak_rss_bytes() {
         plan.say(format!(
@@ -305,8 +299,7 @@ fn prefill(plan: &Plan, decoder: &mut Decoder) -> tinygpt::Result<Figure> {
 
 /// Cached and naive decode steps at `context`, and the cache's bytes there.
 fn decode(plan: &Plan, decoder: &mut Decoder, context: usize) -> tinygpt::Result<[Figure; 3]> {
-    decoder.fill(context - 1)?;
-    let cached = 1.0 / median_seconds(plan.warmup, plan.repeats, || decoder.cached_step(context))?;
+    let cached = cached_rate(plan, decoder, context)?;
     // The naive step costs about as much as a prefill of the whole context, so fewer runs.
     let naive_repeats = if context >= 2048 {
         plan.repeats.div_ceil(4)
@@ -317,24 +310,38 @@ fn decode(plan: &Plan, decoder: &mut Decoder, context: usize) -> tinygpt::Result
         / median_seconds(plan.warmup.min(1), naive_repeats, || {
             decoder.naive_step(context)
         })?;
-    // The cache holding `context` positions, measured from its tensors.
+    let bytes = cache_bytes(decoder, context)?;
+    plan.say(format!(
+        "{context:>8} {cached:>14.0} {naive:>14.1} {:>8.1}x {:>12} {:>12.0}",
+        cached / naive,
+        bytes.value,
+        bytes.formula.unwrap_or_default()
+    ));
+    Ok([
+        Figure::new("decode_tokens_per_s", Some("cached"), Some(context), cached),
+        Figure::new("decode_tokens_per_s", Some("naive"), Some(context), naive),
+        bytes,
+    ])
+}
+
+/// Cached decode steps per second at `context` (the cache filled to `context - 1` first).
+fn cached_rate(plan: &Plan, decoder: &mut Decoder, context: usize) -> tinygpt::Result<f64> {
+    decoder.fill(context - 1)?;
+    Ok(1.0 / median_seconds(plan.warmup, plan.repeats, || decoder.cached_step(context))?)
+}
+
+/// The cache's bytes holding `context` positions, measured from its tensors, beside the
+/// formula `2·L·B·H_kv·Dh·S·4`.
+fn cache_bytes(decoder: &mut Decoder, context: usize) -> tinygpt::Result<Figure> {
     decoder.fill(context)?;
     let measured = decoder.cache_bytes();
     let config = decoder.config();
     let formula =
         (2 * config.n_layers * config.kv_heads() * config.head_dim() * context * 4) as f64;
-    plan.say(format!(
-        "{context:>8} {cached:>14.0} {naive:>14.1} {:>8.1}x {measured:>12} {formula:>12.0}",
-        cached / naive
-    ));
-    Ok([
-        Figure::new("decode_tokens_per_s", Some("cached"), Some(context), cached),
-        Figure::new("decode_tokens_per_s", Some("naive"), Some(context), naive),
-        Figure {
-            formula: Some(formula),
-            ..Figure::new("kv_cache_bytes", None, Some(context), measured as f64)
-        },
-    ])
+    Ok(Figure {
+        formula: Some(formula),
+        ..Figure::new("kv_cache_bytes", None, Some(context), measured as f64)
+    })
 }
 
 /// Median wall time of `repeats` runs of `work`, after `warmup` untimed ones.

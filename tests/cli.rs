@@ -498,16 +498,14 @@ fn a_hugging_face_gpt2_imports_and_exports_through_the_cli_unchanged() {
         .output()
         .unwrap();
     assert!(import.status.success(), "{}", stderr(&import));
-    let export = example("export")
-        .args([
-            "--checkpoint",
-            out.join("ckpt").to_str().unwrap(),
-            "--format",
-            "hf",
-        ])
-        .args(["--out", out.join("hf").to_str().unwrap()])
-        .output()
-        .unwrap();
+    let export_hf = || {
+        example("export")
+            .args(["--checkpoint", out.join("ckpt").to_str().unwrap()])
+            .args(["--format", "hf", "--out", out.join("hf").to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let export = export_hf();
     assert!(export.status.success(), "{}", stderr(&export));
     let sorted = |path: &Path| {
         let mut tensors = common::read_safetensors(path);
@@ -517,15 +515,6 @@ fn a_hugging_face_gpt2_imports_and_exports_through_the_cli_unchanged() {
     let theirs = sorted(&fixture.join("model.safetensors"));
     let ours = sorted(&out.join("hf/model.safetensors"));
     assert_eq!(ours, theirs, "every tensor back as transformers wrote it");
-    let again = example("export")
-        .args([
-            "--checkpoint",
-            out.join("ckpt").to_str().unwrap(),
-            "--format",
-            "hf",
-        ])
-        .args(["--out", out.join("hf").to_str().unwrap()])
-        .output()
-        .unwrap();
+    let again = export_hf();
     assert_clear_error(&again, &["config.json", "--force"]);
 }

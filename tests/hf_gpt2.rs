@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use common::{NamedTensor, device, read_safetensors, row, temp_dir, values, write_safetensors};
 use serde::Deserialize;
-use tinygpt::generate::{DecodeMode, GenerationConfig, Generator};
+use tinygpt::generate::{DecodeMode, GenerationConfig, Generator, max_abs_diff};
 use tinygpt::model::Activation;
 use tinygpt::weights::{export_hf, import_hf};
 use tinygpt::{Error, Gpt, GptConfig, PositionScheme};
@@ -49,14 +49,6 @@ fn expected_logits(logits: &[NamedTensor], i: usize) -> &NamedTensor {
     logits.iter().find(|(n, _, _)| *n == name).unwrap()
 }
 
-fn max_diff(ours: &[f32], theirs: &[f32]) -> f32 {
-    assert_eq!(ours.len(), theirs.len());
-    ours.iter()
-        .zip(theirs)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
-}
-
 /// The largest |Δ logit| between `model` and Hugging Face's over every prompt of `dir`.
 fn worst_logit_diff(model: &Gpt, dir: &Path) -> f32 {
     let (expected, logits) = expected(dir);
@@ -65,7 +57,7 @@ fn worst_logit_diff(model: &Gpt, dir: &Path) -> f32 {
         let (_, shape, theirs) = expected_logits(&logits, i);
         let ours = model.forward(row(prompt, &device())).unwrap();
         assert_eq!(ours.dims()[1..], shape[..], "prompt {i}");
-        worst = worst.max(max_diff(&values(ours), theirs));
+        worst = worst.max(max_abs_diff(&values(ours), theirs));
     }
     worst
 }

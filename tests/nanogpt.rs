@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Tensor;
 use common::{NamedTensor, device, read_safetensors, row, temp_dir, values, write_safetensors};
 use serde::Deserialize;
-use tinygpt::generate::{DecodeMode, GenerationConfig, Generator, WindowPolicy};
+use tinygpt::generate::{DecodeMode, GenerationConfig, Generator, WindowPolicy, max_abs_diff};
 use tinygpt::text::CharTokenizer;
 use tinygpt::train::checkpoint::{self, TrainState};
 use tinygpt::weights::import_nanogpt;
@@ -51,14 +51,6 @@ fn import(name: &str) -> Gpt {
     .unwrap()
 }
 
-fn max_diff(ours: &[f32], theirs: &[f32]) -> f32 {
-    assert_eq!(ours.len(), theirs.len());
-    ours.iter()
-        .zip(theirs)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
-}
-
 /// Both fixtures: nanoGPT's default (biases, head tied to the embedding, saved by
 /// `save_model` under `lm_head.weight` only) and `bias=False` with an untied head and the
 /// causal-mask buffer.
@@ -83,7 +75,7 @@ fn imported_models_give_pytorchs_logits() {
         let logits = model.forward(row(&expected.tokens, &device())).unwrap();
         let [t, v] = expected.logits.shape;
         assert_eq!(logits.dims(), [1, t, v]);
-        let diff = max_diff(&values(logits), &expected.logits.data);
+        let diff = max_abs_diff(&values(logits), &expected.logits.data);
         assert!(diff <= TOLERANCE, "{name}: max |Δ logit| = {diff}");
     }
 }
@@ -108,7 +100,7 @@ fn cached_decoding_of_an_imported_model_gives_pytorchs_logits() {
             ours.extend(values(step));
         }
         assert_eq!(ours.len(), expected.tokens.len() * v);
-        let diff = max_diff(&ours, &expected.logits.data);
+        let diff = max_abs_diff(&ours, &expected.logits.data);
         assert!(diff <= TOLERANCE, "{name}: max |Δ logit| = {diff}");
     }
 }
@@ -129,7 +121,7 @@ fn an_imported_model_saves_as_a_checkpoint_that_generates_but_cannot_resume() {
     let loaded = checkpoint::load(&dir, &device).unwrap();
     assert_eq!(loaded.state, state);
     let tokens = row(&expected.tokens, &device);
-    let diff = max_diff(
+    let diff = max_abs_diff(
         &values(loaded.model.forward(tokens).unwrap()),
         &expected.logits.data,
     );

@@ -799,7 +799,7 @@ fn encode(loaded: &Loaded, text: &str) -> Result<Vec<usize>, ApiError> {
 fn tokens(loaded: &Loaded, ids: Vec<usize>) -> Tokens {
     let pieces = ids
         .iter()
-        .map(|&id| loaded.tokenizer.decode(&[id]))
+        .map(|&id| loaded.tokenizer.token_text(id))
         .collect();
     Tokens { ids, pieces }
 }
@@ -814,7 +814,7 @@ fn top_tokens(loaded: &Loaded, logits: &[f32], k: usize) -> Vec<(String, f32)> {
     ranked
         .into_iter()
         .take(k)
-        .map(|(id, p)| (loaded.tokenizer.decode(&[id]), p))
+        .map(|(id, p)| (loaded.tokenizer.token_text(id), p))
         .collect()
 }
 

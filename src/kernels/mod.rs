@@ -175,7 +175,15 @@ pub fn bias_gelu<const N: usize>(h: Tensor<N>, bias: Tensor<1>, approximate: boo
     if runs_on(&h.device(), h.dtype()) {
         return extension::bias_gelu(h, bias, approximate);
     }
-    let z = h + bias.unsqueeze();
+    gelu(h + bias.unsqueeze(), approximate)
+}
+
+/// `gelu(z)` with Burn's ops: exact, or the tanh approximation when `approximate` (the MLP
+/// without a bias, and [`bias_gelu`] off the crate's kernels).
+///
+/// # Shapes
+/// - z: any, output: same
+pub fn gelu<const N: usize>(z: Tensor<N>, approximate: bool) -> Tensor<N> {
     match approximate {
         true => burn::tensor::activation::gelu_approximate(z),
         false => burn::tensor::activation::gelu(z),

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use burn::tensor::{Device, Tensor};
 
-use crate::kernels::{bias_gelu, linear, linear_layer};
+use crate::kernels::{bias_gelu, gelu, linear, linear_layer};
 
 use super::init::normal_linear;
 
@@ -111,13 +111,7 @@ impl Mlp {
                 bias.val(),
                 approximate,
             ),
-            None => {
-                let h = linear_layer(&self.fc, x);
-                match approximate {
-                    true => burn::tensor::activation::gelu_approximate(h),
-                    false => burn::tensor::activation::gelu(h),
-                }
-            }
+            None => gelu(linear_layer(&self.fc, x), approximate),
         };
         self.dropout.forward(linear_layer(&self.proj, hidden))
     }

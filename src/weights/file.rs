@@ -18,6 +18,37 @@ use crate::model::{Gpt, GptConfig};
 /// A tensor's name and shape.
 pub type TensorSpec = (String, Vec<usize>);
 
+/// A tensor's values as `f32` (what [`read_tensors`] gives and a model's weights are).
+pub(crate) fn floats(data: TensorData) -> Vec<f32> {
+    data.convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("converted to f32")
+}
+
+/// The query, key and value projections of block `to` (e.g. `blocks.0`) from a packed
+/// `c_attn` in PyTorch's `[out, in]` layout, `[3D, D]`: q, k and v are its three consecutive
+/// blocks of `D` rows (and of the bias), in that order.
+pub(crate) fn insert_qkv(
+    converted: &mut BTreeMap<String, TensorData>,
+    to: &str,
+    qkv_weight: &[f32],
+    qkv_bias: &[f32],
+    d: usize,
+) {
+    for (part, projection) in ["query", "key", "value"].into_iter().enumerate() {
+        let weight = &qkv_weight[part * d * d..(part + 1) * d * d];
+        let bias = &qkv_bias[part * d..(part + 1) * d];
+        converted.insert(
+            format!("{to}.attn.{projection}.weight"),
+            TensorData::new(weight.to_vec(), [d, d]),
+        );
+        converted.insert(
+            format!("{to}.attn.{projection}.bias"),
+            TensorData::new(bias.to_vec(), [d]),
+        );
+    }
+}
+
 /// Every tensor of a safetensors file, as `f32` data, by name (read through burn-store).
 ///
 /// # Errors

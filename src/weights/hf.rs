@@ -31,7 +31,9 @@ use burn::tensor::{Device, TensorData};
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{Value, json};
 
-use super::file::{TensorSpec, apply_pytorch_layout, check_layout, read_tensors};
+use super::file::{
+    TensorSpec, apply_pytorch_layout, check_layout, floats, insert_qkv, read_tensors,
+};
 use crate::error::{Error, Result};
 use crate::model::{Activation, Gpt, GptConfig, MaskMode, PositionScheme};
 
@@ -110,17 +112,7 @@ pub fn import_hf(dir: &Path, device: &Device) -> Result<Gpt> {
         // three consecutive blocks of D rows.
         let qkv = transposed(take(&format!("{from}.attn.c_attn.weight")));
         let qkv_bias = floats(take(&format!("{from}.attn.c_attn.bias")));
-        for (part, projection) in ["query", "key", "value"].into_iter().enumerate() {
-            let rows = &qkv[part * d * d..(part + 1) * d * d];
-            ours.insert(
-                format!("{to}.attn.{projection}.weight"),
-                TensorData::new(rows.to_vec(), [d, d]),
-            );
-            ours.insert(
-                format!("{to}.attn.{projection}.bias"),
-                TensorData::new(qkv_bias[part * d..(part + 1) * d].to_vec(), [d]),
-            );
-        }
+        insert_qkv(&mut ours, &to, &qkv, &qkv_bias, d);
         for (hf, tiny) in [
             ("attn.c_proj", "attn.output"),
             ("mlp.c_fc", "mlp.fc"),
@@ -408,7 +400,7 @@ pub fn export_hf(model: &Gpt, dir: &Path) -> Result<Vec<PathBuf>> {
 ///
 /// # Errors
 /// [`Error::Config`] for rotary positions, grouped-query attention or a leaky mask.
-pub fn check_exportable(config: &GptConfig) -> Result<()> {
+fn check_exportable(config: &GptConfig) -> Result<()> {
     let refuse = |what: String| {
         Err(Error::Config(format!(
             "GPT-2 cannot express this model: {what}"
@@ -466,12 +458,6 @@ fn hf_config(config: &GptConfig) -> Value {
         "eos_token_id": end_of_text,
         "torch_dtype": "float32",
     })
-}
-
-fn floats(data: TensorData) -> Vec<f32> {
-    data.convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("converted to f32")
 }
 
 fn dims2(data: &TensorData) -> [usize; 2] {

@@ -33,7 +33,9 @@ use std::path::Path;
 
 use burn::tensor::{Device, TensorData};
 
-use super::file::{TensorSpec, apply_pytorch_layout, check_layout, read_tensors};
+use super::file::{
+    TensorSpec, apply_pytorch_layout, check_layout, floats, insert_qkv, read_tensors,
+};
 use crate::error::{Error, Result};
 use crate::model::{Gpt, GptConfig};
 
@@ -114,18 +116,7 @@ fn convert_block(
     // whose weights are the three consecutive blocks of D rows.
     let qkv_weight = floats(source.take(&format!("{from}.attn.c_attn.weight")));
     let qkv_bias = floats(source.bias(&format!("{from}.attn.c_attn.bias"), 3 * d));
-    for (part, projection) in ["query", "key", "value"].into_iter().enumerate() {
-        let weight = &qkv_weight[part * d * d..(part + 1) * d * d];
-        let bias = &qkv_bias[part * d..(part + 1) * d];
-        converted.insert(
-            format!("{to}.attn.{projection}.weight"),
-            TensorData::new(weight.to_vec(), [d, d]),
-        );
-        converted.insert(
-            format!("{to}.attn.{projection}.bias"),
-            TensorData::new(bias.to_vec(), [d]),
-        );
-    }
+    insert_qkv(converted, &to, &qkv_weight, &qkv_bias, d);
 }
 
 /// The tensors of a nanoGPT file, handed out once each as they are converted.
@@ -233,9 +224,4 @@ fn layout(config: &GptConfig, source: &Source) -> Vec<TensorSpec> {
 /// nanoGPT's causal-mask buffer, which a state dict carries but which is not a weight.
 fn is_mask_buffer(name: &str) -> bool {
     name.starts_with("transformer.h.") && name.ends_with(".attn.bias")
-}
-
-fn floats(data: TensorData) -> Vec<f32> {
-    data.try_into_vec::<f32>()
-        .expect("read_tensors gives f32 data")
 }

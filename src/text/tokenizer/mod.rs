@@ -19,7 +19,6 @@ mod gpt2;
 mod stream;
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -224,13 +223,5 @@ impl Tokenizer {
                     .into(),
             )),
         }
-    }
-}
-
-impl FromStr for TokenizerSpec {
-    type Err = Error;
-
-    fn from_str(kind: &str) -> Result<Self> {
-        Self::new(kind, None)
     }
 }
