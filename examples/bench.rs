@@ -1,6 +1,9 @@
 //! Speed and memory figures: training tokens/s, prefill tokens/s, decode tokens/s with and
-//! without the KV cache at contexts 128, 512 and 2048, and the cache's bytes. Prints a table,
-//! then one JSON object per figure; `--json` prints only the JSON lines.
+//! without the KV cache at contexts 128, 512 and 2048, cached decoding of 8 rows at once at
+//! 512, and the cache's bytes. Each speed comes with the GFLOP/s it achieves and its share of
+//! this machine's `f32` matrix-product rate, measured first (a 2048² product on the same
+//! backend). Prints a table, then one JSON object per figure; `--json` prints only the JSON
+//! lines.
 //!
 //! `cargo run --release --example bench -- [--quick] [--json] [--device NAME] [--kv-heads N]
 //! [--position rope] [--preset gpt2-small]`
@@ -21,7 +24,8 @@ use anyhow::Context;
 use clap::Parser;
 use serde::Serialize;
 use tinygpt::bench::{
-    CONTEXTS, Decoder, PREFILL, TRAIN_SEQ, TrainStep, VOCAB, gpt2_small, model_config,
+    CONTEXTS, DECODE_BATCH, DECODE_BATCH_CONTEXT, Decoder, PREFILL, TRAIN_BATCH, TRAIN_SEQ,
+    TrainStep, VOCAB, forward_flops, gpt2_small, matmul_gflops, model_config,
 };
 use tinygpt::{GptConfig, PositionScheme};
 
@@ -41,8 +45,9 @@ struct Args {
     /// implementation, as on a backend without them.
     #[arg(long)]
     no_kernels: bool,
-    /// Only this workload (for profiling one of them): all, train, prefill or decode.
-    #[arg(long, default_value = "all", value_parser = ["all", "train", "prefill", "decode"])]
+    /// Only this workload (for profiling one of them): all, train, prefill, decode, or cached
+    /// (cached decoding alone, one row and eight, many more steps).
+    #[arg(long, default_value = "all", value_parser = ["all", "train", "prefill", "decode", "cached"])]
     only: String,
     /// Key/value heads of the model (grouped-query attention; must divide its 4 heads).
     /// Default: 4, multi-head attention.
@@ -77,6 +82,14 @@ struct Figure {
     /// For `kv_cache_bytes`: `2·L·B·H_kv·Dh·S·4` beside the measured value.
     #[serde(skip_serializing_if = "Option::is_none")]
     formula: Option<f64>,
+    /// Rows decoded at once (batched decoding only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch: Option<usize>,
+    /// Achieved GFLOP/s ([`forward_flops`]) and its share of the measured matrix-product rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gflops: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    share: Option<f64>,
 }
 
 impl Figure {
@@ -92,6 +105,25 @@ impl Figure {
             context,
             value,
             formula: None,
+            batch: None,
+            gflops: None,
+            share: None,
+        }
+    }
+
+    /// The same with the work rate of `flops_per_unit` per unit of `value`, against `peak`.
+    fn with_flops(mut self, flops_per_unit: f64, peak: f64) -> Self {
+        let gflops = self.value * flops_per_unit / 1e9;
+        self.gflops = Some(gflops);
+        self.share = Some(gflops / peak);
+        self
+    }
+
+    /// `GFLOP/s (share %)` for the table.
+    fn rate(&self) -> String {
+        match (self.gflops, self.share) {
+            (Some(g), Some(s)) => format!("{g:>6.1} GFLOP/s {:>5.1}%", s * 100.0),
+            _ => String::new(),
         }
     }
 }
@@ -151,19 +183,42 @@ fn measure(args: &Args) -> anyhow::Result<()> {
         plan.warmup
     ));
 
+    // The matrix-product rate the figures are set against, on the same backend and threads.
+    let peak = matmul_gflops(2048, &device);
+    plan.say(format!(
+        "f32 matrix product (2048², best of 5): {peak:.0} GFLOP/s, the peak each share is of"
+    ));
+    let mut figures = vec![Figure::new("matmul_gflops", None, None, peak)];
     let wanted = |workload: &str| args.only == "all" || args.only == workload;
     if args.no_kernels {
         plan.say("kernels off (--no-kernels): Burn's own ops throughout".into());
     } else if tinygpt::kernels::runs_on(&device, burn::tensor::DType::F32) && wanted("train") {
         plan.say("kernels on: training time against Burn's own ops in the same run".into());
     }
-    let mut figures = Vec::new();
     if wanted("train") {
-        figures.push(training(&plan, &args.model(TRAIN_SEQ), &device)?);
+        figures.push(training(&plan, &args.model(TRAIN_SEQ), &device, peak)?);
     }
     let mut decoder = Decoder::with_config(&model, &device)?;
     if wanted("prefill") {
-        figures.push(prefill(&plan, &mut decoder)?);
+        let figure = prefill(&plan, &mut decoder)?;
+        figures.push(figure.with_flops(forward_flops(&model, PREFILL), peak));
+    }
+    if args.only == "cached" {
+        // For a profiler: cached decode steps only, a thousand at each context.
+        let plan = Plan {
+            repeats: 1000,
+            ..plan
+        };
+        for context in CONTEXTS {
+            let rate = cached_rate(&plan, &mut decoder, context)?;
+            plan.say(format!("cached decoding at {context}: {rate:.0} tokens/s"));
+        }
+        let mut batched = Decoder::with_rows(&model, DECODE_BATCH, &device)?;
+        let rate = cached_rate(&plan, &mut batched, DECODE_BATCH_CONTEXT)? * DECODE_BATCH as f64;
+        plan.say(format!(
+            "cached decoding, {DECODE_BATCH} rows at {DECODE_BATCH_CONTEXT}: {rate:.0} tokens/s"
+        ));
+        return Ok(());
     }
     if wanted("decode") {
         plan.say(format!(
@@ -171,8 +226,36 @@ fn measure(args: &Args) -> anyhow::Result<()> {
             "context", "cached tok/s", "naive tok/s", "speedup", "KV bytes", "2LBHkvDhS4"
         ));
         for context in CONTEXTS {
-            figures.extend(decode(&plan, &mut decoder, context)?);
+            let [cached, naive, bytes] = decode(&plan, &mut decoder, context)?;
+            let cached = cached.with_flops(forward_flops(&model, context), peak);
+            let naive = naive.with_flops(context as f64 * forward_flops(&model, context), peak);
+            plan.say(format!(
+                "{:>8} cached {}, naive {}",
+                "",
+                cached.rate(),
+                naive.rate()
+            ));
+            figures.extend([cached, naive, bytes]);
         }
+        let mut batched = Decoder::with_rows(&model, DECODE_BATCH, &device)?;
+        let steps = cached_rate(&plan, &mut batched, DECODE_BATCH_CONTEXT)?;
+        let figure = Figure {
+            batch: Some(DECODE_BATCH),
+            ..Figure::new(
+                "decode_tokens_per_s",
+                Some("cached"),
+                Some(DECODE_BATCH_CONTEXT),
+                steps * DECODE_BATCH as f64,
+            )
+        }
+        .with_flops(forward_flops(&model, DECODE_BATCH_CONTEXT), peak);
+        plan.say(format!(
+            "\ncached decoding, {DECODE_BATCH} rows at context {DECODE_BATCH_CONTEXT}: {:>9.0} \
+             tokens/s over all rows  {}",
+            figure.value,
+            figure.rate()
+        ));
+        figures.push(figure);
     }
 
     plan.say(String::new());
@@ -252,13 +335,17 @@ fn training(
     plan: &Plan,
     config: &GptConfig,
     device: &burn::tensor::Device,
+    peak: f64,
 ) -> tinygpt::Result<Figure> {
     let mut train = TrainStep::with_config(config, device)?;
     let seconds = median_seconds(plan.warmup, plan.train_repeats, || train.run())?;
     let rate = train.tokens() as f64 / seconds;
+    let figure = Figure::new("train_tokens_per_s", None, None, rate)
+        .with_flops(3.0 * forward_flops(config, TRAIN_SEQ), peak);
     plan.say(format!(
-        "\ntraining step (B=32, T=128):      {rate:>9.0} tokens/s  ({:.1} ms/step)",
-        seconds * 1e3
+        "\ntraining step (B={TRAIN_BATCH}, T={TRAIN_SEQ}):      {rate:>9.0} tokens/s  ({:.1} ms/step)  {}",
+        seconds * 1e3,
+        figure.rate()
     ));
     if plan.table && tinygpt::kernels::runs_on(device, burn::tensor::DType::F32) {
         // The same step with the kernels off, timed alternately with the kernels on so both
@@ -279,7 +366,7 @@ fn training(
             without / with_kernels
         ));
     }
-    Ok(Figure::new("train_tokens_per_s", None, None, rate))
+    Ok(figure)
 }
 
 fn median(mut times: Vec<f64>) -> f64 {
@@ -291,7 +378,7 @@ fn prefill(plan: &Plan, decoder: &mut Decoder) -> tinygpt::Result<Figure> {
     let seconds = median_seconds(plan.warmup, plan.repeats, || decoder.prefill())?;
     let rate = PREFILL as f64 / seconds;
     plan.say(format!(
-        "prefill (128 tokens):             {rate:>9.0} tokens/s  ({:.2} ms)",
+        "prefill ({PREFILL} tokens):             {rate:>9.0} tokens/s  ({:.2} ms)",
         seconds * 1e3
     ));
     Ok(Figure::new("prefill_tokens_per_s", None, None, rate))
@@ -324,7 +411,8 @@ fn decode(plan: &Plan, decoder: &mut Decoder, context: usize) -> tinygpt::Result
     ])
 }
 
-/// Cached decode steps per second at `context` (the cache filled to `context - 1` first).
+/// Cached decode steps per second at `context` (the cache filled to `context - 1` first), each
+/// step decoding one token for every row of the decoder.
 fn cached_rate(plan: &Plan, decoder: &mut Decoder, context: usize) -> tinygpt::Result<f64> {
     decoder.fill(context - 1)?;
     Ok(1.0 / median_seconds(plan.warmup, plan.repeats, || decoder.cached_step(context))?)

@@ -22,6 +22,10 @@ V=64. The workloads mirror `benches/workloads.rs`:
 - prefill: a 128-token prompt into an empty, pre-allocated KV cache, last position's logits;
 - decode (cached): one token against `context - 1` cached positions, cache rewound after;
 - decode (naive): the whole context recomputed, last position's logits;
+- decode (cached, 8 rows): one token for each of 8 rows against 511 cached positions each,
+  tokens/s over all rows;
+- matmul_gflops: the best of five 2048 x 2048 f32 matrix products, each side's own (the peak
+  the bench example gives each workload's share of);
 
 inference under `torch.inference_mode()`. Each runs `warmup` times untimed, then `repeats`
 times timed one by one; the figure is from the median run, as in tinygpt's bench example.
@@ -53,6 +57,7 @@ from torch import nn
 VOCAB, D_MODEL, N_HEADS, N_LAYERS = 64, 128, 4, 4
 TRAIN_BATCH, TRAIN_SEQ, PREFILL = 32, 128, 128
 CONTEXTS = [128, 512, 2048]
+DECODE_BATCH, DECODE_BATCH_CONTEXT = 8, 512
 GPT2_CONTEXTS = [512, 1024]
 
 
@@ -121,8 +126,8 @@ class Gpt(nn.Module):
             x = x[:, -1:]
         return self.lm_head(self.ln_f(x))
 
-    def new_cache(self, capacity):
-        shape = (1, N_HEADS, capacity, D_MODEL // N_HEADS)
+    def new_cache(self, capacity, batch=1):
+        shape = (batch, N_HEADS, capacity, D_MODEL // N_HEADS)
         return [(torch.zeros(shape), torch.zeros(shape)) for _ in self.blocks]
 
 
@@ -142,10 +147,21 @@ def median_seconds(warmup, repeats, work, reset=None):
     return sorted(times)[len(times) // 2]
 
 
+def matmul_gflops(n=2048):
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    a @ b
+    best = math.inf
+    for _ in range(5):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
 def pytorch_figures(plan):
     torch.manual_seed(1)
     generator = torch.Generator().manual_seed(2)
-    figures = []
+    figures = [dict(metric="matmul_gflops", value=matmul_gflops())]
 
     model = Gpt(TRAIN_SEQ)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -193,6 +209,17 @@ def pytorch_figures(plan):
             figures.append(
                 dict(metric="decode_tokens_per_s", mode="naive", context=context, value=naive)
             )
+        # Eight rows at once, each its own sequence.
+        context = DECODE_BATCH_CONTEXT
+        rows = torch.randint(0, VOCAB, (DECODE_BATCH, context), generator=generator)
+        caches = model.new_cache(CONTEXTS[-1], DECODE_BATCH)
+        model(rows[:, : context - 1], caches, 0)
+        step = lambda: model(rows[:, context - 1 : context], caches, context - 1).tolist()
+        batched = DECODE_BATCH / median_seconds(plan["warmup"], plan["repeats"], step)
+        figures.append(
+            dict(metric="decode_tokens_per_s", mode="cached", context=context,
+                 batch=DECODE_BATCH, value=batched)
+        )
     return figures
 
 
@@ -290,18 +317,20 @@ def tinygpt_figures(quick, binary=None, device="default", preset=None):
 
 
 def key(figure):
-    return (figure["metric"], figure.get("mode"), figure.get("context"))
+    return (figure["metric"], figure.get("mode"), figure.get("context"), figure.get("batch"))
 
 
 BYTE_METRICS = {"weights_bytes", "kv_cache_bytes", "peak_rss_bytes"}
 
 
 def label(figure):
-    metric, mode, context = key(figure)
+    metric, mode, context, batch = key(figure)
+    rows = f", {batch} rows" if batch else ""
     names = dict(
+        matmul_gflops="f32 matmul 2048², GFLOP/s",
         train_tokens_per_s="training tokens/s",
         prefill_tokens_per_s="prefill tokens/s",
-        decode_tokens_per_s=f"decode tokens/s, {mode}, context {context}",
+        decode_tokens_per_s=f"decode tokens/s, {mode}, context {context}{rows}",
         weights_bytes="weights MiB",
         kv_cache_bytes=f"KV cache MiB, context {context}",
         peak_rss_bytes="peak RSS MiB",
@@ -385,11 +414,12 @@ def main():
     # Naive decode is timed by the default workloads only.
     for context in CONTEXTS if args.preset is None else []:
         speedup = lambda figures: (
-            figures[("decode_tokens_per_s", "cached", context)]["value"]
-            / figures[("decode_tokens_per_s", "naive", context)]["value"]
+            figures[("decode_tokens_per_s", "cached", context, None)]["value"]
+            / figures[("decode_tokens_per_s", "naive", context, None)]["value"]
         )
         has = lambda figures: all(
-            ("decode_tokens_per_s", mode, context) in figures for mode in ("cached", "naive")
+            ("decode_tokens_per_s", mode, context, None) in figures
+            for mode in ("cached", "naive")
         )
         pytorch = statistics.median(speedup(theirs) for _, theirs in rounds)
         tinygpt = (

@@ -33,6 +33,39 @@ pub const TRAIN_SEQ: usize = 128;
 pub const PREFILL: usize = 128;
 /// Contexts at which one decode step is timed.
 pub const CONTEXTS: [usize; 3] = [128, 512, 2048];
+/// Rows of the batched decode benchmark.
+pub const DECODE_BATCH: usize = 8;
+/// Context of the batched decode benchmark.
+pub const DECODE_BATCH_CONTEXT: usize = 512;
+
+/// Floating-point operations of the forward pass for one token that attends over `keys` keys,
+/// counting a multiply-add as two: the four projections and the MLP
+/// (`2·D·(D + 2·H_kv·Dh) + 2·D² + 16·D²` per layer), the scores and the weighted values
+/// (`4·keys·D` per layer) and the head (`2·D·V`). A training token costs three times its
+/// forward pass (the backward pass computes two products for each one of the forward).
+pub fn forward_flops(config: &GptConfig, keys: usize) -> f64 {
+    let d = config.d_model as f64;
+    let kv = (config.kv_heads() * config.head_dim()) as f64;
+    let per_layer = 2.0 * d * (d + 2.0 * kv) + 2.0 * d * d + 16.0 * d * d + 4.0 * keys as f64 * d;
+    config.n_layers as f64 * per_layer + 2.0 * d * config.vocab_size as f64
+}
+
+/// This machine's `f32` matrix-product rate on `device`, in GFLOP/s: the best of five
+/// products of two `n × n` matrices (after one untimed), each read back.
+pub fn matmul_gflops(n: usize, device: &Device) -> f64 {
+    let a = Tensor::<2>::random([n, n], burn::tensor::Distribution::Default, device);
+    let b = Tensor::<2>::random([n, n], burn::tensor::Distribution::Default, device);
+    let run = || {
+        let start = std::time::Instant::now();
+        let product = on_workers(|| a.clone().matmul(b.clone()));
+        // One element read back, so the product has been computed.
+        let _ = product.slice([0..1, 0..1]).into_data();
+        start.elapsed().as_secs_f64()
+    };
+    run();
+    let best = (0..5).map(|_| run()).fold(f64::INFINITY, f64::min);
+    2.0 * (n as f64).powi(3) / best / 1e9
+}
 
 /// The default model (D = 128, H = 4, L = 4) over [`VOCAB`] tokens, with a context window of
 /// `max_seq_len`.
@@ -58,8 +91,17 @@ pub fn token_ids(len: usize, seed: u64) -> Vec<usize> {
     (0..len).map(|_| rng.random_range(0..VOCAB)).collect()
 }
 
-fn row(ids: &[usize], device: &Device) -> Result<Tensor<2, Int>> {
-    token_tensor(ids, 1, ids.len(), device)
+/// Columns `range` of every row of `rows`, as a `[rows, range.len()]` batch.
+fn columns(
+    rows: &[Vec<usize>],
+    range: std::ops::Range<usize>,
+    device: &Device,
+) -> Result<Tensor<2, Int>> {
+    let ids: Vec<usize> = rows
+        .iter()
+        .flat_map(|row| row[range.clone()].to_vec())
+        .collect();
+    token_tensor(&ids, rows.len(), range.len(), device)
 }
 
 /// One optimizer step of the train example's kind (AdamW with its defaults), repeated on the
@@ -137,11 +179,13 @@ impl TrainStep {
     }
 }
 
-/// An inference model with a 2048-token window and the cache and ids to decode with it.
+/// An inference model with a 2048-token window and the cache and ids to decode with it, for
+/// one row or a batch of rows.
 pub struct Decoder {
     model: Gpt,
     cache: KvCache,
-    ids: Vec<usize>,
+    /// `[rows, window]`: row 0 the single-row benchmark's ids, the others their own.
+    ids: Vec<Vec<usize>>,
     device: Device,
 }
 
@@ -160,13 +204,28 @@ impl Decoder {
     /// # Errors
     /// The model's errors.
     pub fn with_config(config: &GptConfig, device: &Device) -> Result<Self> {
+        Self::with_rows(config, 1, device)
+    }
+
+    /// The same decoding `rows` sequences at once (tokens/s then count every row's token).
+    ///
+    /// # Errors
+    /// The model's errors.
+    pub fn with_rows(config: &GptConfig, rows: usize, device: &Device) -> Result<Self> {
         let model = config.init_seeded(3, device)?;
         Ok(Self {
-            cache: model.new_cache(1, device),
+            cache: model.new_cache(rows, device),
             model,
-            ids: token_ids(config.max_seq_len, 4),
+            ids: (0..rows as u64)
+                .map(|row| token_ids(config.max_seq_len, 4 + 1000 * row))
+                .collect(),
             device: device.clone(),
         })
+    }
+
+    /// Rows decoded at once.
+    pub fn rows(&self) -> usize {
+        self.ids.len()
     }
 
     /// The model's configuration.
@@ -186,7 +245,7 @@ impl Decoder {
             .with_last_only(true);
         let logits = self
             .model
-            .forward_with(row(&self.ids[..PREFILL], &self.device)?, options)?;
+            .forward_with(columns(&self.ids, 0..PREFILL, &self.device)?, options)?;
         floats(logits)
     }
 
@@ -198,9 +257,9 @@ impl Decoder {
     pub fn fill(&mut self, len: usize) -> Result<()> {
         self.cache.reset();
         // In chunks, as long prompts are prefilled; one chunk would do as well.
-        for chunk in self.ids[..len].chunks(512) {
-            self.model
-                .forward_cached(row(chunk, &self.device)?, &mut self.cache)?;
+        for start in (0..len).step_by(512) {
+            let chunk = columns(&self.ids, start..len.min(start + 512), &self.device)?;
+            self.model.forward_cached(chunk, &mut self.cache)?;
         }
         Ok(())
     }
@@ -212,7 +271,7 @@ impl Decoder {
     /// The model's errors.
     pub fn cached_step(&mut self, context: usize) -> Result<Vec<f32>> {
         debug_assert_eq!(self.cache.len(), context - 1);
-        let newest = row(&self.ids[context - 1..context], &self.device)?;
+        let newest = columns(&self.ids, context - 1..context, &self.device)?;
         let logits = self.model.forward_cached(newest, &mut self.cache)?;
         self.cache.truncate(context - 1);
         floats(logits)
@@ -227,7 +286,7 @@ impl Decoder {
         let options = ForwardOptions::default().with_last_only(true);
         let logits = self
             .model
-            .forward_with(row(&self.ids[..context], &self.device)?, options)?;
+            .forward_with(columns(&self.ids, 0..context, &self.device)?, options)?;
         floats(logits)
     }
 

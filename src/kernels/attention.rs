@@ -32,6 +32,7 @@ use burn::backend::ops::FloatTensorOps;
 use rayon::prelude::*;
 
 use super::flex::{dims, values, values_mut};
+use super::gemm::{Matrix, Output, matmul, matmul_into};
 use super::math::{dot, exp_in_place, max};
 use super::simd::vectorised;
 
@@ -147,6 +148,62 @@ pub fn forward_flex(q: FlexTensor, k: FlexTensor, v: FlexTensor) -> (FlexTensor,
     let weights = weights_flex(grouped(q, dims(&k)[1]), k, shape[2]);
     let out = Flex::float_matmul(weights.clone(), v);
     (Flex::float_reshape(out, shape.into()), weights)
+}
+
+/// Query rows per block of [`forward_blocked`].
+const QUERY_BLOCK: usize = 64;
+
+/// Forward for inference on long sequences, holding no `[T, S]` weights: each block of
+/// [`QUERY_BLOCK`] queries of one head multiplies against only the keys its last query sees
+/// (the causal mask leaves the rest out, so about half the products of the full matrix), then
+/// a fused softmax per row and the product with the values. Blocks run in parallel, each with
+/// its own `[QUERY_BLOCK, S]` scores.
+///
+/// # Shapes
+/// - q: `[B, H, T, Dh]`, k and v: `[B, H_kv, S, Dh]` with `S ≥ T` and `H_kv` dividing `H`,
+///   output `[B, H, T, Dh]`
+pub fn forward_blocked(q: FlexTensor, k: FlexTensor, v: FlexTensor) -> FlexTensor {
+    let [batch, heads, queries, head_dim] = dims(&q)[..] else {
+        unreachable!("attention inputs are 4-d")
+    };
+    let [kv_heads, keys] = [dims(&k)[1], dims(&k)[2]];
+    let groups = heads / kv_heads;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let (q, k, v) = (values(&q), values(&k), values(&v));
+    let mut out = vec![0.0f32; batch * heads * queries * head_dim];
+    out.par_chunks_mut(queries * head_dim)
+        .enumerate()
+        .flat_map(|(head, out)| {
+            out.par_chunks_mut(QUERY_BLOCK * head_dim)
+                .enumerate()
+                .map(move |(block, out)| (head, block, out))
+        })
+        .for_each(|(head, block, out)| {
+            let [row, h] = [head / heads, head % heads];
+            let kv = row * kv_heads + h / groups;
+            let first = block * QUERY_BLOCK;
+            let rows = out.len() / head_dim;
+            // Query `t` sees keys `0 ..= t + S − T`; the block's last query sees the most.
+            let seen = (first + rows + keys - queries).min(keys);
+            let q = &q[(head * queries + first) * head_dim..][..rows * head_dim];
+            let k = &k[kv * keys * head_dim..][..seen * head_dim];
+            let v = &v[kv * keys * head_dim..][..seen * head_dim];
+            let mut scores = matmul(
+                Matrix::row_major(q, rows, head_dim),
+                Matrix::row_major(k, seen, head_dim).t(),
+            );
+            for (r, scores) in scores.chunks_mut(seen).enumerate() {
+                let visible = (first + r + keys - queries + 1).min(seen);
+                causal_softmax_row(scores, visible, scale);
+            }
+            matmul_into(
+                Output::row_major(out),
+                Matrix::row_major(&scores, rows, seen),
+                Matrix::row_major(v, seen, head_dim),
+                false,
+            );
+        });
+    super::flex::tensor(out, &[batch, heads, queries, head_dim])
 }
 
 /// What the backward keeps: q, k, v and, when they are small enough, the weights.

@@ -59,7 +59,7 @@ fn gelu_and_slope(z: f32, approximate: bool) -> (f32, f32) {
 
 /// `gelu(z)` alone (the forward needs no slope).
 #[inline(always)]
-fn gelu(z: f32, approximate: bool) -> f32 {
+pub(super) fn gelu(z: f32, approximate: bool) -> f32 {
     if approximate {
         0.5 * z * (1.0 + tanh(SQRT_2_OVER_PI * (z + CUBIC * z * z * z)))
     } else {

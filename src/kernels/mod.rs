@@ -16,6 +16,7 @@
 //! | [`layer_norm`]            | `LayerNorm::forward`                         | `layer_norm.rs`       |
 //! | [`bias_gelu`]             | `+ bias`, `Gelu::forward`                    | `gelu.rs`             |
 //! | [`cross_entropy`]         | `log_softmax`, `gather`, `mean`              | `cross_entropy.rs`    |
+//! | [`decode_step`]           | a whole decode step, op by op (inference only) | `decode.rs` (the loops), `decode_step.rs` (tensors to slices) |
 //!
 //! Underneath: `gemm.rs` multiplies strided views with the `gemm` crate (as Flex does, minus
 //! Flex's zero-filled and re-copied outputs), `math.rs` holds the vectorisable `exp`, `erf`
@@ -45,9 +46,14 @@ macro_rules! register_grads {
 }
 
 #[cfg(feature = "flex")]
+mod adamw;
+#[cfg(feature = "flex")]
 mod attention;
 #[cfg(feature = "flex")]
 mod cross_entropy;
+#[cfg(feature = "flex")]
+mod decode;
+mod decode_step;
 #[cfg(feature = "flex")]
 mod extension;
 #[cfg(feature = "flex")]
@@ -63,7 +69,11 @@ mod linear;
 pub mod math;
 #[cfg(feature = "flex")]
 mod packed_attention;
+#[cfg(feature = "flex")]
+mod pair;
 mod simd;
+
+pub use decode_step::{StepLayer, StepModel, StepRows};
 
 /// The default ε of the model's layer norms (Burn's default, and GPT-2's).
 pub const LAYER_NORM_EPS: f64 = 1e-5;
@@ -259,11 +269,106 @@ pub fn packed_self_attention(
     }
 }
 
+/// One decode step of the whole network, `B` rows of one new token each, as one kernel on host
+/// buffers (`decode.rs`): the layer norms, products, rotation, cache write and single-query
+/// attention of every layer, then the final norm and the head, with no tensor op in between;
+/// each layer's new key and value are written into its cache buffers in place.
+///
+/// Returns `None`, and the model runs the step op by op, off the crate's kernels
+/// ([`runs_on`]), under autodiff, or for weights it cannot read (a layer norm without a shift);
+/// nothing is written then.
+///
+/// # Shapes
+/// - output: logits `[B, 1, V]`
+pub fn decode_step(model: StepModel, rows: &StepRows) -> Option<Tensor<3>> {
+    let device = model.token_embedding.device();
+    let serves = runs_on(&device, model.token_embedding.dtype()) && !device.is_autodiff();
+    if !serves {
+        return None;
+    }
+    decode_step::run(model, rows)
+}
+
+/// AdamW's constants for one step of [`adamw_step`].
+#[derive(Clone, Copy, Debug)]
+pub struct AdamWStep {
+    /// `β₁`, `β₂`.
+    pub betas: [f32; 2],
+    /// `ε`.
+    pub epsilon: f32,
+    /// The learning rate.
+    pub lr: f64,
+    /// Decoupled weight decay `λ`.
+    pub weight_decay: f32,
+    /// The step number `t`, from 1.
+    pub time: usize,
+}
+
+/// Whether [`adamw_step`] runs on a parameter on `device` of `dtype`: `f32` on Flex without
+/// autodiff (where optimizers see parameters), outside [`without_kernels`].
+pub fn adamw_runs_on(device: &Device, dtype: DType) -> bool {
+    runs_on(device, dtype) && !device.is_autodiff()
+}
+
+/// One AdamW step of a parameter in one pass (`adamw.rs`): the parameter and its first and
+/// second moments (`None` at the first step) updated from `grad`, in place where they are not
+/// shared.
+///
+/// # Panics
+/// Unless [`adamw_runs_on`] the parameter's device (the caller checks, and otherwise runs
+/// Burn's AdamW).
+///
+/// # Shapes
+/// - param, grad, each moment: the same shape
+pub fn adamw_step<const D: usize>(
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    moments: Option<[Tensor<D>; 2]>,
+    step: AdamWStep,
+) -> (Tensor<D>, [Tensor<D>; 2]) {
+    #[cfg(feature = "flex")]
+    {
+        use burn::backend::Flex;
+        let flex = |tensor: Tensor<D>| {
+            tensor
+                .try_into_primitive::<Flex>()
+                .expect("adamw_step runs on Flex tensors only (adamw_runs_on)")
+        };
+        let first = moments.is_none();
+        let [m, v] = match moments {
+            Some(moments) => moments,
+            None => [param.zeros_like(), param.zeros_like()],
+        };
+        let (mut param, grad, mut m, mut v) = (flex(param), flex(grad), flex(m), flex(v));
+        let hyper = adamw::Hyper {
+            betas: step.betas,
+            epsilon: step.epsilon,
+            lr: step.lr,
+            weight_decay: step.weight_decay,
+            time: step.time,
+        };
+        adamw::step(
+            flex::values_mut(&mut param),
+            &flex::values(&grad),
+            flex::values_mut(&mut m),
+            flex::values_mut(&mut v),
+            hyper,
+            first,
+        );
+        let tensor = Tensor::<D>::from_primitive::<Flex>;
+        (tensor(param), [tensor(m), tensor(v)])
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (param, grad, moments, step);
+        panic!("adamw_step runs on Flex tensors only (adamw_runs_on)")
+    }
+}
+
 /// The most attention weights per head (`T·S`, 1 MB of `f32`) the kernels hold at once when
-/// they are not training. Past it, inference leaves attention to Burn's (on Flex, Flex's own
-/// kernel, which tiles over the keys instead of holding the whole `[T, S]` matrix, and was
-/// faster there: `docs/PERFORMANCE.md`). Training keeps using the crate's kernels at every
-/// length: their backward is the one with a hand-written gradient.
+/// they are not training. Past it, the packed kernel declines (the layer then runs step by
+/// step) and the causal kernel runs in blocks of queries. Training keeps the whole matrix at
+/// every length: its backward reads the weights.
 pub const MAX_WEIGHTS_PER_HEAD: usize = 256 * 1024;
 
 /// Causal attention with the mask aligned bottom-right (query `i` of `T` sees keys
@@ -271,8 +376,10 @@ pub const MAX_WEIGHTS_PER_HEAD: usize = 256 * 1024;
 /// key/value heads than query heads (grouped-query attention), query head `h` reads key/value
 /// head `h / G`, `G = H / H_kv`, without copying them.
 ///
+/// Inference past [`MAX_WEIGHTS_PER_HEAD`] weights per head runs in blocks of queries, each
+/// against only the keys it sees, holding no `[T, S]` matrix (`attention::forward_blocked`).
 /// Returns `None`, and the model runs Burn's attention instead, off the crate's kernels
-/// ([`runs_on`]) and for inference past [`MAX_WEIGHTS_PER_HEAD`].
+/// ([`runs_on`]).
 ///
 /// # Shapes
 /// - q: `[B, H, T, Dh]`, k and v: `[B, H_kv, S, Dh]` with `S ≥ T` and `H_kv` dividing `H`,
@@ -281,10 +388,21 @@ pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Option<Tens
     #[cfg(feature = "flex")]
     {
         let device = q.device();
+        if !runs_on(&device, q.dtype()) {
+            return None;
+        }
         let weights_per_head = q.dims()[2] * k.dims()[2];
-        let serves = runs_on(&device, q.dtype())
-            && (device.is_autodiff() || weights_per_head <= MAX_WEIGHTS_PER_HEAD);
-        serves.then(|| extension::causal_attention(q, k, v))
+        if device.is_autodiff() || weights_per_head <= MAX_WEIGHTS_PER_HEAD {
+            return Some(extension::causal_attention(q, k, v));
+        }
+        // Long inference: in blocks of queries, no [T, S] weights held.
+        use burn::backend::Flex;
+        let q = q.try_into_primitive::<Flex>().ok()?;
+        let k = k.try_into_primitive::<Flex>().ok()?;
+        let v = v.try_into_primitive::<Flex>().ok()?;
+        Some(Tensor::from_primitive::<Flex>(attention::forward_blocked(
+            q, k, v,
+        )))
     }
     #[cfg(not(feature = "flex"))]
     {

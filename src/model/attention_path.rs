@@ -10,18 +10,20 @@
 //! | `SingleQuery`   | one new position (a decode step)                             | `softmax(K·qᵀ/√Dh)` and the weights · V with Burn's ops, no mask (one query may see every key), a group's queries stacked against their shared head | `tests/attention_path.rs`, `tests/cache.rs` (cached == naive) |
 //! | `PackedKernel`  | a whole sequence without a cache, on the crate's kernels     | the layer from `x` to the merged heads in one kernel: `x·[W_Q W_K W_V]`, RoPE, attention on the packed rows ([`crate::kernels::packed_self_attention`]) | `tests/kernels.rs`, `tests/reference.rs`, `tests/attention_path.rs` |
 //! | `CausalKernel`  | new positions after a cache (chunked prefill), on the crate's kernels | the attention core: scores, fused causal softmax, weights · V, grouped heads read in place ([`crate::kernels::causal_attention`]) | `tests/kernels.rs`, `tests/attention_path.rs` |
+//! | `decode_step_applies` (the whole step) | one new position per row with a cache, on the crate's kernels outside autodiff, nothing hidden but left padding, nothing instrumented | every layer and the head in one kernel on host buffers, the cache written in place ([`crate::kernels::decode_step`], `model/decode_step.rs`); where it declines, the step runs layer by layer with `SingleQuery` | `tests/decode_step.rs`, `tests/cache.rs`, `tests/hf_gpt2.rs` (cached == naive) |
 //! | `BurnAttention` | several new positions on any other backend (wgpu, ndarray)   | Burn's attention, `burn::tensor::module::attention`, causal, with each key/value head repeated for its group | `tests/backends.rs`, `tests/reference.rs` on the test backend |
 //!
 //! "The crate's kernels" are `tinygpt::kernels`: `f32` on Flex, outside
-//! [`crate::kernels::without_kernels`]. A kernel that cannot serve a call (a sequence past its
-//! size limit) says so by returning `None`, and the call takes the next path down: the packed
-//! kernel hands over to the step-by-step layer with the causal kernel, the causal kernel to
-//! Burn's attention (on Flex, Flex's own tiled kernel).
+//! [`crate::kernels::without_kernels`]. A kernel that cannot serve a call says so by returning
+//! `None`, and the call takes the next path down: the whole decode step hands over to the
+//! layer-by-layer step, the packed kernel (a sequence past its size limit) to the step-by-step
+//! layer with the causal kernel, which serves every length (long inference in blocks of
+//! queries).
 
 use burn::nn::Linear;
-use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{DType, Device, Tensor};
 
 use super::heads::repeat_kv;
 use super::instruments::{Instrumentation, NoInstruments};
@@ -68,6 +70,19 @@ impl AttentionPath {
             (true, true) => Self::CausalKernel,
             (false, _) => Self::BurnAttention,
         }
+    }
+
+    /// Whether a call (under `plan`, on `device`) runs as one whole decode step rather than layer
+    /// by layer: one new position per row after a cache, every layer's fast paths applying
+    /// (`fast_paths_apply`), the crate's kernels on and no autodiff, and no band (left padding
+    /// the kernel takes as counts). Traced calls and planted faults never get here: they run
+    /// the readable path.
+    pub fn decode_step_applies(fast_paths_apply: bool, device: &Device, plan: &Plan) -> bool {
+        fast_paths_apply
+            && plan.new_tokens() == 1
+            && !plan.banded()
+            && kernels::runs_on(device, DType::F32)
+            && !device.is_autodiff()
     }
 
     /// A layer from `x` to its merged heads in one kernel, through its query, key and value
@@ -123,8 +138,7 @@ impl AttentionPath {
                 attended
             }
             Self::SingleQuery => single_query_attention(q, k, v),
-            // The packed kernel declined this call, or it comes after a cache; the causal
-            // kernel declines long inference calls, which Burn's attention then serves.
+            // The packed kernel declined this call (too long), or it comes after a cache.
             Self::PackedKernel | Self::CausalKernel => {
                 match kernels::causal_attention(q.clone(), k.clone(), v.clone()) {
                     Some(attended) => attended,

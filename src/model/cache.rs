@@ -127,6 +127,12 @@ impl LayerKv {
         ))
     }
 
+    /// The key and value buffers, `[B, H_kv, capacity, Dh]`, for a kernel that writes them in
+    /// place ([`crate::kernels::decode_step`]).
+    pub(crate) fn buffers_mut(&mut self) -> [&mut Tensor<4>; 2] {
+        [&mut self.key, &mut self.value]
+    }
+
     /// The first `len` rows of `buffer`.
     fn visible(&self, buffer: &Tensor<4>, len: usize) -> Tensor<4> {
         let [batch, heads, _, head_dim] = buffer.dims();

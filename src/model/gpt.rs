@@ -234,17 +234,28 @@ impl Gpt {
         tokens: Tensor<2, Int>,
         options: ForwardOptions,
     ) -> Result<Tensor<3>> {
+        let plan = Plan::new(
+            &self.config,
+            tokens.dims(),
+            &options,
+            self.fault,
+            &tokens.device(),
+        )?;
+        let ForwardOptions {
+            mut cache, trace, ..
+        } = options;
+        let plain = trace.is_none() && self.fault.is_none();
+        // A decode step that runs as one kernel runs on this thread: it has no parallel ops to
+        // hand to rayon's workers, and entering their pool costs two thread switches.
+        if plain
+            && let Some(cache) = cache.as_deref_mut()
+            && let Some(logits) = self.decode_step(&tokens, cache, &plan)
+        {
+            return Ok(logits);
+        }
         // On a rayon worker, so every parallel op of the pass shares its work directly.
         on_workers(|| {
-            let plan = Plan::new(
-                &self.config,
-                tokens.dims(),
-                &options,
-                self.fault,
-                &tokens.device(),
-            )?;
-            let ForwardOptions { cache, trace, .. } = options;
-            if trace.is_none() && self.fault.is_none() {
+            if plain {
                 let Ok(logits) = self.run(tokens, cache, &plan, &mut NoInstruments);
                 return Ok(logits);
             }

@@ -99,6 +99,11 @@ pub struct Mlp {
 }
 
 impl Mlp {
+    /// The activation between the two layers.
+    pub fn activation(&self) -> Activation {
+        self.activation
+    }
+
     /// # Shapes
     /// - input: `[B, T, D]`, output: `[B, T, D]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {

@@ -26,6 +26,7 @@ pub mod attention_path;
 pub mod block;
 pub mod cache;
 pub mod config;
+mod decode_step;
 pub mod fault;
 pub mod gpt;
 pub mod heads;

@@ -85,6 +85,12 @@ pub struct Plan {
     positions: Option<Tensor<2, Int>>,
     rotation: Option<Rotation>,
     hidden: Option<Tensor<4, Bool>>,
+    /// What `hidden` is made of, for the kernels that take it as numbers: each row's left
+    /// padding (`None`: no row is padded), and whether a band hides keys too.
+    padding: Option<Vec<usize>>,
+    banded: bool,
+    /// The new positions, row-major `[1 or B, T]` (as in `positions` and the rotation).
+    position_values: Vec<usize>,
     cache_step: CacheStep,
     last_only: bool,
 }
@@ -137,6 +143,9 @@ impl Plan {
         let mut plan = Self {
             cache_step,
             hidden,
+            padding: padding.map(<[usize]>::to_vec),
+            banded: band.is_some(),
+            position_values: positions.clone(),
             last_only: options.last_only,
             ..Self::sequence(seq)
         };
@@ -160,6 +169,9 @@ impl Plan {
             positions: None,
             rotation: None,
             hidden: None,
+            padding: None,
+            banded: false,
+            position_values: (0..seq).collect(),
             cache_step: CacheStep::fresh(seq),
             last_only: false,
         }
@@ -204,6 +216,23 @@ impl Plan {
     /// - `[1 or B, 1, T, S]`
     pub fn hidden_keys(&self) -> Option<&Tensor<4, Bool>> {
         self.hidden.as_ref()
+    }
+
+    /// Each row's left padding, when some row is padded (the part of
+    /// [`Plan::hidden_keys`] that padding makes).
+    pub fn left_padding(&self) -> Option<&[usize]> {
+        self.padding.as_deref()
+    }
+
+    /// Whether a band hides keys (the rest of [`Plan::hidden_keys`]).
+    pub fn banded(&self) -> bool {
+        self.banded
+    }
+
+    /// The new positions, row-major `[1 or B, T]`: one row shared by every sequence unless rows
+    /// are padded (the values behind [`Plan::positions`] and the rotation).
+    pub fn position_values(&self) -> &[usize] {
+        &self.position_values
     }
 
     /// Where the new keys and values go, and how many keys the queries see.

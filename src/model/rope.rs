@@ -65,6 +65,11 @@ pub struct Rotation {
 }
 
 impl Rotation {
+    /// The cosine and sine tables, `[1 or B, 1, T, Dh/2]`.
+    pub fn tensors(&self) -> [Tensor<4>; 2] {
+        [self.cos.clone(), self.sin.clone()]
+    }
+
     /// The rotation at `positions` (row-major `[rows, T]`, absolute positions) for heads of
     /// width `head_dim` (even) with base `theta`. The angles are computed in f64 on the host,
     /// so a position in the thousands keeps its precision.

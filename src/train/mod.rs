@@ -2,6 +2,7 @@
 //!
 //! | file         | what it holds                                                            |
 //! |--------------|--------------------------------------------------------------------------|
+//! | `adamw`      | [`adamw::FusedAdamW`]: Burn's AdamW, one pass per parameter on Flex      |
 //! | `config`     | [`TrainConfig`]: steps, batch, learning-rate schedule, clipping, seed     |
 //! | `clip`       | [`ClipScope`]: gradient clipping by the global norm, as PyTorch         |
 //! | `loss`       | cross-entropy and the teacher-forced training loss                       |
@@ -9,6 +10,7 @@
 //! | `metrics`    | the evaluation log, `metrics.jsonl`                                      |
 //! | `checkpoint` | save and load a model with its tokenizer, state and optimizer             |
 
+pub mod adamw;
 pub mod checkpoint;
 pub mod clip;
 pub mod config;

@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use burn::module::{Module, ParamGroup};
 use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use serde::Serialize;
 
+use super::adamw::FusedAdamW;
 use super::checkpoint::{self, TrainState};
 use super::clip::{ClipScope, clip_global_norm};
 use super::config::TrainConfig;
@@ -342,14 +343,13 @@ fn start(
 pub fn new_optimizer(config: &TrainConfig) -> ModuleOptimizer {
     let per_tensor = (config.grad_clip_scope == ClipScope::PerTensor)
         .then_some(GradientClippingConfig::Norm(config.grad_clip));
-    let adamw = AdamWConfig::new()
-        .with_beta_2(0.99)
-        .with_weight_decay(config.weight_decay as f32)
-        .with_grad_clipping(per_tensor.clone());
-    let no_decay = adamw.clone().with_weight_decay(0.0);
-    adamw.init().with_group(
+    let mut optimizer = ModuleOptimizer::from(FusedAdamW::new(0.99, config.weight_decay as f32));
+    if let Some(clip) = &per_tensor {
+        optimizer = optimizer.with_grad_clipping(clip.init());
+    }
+    optimizer.with_group(
         ParamGroup::from_any_predicates(vec!["bias", "gamma", "beta"]),
-        no_decay.build(),
+        FusedAdamW::new(0.99, 0.0),
         per_tensor.map(|clip| clip.init()),
     )
 }
