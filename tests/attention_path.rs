@@ -7,7 +7,7 @@ mod common;
 use burn::tensor::{Device, Tensor};
 use common::{device, max_abs_diff, random_tensor, random_tokens, small_config, small_model};
 use tinygpt::device::token_tensor;
-use tinygpt::kernels::{self, MAX_WEIGHTS_PER_HEAD, without_kernels};
+use tinygpt::kernels::{self, BLOCKED_FROM, MAX_WEIGHTS_PER_HEAD, without_kernels};
 use tinygpt::model::{AttentionPath, CausalSelfAttentionConfig, ForwardOptions, Plan};
 use tinygpt::{GptConfig, MaskMode};
 
@@ -117,12 +117,12 @@ fn model_fast_path_matches_the_readable_path() {
 
 #[test]
 fn long_inference_attention_in_query_blocks_matches_the_readable_path() {
-    // Past MAX_WEIGHTS_PER_HEAD weights per head the causal kernel runs block by block, each
+    // Past BLOCKED_FROM weights per head the causal kernel runs block by block, each
     // block of queries against only the keys its last query sees: T = S, T < S (a chunk after
     // a cache) and grouped heads, rows not a multiple of the block.
     let flex = Device::flex();
     for (heads, kv_heads, queries, keys) in [(2, 2, 600, 600), (4, 2, 530, 700), (3, 1, 701, 701)] {
-        assert!(queries * keys > MAX_WEIGHTS_PER_HEAD);
+        assert!(queries * keys > BLOCKED_FROM);
         let q = random_tensor([2, heads, queries, 8], 1, &flex);
         let k = random_tensor([2, kv_heads, keys, 8], 2, &flex);
         let v = random_tensor([2, kv_heads, keys, 8], 3, &flex);
@@ -141,16 +141,24 @@ fn kernels_decline_the_calls_they_cannot_serve() {
     let flex = Device::flex();
     let layer = CausalSelfAttentionConfig::new(16, 2).init(&flex).unwrap();
     let projections = [&layer.query, &layer.key, &layer.value];
-    // A whole sequence whose [T, T] weights per head pass the limit: the packed kernel declines.
-    let long = (MAX_WEIGHTS_PER_HEAD as f64).sqrt() as usize + 1;
-    for (seq, serves) in [(long - 1, true), (long, false)] {
-        let x = random_tensor([1, seq, 16], 4, &flex);
-        let packed = kernels::packed_self_attention(x, projections, [2, 2], None);
-        assert_eq!(packed.is_some(), serves, "packed kernel, T = {seq}");
+    // A whole sequence whose [T, T] weights per head pass the limit (inference's, training's):
+    // the packed kernel declines.
+    for (device, limit) in [
+        (flex.clone(), BLOCKED_FROM),
+        (flex.clone().autodiff(), MAX_WEIGHTS_PER_HEAD),
+    ] {
+        let long = (limit as f64).sqrt() as usize + 1;
+        for (seq, serves) in [(long - 1, true), (long, false)] {
+            let x = random_tensor([1, seq, 16], 4, &device);
+            let layer = CausalSelfAttentionConfig::new(16, 2).init(&device).unwrap();
+            let projections = [&layer.query, &layer.key, &layer.value];
+            let packed = kernels::packed_self_attention(x, projections, [2, 2], None);
+            assert_eq!(packed.is_some(), serves, "packed kernel, T = {seq}");
+        }
     }
     // The causal kernel serves every length, inference past the limit in blocks of queries.
     let q = random_tensor([1, 2, 2, 8], 5, &flex);
-    let keys = MAX_WEIGHTS_PER_HEAD / 2 + 1;
+    let keys = BLOCKED_FROM / 2 + 1;
     let k = random_tensor([1, 2, keys, 8], 6, &flex);
     let served = |device: &Device| {
         let [q, k] = [&q, &k].map(|t| Tensor::from_data(t.to_data(), device));

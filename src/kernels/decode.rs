@@ -581,9 +581,7 @@ unsafe fn attend(
                         // SAFETY: this part's query heads.
                         let (q, out) =
                             unsafe { (q.part(at..at + head_dim), out.part_mut(at..at + head_dim)) };
-                        for (score, key) in scores.iter_mut().zip(keys.chunks_exact(head_dim)) {
-                            *score = dot_tree(q, key);
-                        }
+                        key_scores(q, keys, scores);
                         let top = max(scores) * scale;
                         let total = exp_in_place(scores, scale, top);
                         weighted_sum(scores, values, 1.0 / total, out);
@@ -592,6 +590,54 @@ unsafe fn attend(
             }
         },
     )
+}
+
+/// `scores[s] = q · keys[s]` for every key (row) of `keys`.
+///
+/// # Shapes
+/// - q: `[Dh]`, keys: `[S, Dh]`, scores: `[S]`
+#[inline(always)]
+fn key_scores(q: &[f32], keys: &[f32], scores: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if q.len() % 16 == 0 && q.len() <= 128 && std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        return unsafe { key_scores_avx512(q, keys, scores) };
+    }
+    for (score, key) in scores.iter_mut().zip(keys.chunks_exact(q.len())) {
+        *score = dot_tree(q, key);
+    }
+}
+
+/// [`key_scores`] with the query held in registers and each key's 16 partial sums reduced by
+/// the CPU's own horizontal add, for heads of a multiple of 16 up to 128 wide.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn key_scores_avx512(q: &[f32], keys: &[f32], scores: &mut [f32]) {
+    use std::arch::x86_64::{
+        __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_reduce_add_ps, _mm512_setzero_ps,
+    };
+    let head_dim = q.len();
+    let lanes = head_dim / 16;
+    let mut query = [_mm512_setzero_ps(); 8];
+    for (c, lane) in query.iter_mut().take(lanes).enumerate() {
+        // SAFETY: `16·c + 16 ≤ head_dim`.
+        *lane = unsafe { _mm512_loadu_ps(q.as_ptr().add(16 * c)) };
+    }
+    for (score, key) in scores.iter_mut().zip(keys.chunks_exact(head_dim)) {
+        let mut acc: __m512 = _mm512_setzero_ps();
+        for (c, lane) in query.iter().take(lanes).enumerate() {
+            // SAFETY: as above, within one key's row.
+            acc = _mm512_fmadd_ps(
+                unsafe { _mm512_loadu_ps(key.as_ptr().add(16 * c)) },
+                *lane,
+                acc,
+            );
+        }
+        *score = _mm512_reduce_add_ps(acc);
+    }
 }
 
 /// `Σ a·b` in 16 lanes summed as a tree at the end: one key's score. (The crate's

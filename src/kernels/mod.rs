@@ -226,7 +226,8 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
 ///
 /// Returns `None`, and the model runs the layer step by step, where the kernel does not serve
 /// the call: off the crate's kernels ([`runs_on`]), for sequences whose `[T, T]` weights per
-/// head pass [`MAX_WEIGHTS_PER_HEAD`], or when some projections have a bias and others not.
+/// head pass [`MAX_WEIGHTS_PER_HEAD`] (training) or [`BLOCKED_FROM`] (inference), or when
+/// some projections have a bias and others not.
 ///
 /// # Shapes
 /// - x: `[B, T, D]`, query projection `D -> D`, key and value projections `D -> H_kv·Dh`,
@@ -246,9 +247,12 @@ pub fn packed_self_attention(
             .map(|layer| layer.bias.as_ref().map(|bias| bias.val()))
             .collect();
         let unbiased = projections.iter().all(|layer| layer.bias.is_none());
-        let serves = runs_on(&x.device(), x.dtype())
-            && seq * seq <= MAX_WEIGHTS_PER_HEAD
-            && (biases.is_some() || unbiased);
+        let limit = match x.device().is_autodiff() {
+            true => MAX_WEIGHTS_PER_HEAD,
+            false => BLOCKED_FROM,
+        };
+        let serves =
+            runs_on(&x.device(), x.dtype()) && seq * seq <= limit && (biases.is_some() || unbiased);
         if !serves {
             return None;
         }
@@ -365,18 +369,23 @@ pub fn adamw_step<const D: usize>(
     }
 }
 
-/// The most attention weights per head (`T·S`, 1 MB of `f32`) the kernels hold at once when
-/// they are not training. Past it, the packed kernel declines (the layer then runs step by
-/// step) and the causal kernel runs in blocks of queries. Training keeps the whole matrix at
-/// every length: its backward reads the weights.
+/// The most attention weights per head (`T·S`, 1 MB of `f32`) the packed kernel holds when
+/// training; past it, the layer runs step by step with the causal kernel, which keeps the
+/// whole matrix at every length in training (its backward reads the weights).
 pub const MAX_WEIGHTS_PER_HEAD: usize = 256 * 1024;
+
+/// Inference past this many attention weights per head (`T·S`, 64 KB of `f32`) runs in
+/// blocks of queries, each against only the keys it sees, which skips the masked half of the
+/// products: the packed kernel declines those calls, and the causal kernel takes them block
+/// by block. Below it one product over the whole matrix is cheaper than the blocks' hand-offs.
+pub const BLOCKED_FROM: usize = 128 * 128;
 
 /// Causal attention with the mask aligned bottom-right (query `i` of `T` sees keys
 /// `0 ..= i + S − T`), scale `1/√Dh`, with a hand-written backward for training. With fewer
 /// key/value heads than query heads (grouped-query attention), query head `h` reads key/value
 /// head `h / G`, `G = H / H_kv`, without copying them.
 ///
-/// Inference past [`MAX_WEIGHTS_PER_HEAD`] weights per head runs in blocks of queries, each
+/// Inference past [`BLOCKED_FROM`] weights per head runs in blocks of queries, each
 /// against only the keys it sees, holding no `[T, S]` matrix (`attention::forward_blocked`).
 /// Returns `None`, and the model runs Burn's attention instead, off the crate's kernels
 /// ([`runs_on`]).
@@ -392,7 +401,7 @@ pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Option<Tens
             return None;
         }
         let weights_per_head = q.dims()[2] * k.dims()[2];
-        if device.is_autodiff() || weights_per_head <= MAX_WEIGHTS_PER_HEAD {
+        if device.is_autodiff() || weights_per_head <= BLOCKED_FROM {
             return Some(extension::causal_attention(q, k, v));
         }
         // Long inference: in blocks of queries, no [T, S] weights held.
