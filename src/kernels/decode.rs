@@ -599,7 +599,10 @@ unsafe fn attend(
 #[inline(always)]
 fn key_scores(q: &[f32], keys: &[f32], scores: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if q.len() % 16 == 0 && q.len() <= 128 && std::arch::is_x86_feature_detected!("avx512f") {
+    if q.len().is_multiple_of(16)
+        && q.len() <= 128
+        && std::arch::is_x86_feature_detected!("avx512f")
+    {
         // SAFETY: the CPU has AVX-512F (checked just above).
         return unsafe { key_scores_avx512(q, keys, scores) };
     }
