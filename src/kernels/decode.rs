@@ -15,21 +15,24 @@
 //! | `x += u·W_proj + b`                     | `W_proj`                     | `x`              |
 //!
 //! and the head runs once, on the last (only) position. Each weight matrix is read once per
-//! step whatever `B` is: the products walk it in blocks of columns and reuse each block for
-//! every row ([`dense_columns`]). The cache is read where it lies, each key/value head once per group
-//! of query heads that share it.
+//! step whatever `B` is, row after row in memory order ([`product`]); the cache is read where
+//! it lies, each key/value head once per group of query heads that share it.
 //!
 //! # Two cores
-//! Every stage is cut in two parts that write disjoint memory, run at once on this thread and
-//! the helper of [`super::pair`]: the attention stage by key/value heads (each part projects,
-//! rotates, caches and attends its own heads), the products by columns (each part reads its
-//! half of the weights, so the two cores' caches each hold half the model). Each part
-//! normalises the whole row for itself (a few hundred numbers) rather than wait for the other.
-//! Four hand-offs per layer:
+//! A step streams the weights and the cache in (3 MB and 2 MB for the bench model at context
+//! 512): it is bound by memory bandwidth, which two cores double. Every stage is cut in two
+//! parts, run at once on this thread and the helper of [`super::pair`] (a quarter of a
+//! microsecond per hand-off). Each part owns half the key/value heads (it finishes their q, k
+//! and v, rotates, caches and attends them) and half of every product's inputs: it reads a
+//! contiguous half of each weight matrix's rows and writes a partial sum, and the next stage
+//! adds the two (each part into its own copy of the residual stream, so neither waits to read
+//! the other's). Four hand-offs per layer:
 //!
 //! ```text
-//! [ln_1, q k v, RoPE, cache, attend] by heads | [x += a·W_O] by columns |
-//! [ln_2, gelu(h·W_fc)] by columns             | [x += u·W_proj] by columns
+//! A  x += proj partials; ln_1; q, k, v partials over half the inputs
+//! B  q, k, v of own heads = sum of partials; RoPE; cache; attend; W_O partial over own heads
+//! C  x += W_O partials; ln_2; W_fc partial over half the inputs
+//! D  own half of gelu(sum of W_fc partials); W_proj partial over that half
 //! ```
 //!
 //! The arithmetic is the readable path's ([`crate::model::attention`], the block, the MLP),
@@ -118,37 +121,91 @@ pub struct Step<'a> {
     pub rotation: Option<(&'a [f32], &'a [f32])>,
 }
 
-/// Buffers a step reuses from layer to layer: shared by both parts (each writes its own
-/// columns) or one per part.
+/// What a step keeps from layer to layer, per part (see the module docs): its own copy of the
+/// residual stream, its partial products, and its own heads' or half's q, k, v, attended
+/// values and hidden layer (`[B, ·]`, only that part's columns).
 pub struct Scratch {
+    parts: [Part; 2],
+    /// Per part, its partial products over its half of the inputs, full width: q, k, v,
+    /// `W_O`, `W_fc`, `W_proj` (read by both parts in the stage after the one writing them).
+    partial: [[Vec<f32>; 6]; 2],
+    /// Whether `W_proj`'s partial products still have to be added to the stream.
+    pending: bool,
+}
+
+/// One part's buffers.
+struct Part {
+    /// The residual stream `[B, D]` (each part adds the same sums to its own copy).
+    x: Vec<f32>,
+    /// The normalised rows `[B, D]`.
+    h: Vec<f32>,
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
     attended: Vec<f32>,
     hidden: Vec<f32>,
-    /// Per part: the normalised rows and one head's scores.
-    h: [Vec<f32>; 2],
-    scores: [Vec<f32>; 2],
+    scores: Vec<f32>,
 }
 
 impl Scratch {
-    /// Buffers for `rows` rows of width `d_model`, key/value width `kv_width`, MLP width
-    /// `hidden`, up to `keys` keys.
-    pub fn new(rows: usize, d_model: usize, kv_width: usize, hidden: usize, keys: usize) -> Self {
-        Self {
+    /// A step's buffers, starting from the embeddings `x` (`[B, D]`), for key/value width
+    /// `kv_width`, MLP width `hidden` and up to `keys` keys.
+    pub fn new(x: Vec<f32>, d_model: usize, kv_width: usize, hidden: usize, keys: usize) -> Self {
+        let rows = x.len() / d_model;
+        let part = |x: Vec<f32>| Part {
+            x,
+            h: vec![0.0; rows * d_model],
             q: vec![0.0; rows * d_model],
             k: vec![0.0; rows * kv_width],
             v: vec![0.0; rows * kv_width],
             attended: vec![0.0; rows * d_model],
             hidden: vec![0.0; rows * hidden],
-            h: [vec![0.0; rows * d_model], vec![0.0; rows * d_model]],
-            scores: [vec![0.0; keys], vec![0.0; keys]],
+            scores: vec![0.0; keys],
+        };
+        let partial = || {
+            [d_model, kv_width, kv_width, d_model, hidden, d_model]
+                .map(|width| vec![0.0; rows * width])
+        };
+        Self {
+            parts: [part(x.clone()), part(x)],
+            partial: [partial(), partial()],
+            pending: false,
+        }
+    }
+
+    /// The residual stream after the last layer, `[B, D]`.
+    pub fn finish(self) -> Vec<f32> {
+        let [mut first, _] = self.parts;
+        if self.pending {
+            let [a, b] = &self.partial;
+            add_sums(&mut first.x, &a[5], &b[5]);
+        }
+        first.x
+    }
+}
+
+/// `x += a + b`.
+#[inline(always)]
+fn add_sums(x: &mut [f32], a: &[f32], b: &[f32]) {
+    for ((x, a), b) in x.iter_mut().zip(a).zip(b) {
+        *x += a + b;
+    }
+}
+
+/// `out = a + b` on `columns` of every row of the `[B, ·]` partial products, written compact
+/// (`[B, columns.len()]`).
+fn sums_of(a: &[f32], b: &[f32], columns: Range<usize>, out: &mut [f32]) {
+    let width = a.len() / (out.len() / columns.len().max(1)).max(1);
+    for (row, out) in out.chunks_mut(columns.len().max(1)).enumerate() {
+        let at = row * width + columns.start;
+        for ((o, a), b) in out.iter_mut().zip(&a[at..]).zip(&b[at..]) {
+            *o = a + b;
         }
     }
 }
 
-/// A buffer both parts of a stage use at once, each only the elements its part owns (or all of
-/// it for reading, in a stage where no part writes it).
+/// A buffer both parts of a stage reach: each only the elements its part owns, or all of it
+/// for reading in a stage where no part writes it.
 #[derive(Clone, Copy)]
 struct Split<'a> {
     ptr: *mut f32,
@@ -156,8 +213,8 @@ struct Split<'a> {
     _buffer: PhantomData<&'a mut [f32]>,
 }
 
-// SAFETY: the parts of a stage touch disjoint elements (each function below says which), and
-// the hand-off between stages orders one stage's writes before the next stage's reads.
+// SAFETY: the parts of a stage touch disjoint elements (each use says which), and the hand-off
+// between stages orders one stage's writes before the next stage's reads.
 unsafe impl Send for Split<'_> {}
 unsafe impl Sync for Split<'_> {}
 
@@ -176,6 +233,15 @@ impl<'a> Split<'a> {
     /// No part writes it during the stage.
     unsafe fn read(&self) -> &'a [f32] {
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// The whole buffer, to write.
+    ///
+    /// # Safety
+    /// No other part uses it during the stage.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn write(&self) -> &'a mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
 
     /// Elements `range`, to read.
@@ -208,80 +274,137 @@ fn half(n: usize, part: usize, align: usize) -> Range<usize> {
     }
 }
 
-/// One block for the rows of `x` (`[B, D]`, updated in place): attention over `cache` (the new
-/// key and value written into `step.slot` first), then the MLP, each added to `x`; each stage
-/// in two parts on two cores (see the module docs).
-pub fn layer(x: &mut [f32], layer: &Layer, cache: LayerCache, step: &Step, scratch: &mut Scratch) {
+/// The parts' own buffers, handed to the two threads of a stage.
+struct Parts<'a> {
+    ptr: *mut Part,
+    _parts: PhantomData<&'a mut [Part; 2]>,
+}
+
+// SAFETY: each thread of a stage takes only its own part (`Parts::get`).
+unsafe impl Send for Parts<'_> {}
+unsafe impl Sync for Parts<'_> {}
+
+impl Parts<'_> {
+    /// Part `part`'s buffers.
+    ///
+    /// # Safety
+    /// Only the thread running `part` calls this with `part` during a stage.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn get(&self, part: usize) -> &mut Part {
+        unsafe { &mut *self.ptr.add(part) }
+    }
+}
+
+/// One block for the rows of the step's residual stream (in `scratch`): attention over
+/// `cache` (the new key and value written into `step.slot` first), then the MLP, each added
+/// to the stream; every stage in two parts on two cores (see the module docs).
+pub fn layer(layer: &Layer, cache: LayerCache, step: &Step, scratch: &mut Scratch) {
     let width = layer.ln_1.gamma.len();
-    let rows = x.len() / width;
-    let kv_width = step.kv_heads * step.head_dim;
-    let Scratch {
-        q,
-        k,
-        v,
-        attended,
-        hidden,
-        h,
-        scores,
-    } = scratch;
-    let [h0, h1] = h;
-    let [s0, s1] = scores;
-    let (h, scores) = (
-        [Split::new(h0), Split::new(h1)],
-        [Split::new(s0), Split::new(s1)],
-    );
-    let x = Split::new(x);
-    let q = Split::new(&mut q[..rows * width]);
-    let k = Split::new(&mut k[..rows * kv_width]);
-    let v = Split::new(&mut v[..rows * kv_width]);
-    let attended = Split::new(&mut attended[..rows * width]);
-    let hidden = Split::new(&mut hidden[..rows * layer.fc.outputs]);
-    let keys = Split::new(cache.key);
-    let values = Split::new(cache.value);
-    // SAFETY (every stage): part `p` writes only its own heads' columns of q, k, v, the cache
-    // and `attended`, or its own columns of `x` and `hidden`, and its own `h` and `scores`; a
-    // buffer read whole in a stage is written by neither part in it.
-    both(&|part| unsafe {
-        let h = h[part].part_mut(0..rows * width);
-        norm(x.read(), &layer.ln_1, h);
-        let heads = half(step.kv_heads, part, 1);
-        let (group, dh) = (step.heads / step.kv_heads, step.head_dim);
-        let q_columns = heads.start * group * dh..heads.end * group * dh;
-        let kv_columns = heads.start * dh..heads.end * dh;
-        dense_columns(h, &layer.query, q, false, q_columns.clone());
-        dense_columns(h, &layer.key, k, false, kv_columns.clone());
-        dense_columns(h, &layer.value, v, false, kv_columns.clone());
-        if let Some((cos, sin)) = step.rotation {
-            rotate(q, rows, q_columns, cos, sin, dh);
-            rotate(k, rows, kv_columns, cos, sin, dh);
+    let rows = scratch.parts[0].x.len() / width;
+    let (group, dh) = (step.heads / step.kv_heads, step.head_dim);
+    let pending = std::mem::replace(&mut scratch.pending, true);
+    let parts = Parts {
+        ptr: scratch.parts.as_mut_ptr(),
+        _parts: PhantomData,
+    };
+    let [p0, p1] = &mut scratch.partial;
+    let partial = [
+        p0.each_mut().map(|b| Split::new(b)),
+        p1.each_mut().map(|b| Split::new(b)),
+    ];
+    // Partial products `which` of both parts, to read; and part `p`'s, to write.
+    let partials = |which: usize| partial.map(|buffers| unsafe { buffers[which].read() });
+    let mine = |p: usize, which: usize| unsafe { partial[p][which].write() };
+    let cache = [Split::new(cache.key), Split::new(cache.value)];
+    // Part p's key/value heads, and the columns of q (its query heads) and of k and v.
+    let heads = |p: usize| half(step.kv_heads, p, 1);
+    let q_columns = |p: usize| heads(p).start * group * dh..heads(p).end * group * dh;
+    let kv_columns = |p: usize| heads(p).start * dh..heads(p).end * dh;
+    let hidden_columns = |p: usize| half(layer.fc.outputs, p, BLOCK);
+    // SAFETY (every stage): each thread takes only its own part, and reads the partial
+    // products of both in the stage after the one that wrote them.
+    both(&|p| unsafe {
+        let part = parts.get(p);
+        if pending {
+            let [a, b] = partials(5);
+            add_sums(&mut part.x, a, b);
         }
-        write_cache([k, v], [keys, values], step, heads.clone());
-        let scores = scores[part].part_mut(0..step.visible);
-        attend(q, [keys, values], step, heads, attended, scores);
+        norm(&part.x, &layer.ln_1, &mut part.h);
+        let inputs = half(width, p, 16);
+        for (which, dense) in [&layer.query, &layer.key, &layer.value]
+            .into_iter()
+            .enumerate()
+        {
+            dense_rows(&part.h, 0, dense, inputs.clone(), mine(p, which), p == 0);
+        }
     });
-    both(&|part| unsafe {
-        dense_columns(
-            attended.read(),
+    both(&|p| unsafe {
+        let part = parts.get(p);
+        let (q, k, v) = (
+            &mut part.q[..rows * q_columns(p).len()],
+            &mut part.k[..rows * kv_columns(p).len()],
+            &mut part.v[..rows * kv_columns(p).len()],
+        );
+        for (which, (out, columns)) in [
+            (&mut *q, q_columns(p)),
+            (k, kv_columns(p)),
+            (v, kv_columns(p)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let [a, b] = partials(which);
+            sums_of(a, b, columns, out);
+        }
+        let (q, k, v) = (
+            &mut part.q[..rows * q_columns(p).len()],
+            &mut part.k[..rows * kv_columns(p).len()],
+            &part.v[..rows * kv_columns(p).len()],
+        );
+        if let Some((cos, sin)) = step.rotation {
+            rotate(q, rows, cos, sin, dh);
+            rotate(k, rows, cos, sin, dh);
+        }
+        write_cache([k, v], cache, step, heads(p));
+        let attended = &mut part.attended[..rows * q_columns(p).len()];
+        attend(q, cache, step, heads(p), attended, &mut part.scores);
+        dense_rows(
+            attended,
+            q_columns(p).start,
             &layer.output,
-            x,
-            true,
-            half(width, part, BLOCK),
+            q_columns(p),
+            mine(p, 3),
+            p == 0,
         );
     });
-    both(&|part| unsafe {
-        let h = h[part].part_mut(0..rows * width);
-        norm(x.read(), &layer.ln_2, h);
-        let columns = half(layer.fc.outputs, part, BLOCK);
-        dense_columns(h, &layer.fc, hidden, false, columns.clone());
-        gelu_columns(hidden, rows, columns, layer.approximate_gelu);
+    both(&|p| unsafe {
+        let part = parts.get(p);
+        let [a, b] = partials(3);
+        add_sums(&mut part.x, a, b);
+        norm(&part.x, &layer.ln_2, &mut part.h);
+        dense_rows(
+            &part.h,
+            0,
+            &layer.fc,
+            half(width, p, 16),
+            mine(p, 4),
+            p == 0,
+        );
     });
-    both(&|part| unsafe {
-        dense_columns(
-            hidden.read(),
+    both(&|p| unsafe {
+        let part = parts.get(p);
+        let columns = hidden_columns(p);
+        let hidden = &mut part.hidden[..rows * columns.len()];
+        let [a, b] = partials(4);
+        sums_of(a, b, columns.clone(), hidden);
+        gelu_in_place(hidden, layer.approximate_gelu);
+        dense_rows(
+            hidden,
+            columns.start,
             &layer.proj,
-            x,
-            true,
-            half(width, part, BLOCK),
+            columns,
+            mine(p, 5),
+            p == 0,
         );
     });
 }
@@ -310,119 +433,67 @@ pub fn norm(x: &[f32], norm: &Norm, out: &mut [f32]) {
     )
 }
 
-/// Columns of `W` per block of a product: four AVX-512 registers of accumulators per row.
+/// Where column halves are cut: on whole cache lines (16 `f32`) of four vector registers.
 const BLOCK: usize = 64;
 
-/// `out = x·W + b`, or `out += x·W + b` when `accumulate` (a residual added in the same pass),
-/// for the output `columns` only: the product reads only those columns of `W`.
-///
-/// `W` is walked in blocks of [`BLOCK`] columns; each block's accumulators stay in registers
-/// while the block is read down all `inputs` rows, for up to four rows of `x` at once, so `W`
-/// is read once per four rows (once per step at `B ≤ 4`).
-///
-/// # Safety
-/// The caller's part alone uses `columns` of every row of `out` during the stage.
+/// A part's share of a product: `out = x·W[inputs, :] (+ b)`, the sum over `inputs` only (the
+/// other part adds the rest), every column; `x` holds the input columns from `x_start` on.
 ///
 /// # Shapes
-/// - x: `[B, inputs]`, out: `[B, outputs]`
-unsafe fn dense_columns(
+/// - x: `[B, ·]`, out: `[B, outputs]`
+fn dense_rows(
     x: &[f32],
+    x_start: usize,
     layer: &Dense,
-    out: Split,
-    accumulate: bool,
-    columns: Range<usize>,
+    inputs: Range<usize>,
+    out: &mut [f32],
+    bias: bool,
 ) {
-    let (inputs, outputs) = (layer.inputs(), layer.outputs);
-    let rows = x.len() / inputs;
-    let full = columns.start + (columns.len() - columns.len() % BLOCK);
+    product(x, x_start, layer, inputs, 0..layer.outputs, out, bias);
+}
+
+/// `out[r, c] = b[c]? + Σ_{i ∈ inputs} x[r, i] · W[i, c]` for `c` in `columns`, `out` holding
+/// just those columns (`[B, columns.len()]`) and `x` its input columns from `x_start` on.
+///
+/// `W` is read once, row after row in memory order (the hardware prefetcher's best case: a
+/// step is bound by how fast the weights stream in), each row added into every row of `out`,
+/// which stay in the L1 cache.
+fn product(
+    x: &[f32],
+    x_start: usize,
+    layer: &Dense,
+    inputs: Range<usize>,
+    columns: Range<usize>,
+    out: &mut [f32],
+    bias: bool,
+) {
+    let width = columns.len();
+    if width == 0 {
+        return;
+    }
+    let rows = out.len() / width;
+    let x_width = x.len() / rows;
+    let bias = layer.bias.filter(|_| bias);
     vectorised(
         #[inline(always)]
         || {
-            let mut row = 0;
-            while row < rows {
-                let take = match rows - row {
-                    1 => 1,
-                    2 | 3 => 2,
-                    _ => 4,
-                };
-                let x = &x[row * inputs..(row + take) * inputs];
-                // SAFETY: these rows' `columns` are the caller's (see above).
-                let out_row = |r: usize, range: Range<usize>| unsafe {
-                    out.part_mut((row + r) * outputs + range.start..(row + r) * outputs + range.end)
-                };
-                for column in (columns.start..full).step_by(BLOCK) {
-                    match take {
-                        1 => block::<1>(x, layer, &out_row, column, accumulate),
-                        2 => block::<2>(x, layer, &out_row, column, accumulate),
-                        _ => block::<4>(x, layer, &out_row, column, accumulate),
+            for out in out.chunks_mut(width) {
+                match bias {
+                    Some(bias) => out.copy_from_slice(&bias[columns.clone()]),
+                    None => out.fill(0.0),
+                }
+            }
+            for i in inputs.clone() {
+                let w = &layer.weight[i * layer.outputs + columns.start..][..width];
+                for (row, out) in out.chunks_mut(width).enumerate() {
+                    let xi = x[row * x_width + i - x_start];
+                    for (o, w) in out.iter_mut().zip(w) {
+                        *o += xi * w;
                     }
                 }
-                if full < columns.end {
-                    remainder(x, layer, &out_row, full..columns.end, accumulate);
-                }
-                row += take;
             }
         },
     )
-}
-
-/// Columns `column..column + BLOCK` of `R` rows; `out(r, columns)` is row `r`'s output there.
-#[inline(always)]
-fn block<'o, const R: usize>(
-    x: &[f32],
-    layer: &Dense,
-    out: &impl Fn(usize, Range<usize>) -> &'o mut [f32],
-    column: usize,
-    add: bool,
-) {
-    let (inputs, outputs) = (layer.inputs(), layer.outputs);
-    let mut acc = [[0.0f32; BLOCK]; R];
-    for (r, acc) in acc.iter_mut().enumerate() {
-        let out = out(r, column..column + BLOCK);
-        let bias = layer.bias.map(|b| &b[column..column + BLOCK]);
-        for (c, a) in acc.iter_mut().enumerate() {
-            *a = bias.map_or(0.0, |b| b[c]) + if add { out[c] } else { 0.0 };
-        }
-    }
-    for i in 0..inputs {
-        let w: &[f32; BLOCK] = layer.weight[i * outputs + column..][..BLOCK]
-            .try_into()
-            .expect("a block of BLOCK columns");
-        for (r, acc) in acc.iter_mut().enumerate() {
-            let xi = x[r * inputs + i];
-            for (a, w) in acc.iter_mut().zip(w) {
-                *a += xi * w;
-            }
-        }
-    }
-    for (r, acc) in acc.iter().enumerate() {
-        out(r, column..column + BLOCK).copy_from_slice(acc);
-    }
-}
-
-/// Columns `columns` (fewer than a block) of every row of `x`, one row at a time.
-#[inline(always)]
-fn remainder<'o>(
-    x: &[f32],
-    layer: &Dense,
-    out: &impl Fn(usize, Range<usize>) -> &'o mut [f32],
-    columns: Range<usize>,
-    add: bool,
-) {
-    let (inputs, outputs) = (layer.inputs(), layer.outputs);
-    for (r, x) in x.chunks(inputs).enumerate() {
-        let out = out(r, columns.clone());
-        for (o, c) in out.iter_mut().zip(columns.clone()) {
-            let base = if add { *o } else { 0.0 };
-            *o = base + layer.bias.map_or(0.0, |b| b[c]);
-        }
-        for (i, xi) in x.iter().enumerate() {
-            let w = &layer.weight[i * outputs + columns.start..i * outputs + columns.end];
-            for (o, w) in out.iter_mut().zip(w) {
-                *o += xi * w;
-            }
-        }
-    }
 }
 
 /// Logits against a tied head: `out[b, t] = x_b · E_t` with the embedding `E` `[V, D]`, the
@@ -453,44 +524,52 @@ pub fn tied_head(x: &[f32], embedding: &[f32], width: usize, out: &mut [f32]) {
     });
 }
 
-/// The head's product in two parts by columns (the vocabulary).
+/// The head's product `x·W`, the vocabulary (columns) in two parts.
 ///
 /// # Shapes
 /// - x: `[B, D]`, out: `[B, V]`
 pub fn dense_head(x: &[f32], layer: &Dense, out: &mut [f32]) {
-    let out = Split::new(out);
+    let rows = x.len() / layer.inputs();
+    let halves = [0, 1].map(|part| half(layer.outputs, part, BLOCK));
+    let mut own = halves
+        .clone()
+        .map(|columns| vec![0.0f32; rows * columns.len()]);
+    let buffers = own.each_mut().map(|b| Split::new(b));
     both(&|part| {
-        // SAFETY: each part writes its own columns.
-        unsafe { dense_columns(x, layer, out, false, half(layer.outputs, part, BLOCK)) }
+        // SAFETY: each part writes only its own buffer.
+        let out = unsafe { buffers[part].write() };
+        product(
+            x,
+            0,
+            layer,
+            0..layer.inputs(),
+            halves[part].clone(),
+            out,
+            true,
+        );
     });
+    for (row, out) in out.chunks_mut(layer.outputs).enumerate() {
+        for (columns, own) in halves.iter().zip(&own) {
+            let n = columns.len();
+            out[columns.clone()].copy_from_slice(&own[row * n..(row + 1) * n]);
+        }
+    }
 }
 
-/// RoPE on the heads in `columns` of every row: pairs `(i, i + Dh/2)` turned by the row's
-/// angles.
+/// RoPE on every head of every row: pairs `(i, i + Dh/2)` turned by the row's angles.
 ///
 /// # Shapes
 /// - x: `[B, heads·Dh]`, cos and sin: `[1 or B, Dh/2]`
-///
-/// # Safety
-/// The caller's part alone uses `columns` of `x` during the stage.
-unsafe fn rotate(
-    x: Split,
-    rows: usize,
-    columns: Range<usize>,
-    cos: &[f32],
-    sin: &[f32],
-    head_dim: usize,
-) {
+fn rotate(x: &mut [f32], rows: usize, cos: &[f32], sin: &[f32], head_dim: usize) {
+    if x.is_empty() {
+        return;
+    }
     let half = head_dim / 2;
     let per_row_tables = cos.len() > half;
-    let row_width = x.len / rows;
-    for row in 0..rows {
+    for (row, x) in x.chunks_mut(x.len() / rows).enumerate() {
         let table = if per_row_tables { row * half } else { 0 };
         let (cos, sin) = (&cos[table..table + half], &sin[table..table + half]);
-        let start = row * row_width;
-        // SAFETY: the caller's columns.
-        let heads = unsafe { x.part_mut(start + columns.start..start + columns.end) };
-        for head in heads.chunks_mut(head_dim) {
+        for head in x.chunks_mut(head_dim) {
             let (first, second) = head.split_at_mut(half);
             for (((a, b), c), s) in first.iter_mut().zip(second).zip(cos).zip(sin) {
                 let (x1, x2) = (*a, *b);
@@ -501,12 +580,12 @@ unsafe fn rotate(
     }
 }
 
-/// The new keys and values (`[B, H_kv·Dh]`) of key/value heads `heads` into slot `step.slot`
-/// of each row's cache.
+/// A part's new keys and values (`[B, heads.len()·Dh]`, key/value heads `heads`) into slot
+/// `step.slot` of each row's cache.
 ///
 /// # Safety
-/// The caller's part alone uses these heads of `new` and of the cache during the stage.
-unsafe fn write_cache(new: [Split; 2], cache: [Split; 2], step: &Step, heads: Range<usize>) {
+/// The caller's part alone uses these heads of the cache during the stage.
+unsafe fn write_cache(new: [&[f32]; 2], cache: [Split; 2], step: &Step, heads: Range<usize>) {
     let Step {
         kv_heads,
         head_dim,
@@ -514,36 +593,29 @@ unsafe fn write_cache(new: [Split; 2], cache: [Split; 2], step: &Step, heads: Ra
         slot,
         ..
     } = *step;
-    let rows = new[0].len / (kv_heads * head_dim);
     for (new, cache) in new.into_iter().zip(cache) {
-        for row in 0..rows {
-            for head in heads.clone() {
-                let from = (row * kv_heads + head) * head_dim;
-                let to = ((row * kv_heads + head) * capacity + slot) * head_dim;
-                // SAFETY: the caller's heads.
-                unsafe {
-                    cache
-                        .part_mut(to..to + head_dim)
-                        .copy_from_slice(new.part(from..from + head_dim));
-                }
-            }
+        for (index, new) in new.chunks_exact(head_dim).enumerate() {
+            let (row, head) = (index / heads.len(), heads.start + index % heads.len());
+            let to = ((row * kv_heads + head) * capacity + slot) * head_dim;
+            // SAFETY: the caller's heads.
+            unsafe { cache.part_mut(to..to + head_dim) }.copy_from_slice(new);
         }
     }
 }
 
-/// The query heads of key/value heads `heads`, each row's against its visible keys:
-/// `softmax(K·q / √Dh)·V` per head, into the merged-heads layout `[B, H·Dh]`. One query sees
-/// every key up to itself, so no mask beyond the row's padding.
+/// The query heads of key/value heads `heads` (a part's: `q` and `out` hold only theirs,
+/// `[B, heads.len()·G·Dh]`), each row's against its visible keys: `softmax(K·q / √Dh)·V`
+/// per head. One query sees every key up to itself, so no mask beyond the row's padding.
 ///
 /// # Safety
-/// The caller's part alone writes these heads of `out` and the cache during the stage, and
-/// `scores` holds at least `step.visible` numbers.
+/// The caller's part alone writes these heads of the cache during the stage, and `scores`
+/// holds at least `step.visible` numbers.
 unsafe fn attend(
-    q: Split,
+    q: &[f32],
     cache: [Split; 2],
     step: &Step,
     heads: Range<usize>,
-    out: Split,
+    out: &mut [f32],
     scores: &mut [f32],
 ) {
     let Step {
@@ -557,17 +629,28 @@ unsafe fn attend(
     } = *step;
     let groups = query_heads / kv_heads;
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let row_width = query_heads * head_dim;
+    let row_width = heads.len() * groups * head_dim;
+    if row_width == 0 {
+        return;
+    }
     let [keys, values] = cache;
     vectorised(
         #[inline(always)]
         || {
-            for (row, &first) in first_visible.iter().enumerate() {
+            for (row, ((q, out), &first)) in q
+                .chunks(row_width)
+                .zip(out.chunks_mut(row_width))
+                .zip(first_visible)
+                .enumerate()
+            {
                 // A padded row sees its real keys; its own key always (as the mask says).
                 let first = first.min(visible - 1);
                 let seen = visible - first;
                 let scores = &mut scores[..seen];
-                for kv in heads.clone() {
+                let heads_here = q
+                    .chunks(groups * head_dim)
+                    .zip(out.chunks_mut(groups * head_dim));
+                for (kv, (q, out)) in heads.clone().zip(heads_here) {
                     let base = ((row * kv_heads + kv) * capacity + first) * head_dim;
                     // SAFETY: this part's key/value head, read only.
                     let (keys, values) = unsafe {
@@ -576,11 +659,7 @@ unsafe fn attend(
                             values.part(base..base + seen * head_dim),
                         )
                     };
-                    for head in kv * groups..(kv + 1) * groups {
-                        let at = row * row_width + head * head_dim;
-                        // SAFETY: this part's query heads.
-                        let (q, out) =
-                            unsafe { (q.part(at..at + head_dim), out.part_mut(at..at + head_dim)) };
+                    for (q, out) in q.chunks(head_dim).zip(out.chunks_mut(head_dim)) {
                         key_scores(q, keys, scores);
                         let top = max(scores) * scale;
                         let total = exp_in_place(scores, scale, top);
@@ -705,22 +784,13 @@ fn weighted_sum(weights: &[f32], values: &[f32], scale: f32, out: &mut [f32]) {
     }
 }
 
-/// `gelu(u)` in place on `columns` of every row, the tanh form when `approximate`.
-///
-/// # Safety
-/// The caller's part alone uses these columns during the stage.
-unsafe fn gelu_columns(u: Split, rows: usize, columns: Range<usize>, approximate: bool) {
-    let width = u.len / rows;
+/// `gelu(u)` in place, the tanh form when `approximate`.
+fn gelu_in_place(u: &mut [f32], approximate: bool) {
     vectorised(
         #[inline(always)]
         || {
-            for row in 0..rows {
-                let start = row * width;
-                // SAFETY: the caller's columns.
-                let u = unsafe { u.part_mut(start + columns.start..start + columns.end) };
-                for z in u.iter_mut() {
-                    *z = super::gelu::gelu(*z, approximate);
-                }
+            for z in u.iter_mut() {
+                *z = super::gelu::gelu(*z, approximate);
             }
         },
     )

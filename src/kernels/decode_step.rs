@@ -122,13 +122,12 @@ pub fn run(model: StepModel, rows: &StepRows) -> Option<Tensor<3>> {
         }
     }
 
-    let mut scratch = None;
+    let mut scratch = {
+        let first = weights.first()?.views(false, 0.0);
+        Scratch::new(x, width, first.key.outputs, first.fc.outputs, rows.visible)
+    };
     for (layer, tensors) in model.layers.into_iter().zip(&weights) {
         let views = tensors.views(layer.approximate_gelu, layer.eps);
-        let scratch = scratch.get_or_insert_with(|| {
-            let kv_width = views.key.outputs;
-            Scratch::new(batch, width, kv_width, views.fc.outputs, rows.visible)
-        });
         let [key_buffer, value_buffer] = layer.cache;
         let step = Step {
             heads,
@@ -149,10 +148,11 @@ pub fn run(model: StepModel, rows: &StepRows) -> Option<Tensor<3>> {
             key: values_mut(&mut keys),
             value: values_mut(&mut values),
         };
-        decode::layer(&mut x, &views, cache, &step, scratch);
+        decode::layer(&views, cache, &step, &mut scratch);
         *key_buffer = Tensor::from_primitive::<Flex>(keys);
         *value_buffer = Tensor::from_primitive::<Flex>(values);
     }
+    let x = scratch.finish();
 
     let mut h = vec![0.0f32; batch * width];
     decode::norm(&x, &norm_view(&final_norm, model.ln_f.1), &mut h);
