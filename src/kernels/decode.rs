@@ -192,11 +192,14 @@ fn add_sums(x: &mut [f32], a: &[f32], b: &[f32]) {
     }
 }
 
-/// `out = a + b` on `columns` of every row of the `[B, ·]` partial products, written compact
-/// (`[B, columns.len()]`).
-fn sums_of(a: &[f32], b: &[f32], columns: Range<usize>, out: &mut [f32]) {
-    let width = a.len() / (out.len() / columns.len().max(1)).max(1);
-    for (row, out) in out.chunks_mut(columns.len().max(1)).enumerate() {
+/// `out = a + b` on `columns` of each of the `rows` rows of the partial products, written
+/// compact (`[B, columns.len()]`).
+fn sums_of(a: &[f32], b: &[f32], rows: usize, columns: Range<usize>, out: &mut [f32]) {
+    if columns.is_empty() {
+        return;
+    }
+    let width = a.len() / rows;
+    for (row, out) in out.chunks_mut(columns.len()).enumerate() {
         let at = row * width + columns.start;
         for ((o, a), b) in out.iter_mut().zip(&a[at..]).zip(&b[at..]) {
             *o = a + b;
@@ -340,32 +343,24 @@ pub fn layer(layer: &Layer, cache: LayerCache, step: &Step, scratch: &mut Scratc
     });
     both(&|p| unsafe {
         let part = parts.get(p);
-        let (q, k, v) = (
-            &mut part.q[..rows * q_columns(p).len()],
-            &mut part.k[..rows * kv_columns(p).len()],
-            &mut part.v[..rows * kv_columns(p).len()],
-        );
-        for (which, (out, columns)) in [
+        // This part's heads of q, k and v: the two parts' partial sums added.
+        let q = &mut part.q[..rows * q_columns(p).len()];
+        let k = &mut part.k[..rows * kv_columns(p).len()];
+        let v = &mut part.v[..rows * kv_columns(p).len()];
+        let own = [
             (&mut *q, q_columns(p)),
-            (k, kv_columns(p)),
-            (v, kv_columns(p)),
-        ]
-        .into_iter()
-        .enumerate()
-        {
+            (&mut *k, kv_columns(p)),
+            (&mut *v, kv_columns(p)),
+        ];
+        for (which, (out, columns)) in own.into_iter().enumerate() {
             let [a, b] = partials(which);
-            sums_of(a, b, columns, out);
+            sums_of(a, b, rows, columns, out);
         }
-        let (q, k, v) = (
-            &mut part.q[..rows * q_columns(p).len()],
-            &mut part.k[..rows * kv_columns(p).len()],
-            &part.v[..rows * kv_columns(p).len()],
-        );
         if let Some((cos, sin)) = step.rotation {
             rotate(q, rows, cos, sin, dh);
             rotate(k, rows, cos, sin, dh);
         }
-        write_cache([k, v], cache, step, heads(p));
+        write_cache([&*k, &*v], cache, step, heads(p));
         let attended = &mut part.attended[..rows * q_columns(p).len()];
         attend(q, cache, step, heads(p), attended, &mut part.scores);
         dense_rows(
@@ -396,7 +391,7 @@ pub fn layer(layer: &Layer, cache: LayerCache, step: &Step, scratch: &mut Scratc
         let columns = hidden_columns(p);
         let hidden = &mut part.hidden[..rows * columns.len()];
         let [a, b] = partials(4);
-        sums_of(a, b, columns.clone(), hidden);
+        sums_of(a, b, rows, columns.clone(), hidden);
         gelu_in_place(hidden, layer.approximate_gelu);
         dense_rows(
             hidden,

@@ -31,8 +31,13 @@ impl Gpt {
         let ids: Vec<usize> = tokens
             .to_data()
             .iter::<i64>()
-            .map(|id| id as usize)
+            .map(|id| usize::try_from(id).unwrap_or(usize::MAX))
             .collect();
+        // An id outside the vocabulary is left to the layer-by-layer path, whatever it does
+        // with one, so the kernel changes nothing about such a call.
+        if ids.iter().any(|&id| id >= self.config().vocab_size) {
+            return None;
+        }
         let batch = ids.len();
         let step = plan.cache_step();
         let first_visible = match plan.left_padding() {
