@@ -17,15 +17,19 @@
 //! | [`bias_gelu`]             | `+ bias`, `Gelu::forward`                    | `gelu.rs`             |
 //! | [`cross_entropy`]         | `log_softmax`, `gather`, `mean`              | `cross_entropy.rs`    |
 //! | [`decode_step`]           | a whole decode step, op by op (inference only) | `decode.rs` (the loops), `decode_step.rs` (tensors to slices) |
+//! | [`adamw_step`]            | Burn's AdamW update, a dozen ops per parameter | `adamw.rs`          |
 //!
 //! Underneath: `gemm.rs` multiplies strided views with the `gemm` crate (as Flex does, minus
 //! Flex's zero-filled and re-copied outputs), `math.rs` holds the vectorisable `exp`, `erf`
-//! and lane reductions, `simd.rs` compiles their loops for AVX-512 or AVX2 when the CPU has it.
+//! and lane reductions, `simd.rs` compiles their loops for AVX-512 or AVX2 when the CPU has it,
+//! `pair.rs` runs the decode step's two halves on two cores with a cheaper hand-off than
+//! rayon's.
 //!
 //! The kernels run for `f32` tensors on a Flex device (with or without autodiff), nowhere else
 //! ([`runs_on`]), and nowhere inside [`without_kernels`], which tests and the benchmark use to
-//! compare. The two attention kernels serve only the calls they can: they return `None`
-//! otherwise, and the model computes those calls itself ([`crate::model::attention_path`]).
+//! compare. The attention kernels and the decode step serve only the calls they can: they
+//! return `None` otherwise, and the model computes those calls itself
+//! ([`crate::model::attention_path`]).
 //! The others fall back to Burn's own op, the reference `tests/kernels.rs` holds each to.
 
 use std::cell::Cell;
