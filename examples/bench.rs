@@ -183,6 +183,24 @@ fn measure(args: &Args) -> anyhow::Result<()> {
         plan.warmup
     ));
 
+    if args.only == "cached" {
+        // For a profiler: cached decode steps only, a thousand at each context.
+        let plan = Plan {
+            repeats: 1000,
+            ..plan
+        };
+        let mut decoder = Decoder::with_config(&model, &device)?;
+        for context in CONTEXTS {
+            let rate = cached_rate(&plan, &mut decoder, context)?;
+            plan.say(format!("cached decoding at {context}: {rate:.0} tokens/s"));
+        }
+        let rate = batched_rate(&plan, &model, &device)?;
+        plan.say(format!(
+            "cached decoding, {DECODE_BATCH} rows at {DECODE_BATCH_CONTEXT}: {rate:.0} tokens/s"
+        ));
+        return Ok(());
+    }
+
     // The matrix-product rate the figures are set against, on the same backend and threads.
     let peak = matmul_gflops(2048, &device);
     plan.say(format!(
@@ -203,23 +221,6 @@ fn measure(args: &Args) -> anyhow::Result<()> {
         let figure = prefill(&plan, &mut decoder)?;
         figures.push(figure.with_flops(forward_flops(&model, PREFILL), peak));
     }
-    if args.only == "cached" {
-        // For a profiler: cached decode steps only, a thousand at each context.
-        let plan = Plan {
-            repeats: 1000,
-            ..plan
-        };
-        for context in CONTEXTS {
-            let rate = cached_rate(&plan, &mut decoder, context)?;
-            plan.say(format!("cached decoding at {context}: {rate:.0} tokens/s"));
-        }
-        let mut batched = Decoder::with_rows(&model, DECODE_BATCH, &device)?;
-        let rate = cached_rate(&plan, &mut batched, DECODE_BATCH_CONTEXT)? * DECODE_BATCH as f64;
-        plan.say(format!(
-            "cached decoding, {DECODE_BATCH} rows at {DECODE_BATCH_CONTEXT}: {rate:.0} tokens/s"
-        ));
-        return Ok(());
-    }
     if wanted("decode") {
         plan.say(format!(
             "\n{:>8} {:>14} {:>14} {:>9} {:>12} {:>12}",
@@ -237,15 +238,13 @@ fn measure(args: &Args) -> anyhow::Result<()> {
             ));
             figures.extend([cached, naive, bytes]);
         }
-        let mut batched = Decoder::with_rows(&model, DECODE_BATCH, &device)?;
-        let steps = cached_rate(&plan, &mut batched, DECODE_BATCH_CONTEXT)?;
         let figure = Figure {
             batch: Some(DECODE_BATCH),
             ..Figure::new(
                 "decode_tokens_per_s",
                 Some("cached"),
                 Some(DECODE_BATCH_CONTEXT),
-                steps * DECODE_BATCH as f64,
+                batched_rate(&plan, &model, &device)?,
             )
         }
         .with_flops(forward_flops(&model, DECODE_BATCH_CONTEXT), peak);
@@ -409,6 +408,17 @@ fn decode(plan: &Plan, decoder: &mut Decoder, context: usize) -> tinygpt::Result
         Figure::new("decode_tokens_per_s", Some("naive"), Some(context), naive),
         bytes,
     ])
+}
+
+/// Cached decoding of [`DECODE_BATCH`] rows at once at [`DECODE_BATCH_CONTEXT`], in tokens/s
+/// over all rows.
+fn batched_rate(
+    plan: &Plan,
+    model: &GptConfig,
+    device: &burn::tensor::Device,
+) -> tinygpt::Result<f64> {
+    let mut batched = Decoder::with_rows(model, DECODE_BATCH, device)?;
+    Ok(cached_rate(plan, &mut batched, DECODE_BATCH_CONTEXT)? * DECODE_BATCH as f64)
 }
 
 /// Cached decode steps per second at `context` (the cache filled to `context - 1` first), each

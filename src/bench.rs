@@ -223,11 +223,6 @@ impl Decoder {
         })
     }
 
-    /// Rows decoded at once.
-    pub fn rows(&self) -> usize {
-        self.ids.len()
-    }
-
     /// The model's configuration.
     pub fn config(&self) -> &GptConfig {
         self.model.config()

@@ -120,6 +120,12 @@ pub fn runs_on(device: &Device, dtype: DType) -> bool {
     KERNELS_ON.with(Cell::get) && dtype == DType::F32 && on_flex(device)
 }
 
+/// [`runs_on`], and the device records no gradients: where the kernels with no backward run
+/// ([`decode_step`], and [`adamw_step`] on the parameters an optimizer sees).
+pub fn runs_on_without_autodiff(device: &Device, dtype: DType) -> bool {
+    runs_on(device, dtype) && !device.is_autodiff()
+}
+
 #[cfg(feature = "flex")]
 fn on_flex(device: &Device) -> bool {
     use burn::backend::DispatchDevice;
@@ -282,16 +288,15 @@ pub fn packed_self_attention(
 /// attention of every layer, then the final norm and the head, with no tensor op in between;
 /// each layer's new key and value are written into its cache buffers in place.
 ///
-/// Returns `None`, and the model runs the step op by op, off the crate's kernels
-/// ([`runs_on`]), under autodiff, or for weights it cannot read (a layer norm without a shift);
+/// Returns `None`, and the model runs the step op by op, off the crate's kernels or under
+/// autodiff ([`runs_on_without_autodiff`]), or for weights it cannot read (a layer norm without a shift);
 /// nothing is written then.
 ///
 /// # Shapes
 /// - output: logits `[B, 1, V]`
 pub fn decode_step(model: StepModel, rows: &StepRows) -> Option<Tensor<3>> {
     let device = model.token_embedding.device();
-    let serves = runs_on(&device, model.token_embedding.dtype()) && !device.is_autodiff();
-    if !serves {
+    if !runs_on_without_autodiff(&device, model.token_embedding.dtype()) {
         return None;
     }
     decode_step::run(model, rows)
@@ -312,18 +317,12 @@ pub struct AdamWStep {
     pub time: usize,
 }
 
-/// Whether [`adamw_step`] runs on a parameter on `device` of `dtype`: `f32` on Flex without
-/// autodiff (where optimizers see parameters), outside [`without_kernels`].
-pub fn adamw_runs_on(device: &Device, dtype: DType) -> bool {
-    runs_on(device, dtype) && !device.is_autodiff()
-}
-
 /// One AdamW step of a parameter in one pass (`adamw.rs`): the parameter and its first and
 /// second moments (`None` at the first step) updated from `grad`, in place where they are not
 /// shared.
 ///
 /// # Panics
-/// Unless [`adamw_runs_on`] the parameter's device (the caller checks, and otherwise runs
+/// Unless [`runs_on_without_autodiff`] the parameter's device (the caller checks, and otherwise runs
 /// Burn's AdamW).
 ///
 /// # Shapes
@@ -340,7 +339,7 @@ pub fn adamw_step<const D: usize>(
         let flex = |tensor: Tensor<D>| {
             tensor
                 .try_into_primitive::<Flex>()
-                .expect("adamw_step runs on Flex tensors only (adamw_runs_on)")
+                .expect("adamw_step runs on Flex tensors only (runs_on_without_autodiff)")
         };
         let first = moments.is_none();
         let [m, v] = match moments {
@@ -369,7 +368,7 @@ pub fn adamw_step<const D: usize>(
     #[cfg(not(feature = "flex"))]
     {
         let _ = (param, grad, moments, step);
-        panic!("adamw_step runs on Flex tensors only (adamw_runs_on)")
+        panic!("adamw_step runs on Flex tensors only (runs_on_without_autodiff)")
     }
 }
 

@@ -81,8 +81,7 @@ impl AttentionPath {
         fast_paths_apply
             && plan.new_tokens() == 1
             && !plan.banded()
-            && kernels::runs_on(device, DType::F32)
-            && !device.is_autodiff()
+            && kernels::runs_on_without_autodiff(device, DType::F32)
     }
 
     /// A layer from `x` to its merged heads in one kernel, through its query, key and value

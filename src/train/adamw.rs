@@ -50,7 +50,7 @@ impl Optimizer for FusedAdamW {
         let amsgrad = state
             .as_ref()
             .is_some_and(|s| s.momentum.max_moment_2.is_some());
-        if amsgrad || !kernels::adamw_runs_on(&tensor.device(), tensor.dtype()) {
+        if amsgrad || !kernels::runs_on_without_autodiff(&tensor.device(), tensor.dtype()) {
             return self.burn.step(lr, tensor, grad, state);
         }
         let (time, moments) = match state {
