@@ -2,8 +2,6 @@
 //! weight borrowed as they are, the cache's buffers written in place, the logits made a tensor.
 
 #[cfg(feature = "flex")]
-use burn::backend::Flex;
-#[cfg(feature = "flex")]
 use burn::backend::flex::FlexTensor;
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::Tensor;
@@ -13,7 +11,7 @@ use burn::tensor::{DType, TensorData};
 #[cfg(feature = "flex")]
 use super::decode::{self, Dense, Layer, LayerCache, Norm, Scratch, Step};
 #[cfg(feature = "flex")]
-use super::flex::values_mut;
+use super::flex::{into_tensor, values_mut};
 
 /// One block of the step: its weights and its layer of the cache.
 pub struct StepLayer<'a> {
@@ -149,8 +147,8 @@ pub fn run(model: StepModel, rows: &StepRows) -> Option<Tensor<3>> {
             value: values_mut(&mut values),
         };
         decode::layer(&views, cache, &step, &mut scratch);
-        *key_buffer = Tensor::from_primitive::<Flex>(keys);
-        *value_buffer = Tensor::from_primitive::<Flex>(values);
+        *key_buffer = into_tensor(keys);
+        *value_buffer = into_tensor(values);
     }
     let x = scratch.finish();
 
@@ -176,7 +174,7 @@ pub fn run(model: StepModel, rows: &StepRows) -> Option<Tensor<3>> {
 /// autodiff.
 #[cfg(feature = "flex")]
 fn flex<const D: usize>(tensor: Tensor<D>) -> Option<FlexTensor> {
-    let tensor = tensor.try_into_primitive::<Flex>().ok()?;
+    let tensor = super::flex::from_tensor(tensor)?;
     if tensor.dtype() != DType::F32 {
         return None;
     }

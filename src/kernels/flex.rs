@@ -2,11 +2,22 @@
 
 use std::borrow::Cow;
 
-use burn::backend::TensorMetadata;
 use burn::backend::flex::FlexTensor;
-use burn::tensor::TensorData;
+use burn::backend::{Flex, TensorMetadata};
+use burn::tensor::{Tensor, TensorData};
 
 use super::gemm::Matrix;
+
+/// The Flex tensor under a model tensor; `None` on another backend or under autodiff (whose
+/// tensors the backend extension in `extension.rs` unwraps instead).
+pub fn from_tensor<const D: usize>(tensor: Tensor<D>) -> Option<FlexTensor> {
+    tensor.try_into_primitive::<Flex>().ok()
+}
+
+/// A Flex tensor as a model tensor.
+pub fn into_tensor<const D: usize>(tensor: FlexTensor) -> Tensor<D> {
+    Tensor::from_primitive::<Flex>(tensor)
+}
 
 /// The tensor's values in row-major order: borrowed when it is already a contiguous `f32`
 /// buffer, copied into one otherwise (a transposed or sliced view).

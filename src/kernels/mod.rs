@@ -335,10 +335,8 @@ pub fn adamw_step<const D: usize>(
 ) -> (Tensor<D>, [Tensor<D>; 2]) {
     #[cfg(feature = "flex")]
     {
-        use burn::backend::Flex;
         let flex = |tensor: Tensor<D>| {
-            tensor
-                .try_into_primitive::<Flex>()
+            flex::from_tensor(tensor)
                 .expect("adamw_step runs on Flex tensors only (runs_on_without_autodiff)")
         };
         let first = moments.is_none();
@@ -362,7 +360,7 @@ pub fn adamw_step<const D: usize>(
             hyper,
             first,
         );
-        let tensor = Tensor::<D>::from_primitive::<Flex>;
+        let tensor = flex::into_tensor::<D>;
         (tensor(param), [tensor(m), tensor(v)])
     }
     #[cfg(not(feature = "flex"))]
@@ -408,13 +406,8 @@ pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Option<Tens
             return Some(extension::causal_attention(q, k, v));
         }
         // Long inference: in blocks of queries, no [T, S] weights held.
-        use burn::backend::Flex;
-        let q = q.try_into_primitive::<Flex>().ok()?;
-        let k = k.try_into_primitive::<Flex>().ok()?;
-        let v = v.try_into_primitive::<Flex>().ok()?;
-        Some(Tensor::from_primitive::<Flex>(attention::forward_blocked(
-            q, k, v,
-        )))
+        let [q, k, v] = [q, k, v].map(flex::from_tensor);
+        Some(flex::into_tensor(attention::forward_blocked(q?, k?, v?)))
     }
     #[cfg(not(feature = "flex"))]
     {
