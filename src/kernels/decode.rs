@@ -41,7 +41,9 @@
 use std::marker::PhantomData;
 use std::ops::Range;
 
-use super::math::{dot, exp_in_place, max, sum};
+use super::layer_norm::normalise_row;
+use super::math::{exp_in_place, max};
+use super::packed_attention::rotate_head;
 use super::pair::both;
 use super::simd::vectorised;
 
@@ -414,15 +416,7 @@ pub fn norm(x: &[f32], norm: &Norm, out: &mut [f32]) {
         #[inline(always)]
         || {
             for (y, x) in out.chunks_mut(width).zip(x.chunks(width)) {
-                let mean = sum(x) / width as f32;
-                for (y, x) in y.iter_mut().zip(x) {
-                    *y = x - mean;
-                }
-                let var = dot(y, y) / width as f32;
-                let r = 1.0 / (var + norm.eps).sqrt();
-                for ((y, g), b) in y.iter_mut().zip(norm.gamma).zip(norm.beta) {
-                    *y = *y * r * g + b;
-                }
+                normalise_row(x, norm.gamma, norm.beta, norm.eps, y);
             }
         },
     )
@@ -565,12 +559,7 @@ fn rotate(x: &mut [f32], rows: usize, cos: &[f32], sin: &[f32], head_dim: usize)
         let table = if per_row_tables { row * half } else { 0 };
         let (cos, sin) = (&cos[table..table + half], &sin[table..table + half]);
         for head in x.chunks_mut(head_dim) {
-            let (first, second) = head.split_at_mut(half);
-            for (((a, b), c), s) in first.iter_mut().zip(second).zip(cos).zip(sin) {
-                let (x1, x2) = (*a, *b);
-                *a = x1 * c - x2 * s;
-                *b = x2 * c + x1 * s;
-            }
+            rotate_head(head, cos, sin, 1.0);
         }
     }
 }
@@ -717,9 +706,9 @@ unsafe fn key_scores_avx512(q: &[f32], keys: &[f32], scores: &mut [f32]) {
     }
 }
 
-/// `Σ a·b` in 16 lanes summed as a tree at the end: one key's score. (The crate's
-/// [`dot`] sums its lanes one after the other, a chain of dependent additions that costs more
-/// than the products for a row as short as a head.)
+/// `Σ a·b` in 16 lanes summed as a tree at the end: one key's score. ([`super::math::dot`]
+/// sums its lanes one after the other, a chain of dependent additions that costs more than the
+/// products for a row as short as a head.)
 #[inline(always)]
 fn dot_tree(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 16];

@@ -52,19 +52,7 @@ pub fn forward(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Normalised {
         .for_each(|((y, x), (mu, rstd))| {
             vectorised(
                 #[inline(always)]
-                || {
-                    let m = sum(x) / width as f32;
-                    // The centred row goes into the output first, then is scaled and shifted there.
-                    for (y, x) in y.iter_mut().zip(x) {
-                        *y = x - m;
-                    }
-                    let var = dot(y, y) / width as f32;
-                    let r = 1.0 / (var + eps).sqrt();
-                    for ((y, g), b) in y.iter_mut().zip(gamma).zip(beta) {
-                        *y = *y * r * g + b;
-                    }
-                    (*mu, *rstd) = (m, r);
-                },
+                || (*mu, *rstd) = normalise_row(x, gamma, beta, eps, y),
             )
         });
     Normalised {
@@ -72,6 +60,30 @@ pub fn forward(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Normalised {
         mean,
         inv_std,
     }
+}
+
+/// One row: `y = (x − μ) / σ · γ + β`; returns `μ` and `1/σ`. Inline, so that it runs at the
+/// vector width of the [`vectorised`] loop it is called from.
+#[inline(always)]
+pub fn normalise_row(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    y: &mut [f32],
+) -> (f32, f32) {
+    let width = gamma.len();
+    let m = sum(x) / width as f32;
+    // The centred row goes into the output first, then is scaled and shifted there.
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = x - m;
+    }
+    let var = dot(y, y) / width as f32;
+    let r = 1.0 / (var + eps).sqrt();
+    for ((y, g), b) in y.iter_mut().zip(gamma).zip(beta) {
+        *y = *y * r * g + b;
+    }
+    (m, r)
 }
 
 /// The gradients of the input and of both parameters.

@@ -280,13 +280,23 @@ pub fn rotate(
             let sin = &tables.sin[position * half..][..half];
             // The queries and the keys: the row up to the values.
             for head in features[..rotated].chunks_mut(dh) {
-                let (first, second) = head.split_at_mut(half);
-                for (((a, b), c), s) in first.iter_mut().zip(second).zip(cos).zip(sin) {
-                    let s = sign * s;
-                    (*a, *b) = (*a * c - *b * s, *b * c + *a * s);
-                }
+                rotate_head(head, cos, sin, sign);
             }
         });
+}
+
+/// One head of RoPE in place: feature `i` pairs with `i + Dh/2`, and the pair turns by the
+/// angle whose cosine and sine are `cos[i]`, `sign · sin[i]` (`sign` −1 turns it back).
+///
+/// # Shapes
+/// - head: `[Dh]`, cos and sin: `[Dh/2]`
+#[inline(always)]
+pub fn rotate_head(head: &mut [f32], cos: &[f32], sin: &[f32], sign: f32) {
+    let (first, second) = head.split_at_mut(head.len() / 2);
+    for (((a, b), c), s) in first.iter_mut().zip(second).zip(cos).zip(sin) {
+        let s = sign * s;
+        (*a, *b) = (*a * c - *b * s, *b * c + *a * s);
+    }
 }
 
 /// The cosine and sine tables of a rotation, `[T, Dh/2]` each, row-major.
