@@ -42,10 +42,10 @@ fn batch(seed: u64) -> Batch {
     }
 }
 
-/// `steps` optimizer steps from the same start; `reference` runs the optimizer's update off the
-/// kernels (Burn's AdamW). The forward and backward run on the kernels either way, so only the
-/// update differs.
-fn train(optimizer: &mut ModuleOptimizer, steps: usize, reference: bool, lr: f64) -> Gpt {
+/// `steps` optimizer steps from the same start; from step `burn_from` on, the optimizer's
+/// update runs off the kernels (Burn's AdamW). The forward and backward run on the kernels
+/// either way, so only the update differs.
+fn train(optimizer: &mut ModuleOptimizer, steps: usize, burn_from: usize, lr: f64) -> Gpt {
     let device = Device::flex().autodiff();
     let mut model = small_config(MaskMode::Causal)
         .init_seeded(4, &device)
@@ -55,7 +55,7 @@ fn train(optimizer: &mut ModuleOptimizer, steps: usize, reference: bool, lr: f64
             tinygpt::train::loss::teacher_forced_loss_tensor(&model, &batch(step as u64), &device)
                 .unwrap();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = match reference {
+        model = match step >= burn_from {
             true => without_kernels(|| optimizer.step(lr, model, grads)),
             false => optimizer.step(lr, model, grads),
         };
@@ -89,9 +89,9 @@ fn the_one_pass_update_matches_burns_adamw_over_many_steps() {
     ] {
         // A large learning rate, so that a wrong update moves the weights visibly.
         let lr = 1e-2;
-        let fused = train(&mut new_optimizer(&config), 30, false, lr);
-        let burn = train(&mut new_optimizer(&config), 30, true, lr);
-        let start = train(&mut new_optimizer(&config), 0, true, lr);
+        let fused = train(&mut new_optimizer(&config), 30, usize::MAX, lr);
+        let burn = train(&mut new_optimizer(&config), 30, 0, lr);
+        let start = train(&mut new_optimizer(&config), 0, 0, lr);
         let moved = max_diff(&fused, &start);
         let diff = max_diff(&fused, &burn);
         eprintln!("{name}: moved {moved:.3}, fused vs Burn {diff:.2e}");
@@ -109,21 +109,8 @@ fn a_state_written_by_either_update_continues_in_the_other() {
     // same weights as 20 with Burn's (the state is Burn's AdamWState, time and moments).
     let config = TrainConfig::new();
     let lr = 1e-2;
-    let device = Device::flex().autodiff();
-    let mut model = small_config(MaskMode::Causal)
-        .init_seeded(4, &device)
-        .unwrap();
-    let mut optimizer = new_optimizer(&config);
-    for step in 0..20 {
-        let loss = tinygpt::train::loss::teacher_forced_loss_tensor(&model, &batch(step), &device)
-            .unwrap();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = match step < 10 {
-            true => optimizer.step(lr, model, grads),
-            false => without_kernels(|| optimizer.step(lr, model, grads)),
-        };
-    }
-    let burn = train(&mut new_optimizer(&config), 20, true, lr);
+    let model = train(&mut new_optimizer(&config), 20, 10, lr);
+    let burn = train(&mut new_optimizer(&config), 20, 0, lr);
     let diff = max_diff(&model, &burn);
     assert!(diff <= 2e-5, "max |Δ| = {diff}");
 }
